@@ -1,0 +1,146 @@
+//! The CPython backends.
+
+use core::ptr::NonNull;
+
+use nuwa_core::GilOps;
+
+use crate::resolve::{self, RestoreThreadFn, ThreadStatePtr};
+
+/// The GIL of the CPython interpreter in this process.
+///
+/// A zero-sized backend: `nogil!(CPython => { ... })`, or simply
+/// [`nogil! { ... }`](crate::nogil), which uses it.
+///
+/// A release releases the GIL only if the calling thread holds it; on any
+/// other thread (one the extension spawned, a block nested in another, a
+/// process without Python) it releases nothing and the block just runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CPython;
+
+/// The thread state saved by a release, handed back to the reacquire.
+///
+/// Opaque, and neither `Send` nor `Sync`: it belongs to the thread that
+/// released.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SavedThreadState(NonNull<core::ffi::c_void>);
+
+// SAFETY: `release` calls `PyEval_SaveThread` only after checking that the
+// calling thread's own thread state is the one that holds the GIL (see
+// `HeldCheck`), and returns the state it saved; `reacquire` restores exactly
+// that state with `PyEval_RestoreThread`. Without the functions or the check,
+// nothing is released.
+unsafe impl GilOps for CPython {
+    type State = SavedThreadState;
+
+    #[inline(always)]
+    unsafe fn release(&self) -> Option<SavedThreadState> {
+        let api = resolve::api()?;
+        // SAFETY: these CPython functions may be called from any thread, with
+        // or without the GIL, and only read the current thread state.
+        let current = unsafe { (api.current)() };
+        if current.is_null() {
+            return None;
+        }
+        if let Some(this_thread) = api.this_thread {
+            // SAFETY: as above.
+            if unsafe { this_thread() } != current {
+                return None;
+            }
+        }
+        // SAFETY: the calling thread holds the GIL with `current` (checked
+        // above), which is what `PyEval_SaveThread` requires.
+        let saved = unsafe { (api.save)() };
+        NonNull::new(saved).map(SavedThreadState)
+    }
+
+    #[inline(always)]
+    unsafe fn reacquire(&self, state: SavedThreadState) {
+        // SAFETY: a `SavedThreadState` exists only after `release` found the
+        // functions, so they are resolved.
+        let api = unsafe { resolve::api_resolved() };
+        // SAFETY: the caller passes the state this thread saved, once.
+        unsafe { restore_thread(api.restore, state.0.as_ptr()) }
+    }
+}
+
+/// Like [`CPython`], without checking that the calling thread holds the GIL.
+///
+/// It skips the held check (one call into CPython, two on 3.11 and older) for
+/// callers that know the GIL is held, such as the body of a Python-callable
+/// function. If Python is not in the process, it releases nothing.
+///
+/// # Examples
+///
+/// ```no_run
+/// // In a function that Python called, so this thread holds the GIL:
+/// // SAFETY: called by the interpreter with the GIL held.
+/// let gil = unsafe { nuwa_ffi::AssumeGilHeld::new() };
+/// let total: u64 = nuwa_ffi::nogil!(gil => { (0..1_000_000u64).sum() });
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AssumeGilHeld {
+    _private: (),
+}
+
+impl AssumeGilHeld {
+    /// Makes the backend.
+    ///
+    /// # Safety
+    ///
+    /// Every release through it must happen on a thread that holds the GIL at
+    /// that moment (CPython aborts with a fatal error otherwise), so it must
+    /// not be used in nested blocks, nor on threads that Python did not call
+    /// into.
+    pub const unsafe fn new() -> Self {
+        AssumeGilHeld { _private: () }
+    }
+}
+
+// SAFETY: the caller of `AssumeGilHeld::new` promised the GIL is held by the
+// releasing thread; the state saved is the one restored, as for `CPython`.
+unsafe impl GilOps for AssumeGilHeld {
+    type State = SavedThreadState;
+
+    #[inline(always)]
+    unsafe fn release(&self) -> Option<SavedThreadState> {
+        let api = resolve::api()?;
+        // SAFETY: the constructor's contract: this thread holds the GIL.
+        let saved = unsafe { (api.save)() };
+        NonNull::new(saved).map(SavedThreadState)
+    }
+
+    #[inline(always)]
+    unsafe fn reacquire(&self, state: SavedThreadState) {
+        // SAFETY: same as for `CPython`.
+        unsafe { CPython.reacquire(state) }
+    }
+}
+
+#[cfg(nuwa_restore_shim)]
+unsafe extern "C" {
+    /// `restore(tstate)`, parking the thread for good if `restore` starts a
+    /// forced unwind (see `src/restore_shim.c`). It never unwinds.
+    fn nuwa_ffi_0_1_restore_thread(restore: RestoreThreadFn, tstate: ThreadStatePtr);
+}
+
+/// Calls `PyEval_RestoreThread(tstate)`; at interpreter shutdown, where
+/// CPython 3.13 and older end the thread instead of returning, the thread is
+/// parked for good and no Rust frame is unwound.
+///
+/// # Safety
+///
+/// `tstate` is the state this thread saved, not restored yet.
+#[inline(always)]
+unsafe fn restore_thread(restore: RestoreThreadFn, tstate: ThreadStatePtr) {
+    #[cfg(nuwa_restore_shim)]
+    // SAFETY: the shim calls `restore(tstate)`, whose contract the caller keeps.
+    unsafe {
+        nuwa_ffi_0_1_restore_thread(restore, tstate)
+    }
+    #[cfg(not(nuwa_restore_shim))]
+    // SAFETY: the caller's contract. Here (Windows) the thread exit at
+    // shutdown ends the thread without unwinding the stack.
+    unsafe {
+        restore(tstate)
+    }
+}

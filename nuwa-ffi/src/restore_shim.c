@@ -1,0 +1,33 @@
+/*
+ * Calls PyEval_RestoreThread so that a forced unwind started inside it never
+ * reaches Rust frames.
+ *
+ * CPython 3.13 and older end a thread that tries to take the GIL back while
+ * another thread is finalizing the interpreter: PyEval_RestoreThread calls
+ * PyThread_exit_thread, which on glibc is pthread_exit, a forced unwind of
+ * the whole stack. Unwinding Rust frames that way is undefined behaviour
+ * (and the `extern "C"` entry point of an extension turns it into an abort).
+ *
+ * This frame is compiled with -fexceptions, so a forced unwind runs its
+ * cleanup, which parks the thread for good, as CPython 3.14 does itself.
+ * The frames above it (CPython's) are discarded; no Rust frame is unwound.
+ * A normal return clears the flag first, so the cleanup does nothing.
+ */
+#include <unistd.h>
+
+typedef void (*nuwa_restore_fn)(void *tstate);
+
+static void nuwa_park_if_unwinding(const int *unwinding) {
+    if (*unwinding) {
+        for (;;) {
+            pause();
+        }
+    }
+}
+
+__attribute__((visibility("hidden")))
+void nuwa_ffi_0_1_restore_thread(nuwa_restore_fn restore, void *tstate) {
+    int unwinding __attribute__((cleanup(nuwa_park_if_unwinding))) = 1;
+    restore(tstate);
+    unwinding = 0;
+}
