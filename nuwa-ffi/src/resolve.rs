@@ -307,17 +307,20 @@ fn parse_version(text: &[u8]) -> Option<(u8, u8)> {
 }
 
 #[cfg(unix)]
-struct Symbols(libloading::os::unix::Library);
+struct Symbols(Option<libloading::os::unix::Library>);
 
 #[cfg(unix)]
 impl Symbols {
     /// The symbols already loaded in the process (`dlsym` on the default
     /// handle): the interpreter that loaded the extension, if any.
     fn open() -> (Self, &'static str) {
-        (
-            Symbols(libloading::os::unix::Library::this()),
-            "the process (dlopen(NULL))",
-        )
+        use libloading::os::unix::{Library, RTLD_LAZY, RTLD_LOCAL};
+        // `Library::this()` would do the same, but formats its (impossible)
+        // error with `Debug`, which costs kilobytes in every extension.
+        // SAFETY: a null file name loads nothing new, so no initialisation
+        // routine runs; it returns the handle of the running program.
+        let this = unsafe { Library::open(None::<&str>, RTLD_LAZY | RTLD_LOCAL) };
+        (Symbols(this.ok()), "the process (dlopen(NULL))")
     }
 }
 
@@ -379,16 +382,12 @@ impl Symbols {
 
 impl Lookup for Symbols {
     fn lookup(&self, name: &CStr) -> Option<*mut c_void> {
-        #[cfg(unix)]
-        // SAFETY: the symbol is only read as an address here; its type is
-        // given where it is used.
-        let found = unsafe { self.0.get::<*mut c_void>(name) }.ok().map(|s| *s);
-        #[cfg(windows)]
-        // SAFETY: as above.
-        let found = self
-            .0
-            .as_ref()
-            .and_then(|lib| unsafe { lib.get::<*mut c_void>(name) }.ok().map(|s| *s));
+        #[cfg(any(unix, windows))]
+        let found = self.0.as_ref().and_then(|lib| {
+            // SAFETY: the symbol is only read as an address here; its type
+            // is given where it is used.
+            unsafe { lib.get::<*mut c_void>(name) }.ok().map(|s| *s)
+        });
         #[cfg(not(any(unix, windows)))]
         let found: Option<*mut c_void> = {
             let _ = name;
