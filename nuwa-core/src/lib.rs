@@ -69,12 +69,14 @@ unsafe impl<T: GilOps + ?Sized> GilOps for &T {
     type State = T::State;
 
     #[inline(always)]
+    #[track_caller]
     unsafe fn release(&self) -> Option<Self::State> {
         // SAFETY: the caller's obligations are passed on unchanged.
         unsafe { (**self).release() }
     }
 
     #[inline(always)]
+    #[track_caller]
     unsafe fn reacquire(&self, state: Self::State) {
         // SAFETY: the caller's obligations are passed on unchanged.
         unsafe { (**self).reacquire(state) }
@@ -93,8 +95,15 @@ unsafe impl<T: GilOps + ?Sized> GilOps for &T {
 /// thread that released it.
 ///
 /// ```compile_fail
+/// # use nuwa_core::{GilOps, Guard};
+/// struct Ops; // Send + Sync, and so is its state
+/// unsafe impl GilOps for Ops {
+///     type State = ();
+///     unsafe fn release(&self) -> Option<()> { None }
+///     unsafe fn reacquire(&self, (): ()) {}
+/// }
 /// fn assert_send<T: Send>() {}
-/// assert_send::<nuwa_core::Guard<nuwa_core::mock::MockGil>>();
+/// assert_send::<Guard<Ops>>(); // error: `*const ()` cannot be sent between threads
 /// ```
 #[must_use = "the GIL is taken back when the guard is dropped; an unbound guard is dropped at once"]
 pub struct Guard<G: GilOps> {
@@ -104,8 +113,22 @@ pub struct Guard<G: GilOps> {
     _not_send: PhantomData<*const ()>,
 }
 
-static_assertions::assert_not_impl_any!(Guard<mock::MockGil>: Send, Sync);
-static_assertions::assert_not_impl_any!(Guard<&'static mock::MockGil>: Send, Sync);
+/// A backend that is `Send + Sync` with a `Send + Sync` state, so that the
+/// assertions below hold only because of the guard's own marker.
+struct SendSyncOps;
+
+// SAFETY: never releases anything.
+unsafe impl GilOps for SendSyncOps {
+    type State = ();
+    unsafe fn release(&self) -> Option<()> {
+        None
+    }
+    unsafe fn reacquire(&self, (): ()) {}
+}
+
+static_assertions::assert_impl_all!(SendSyncOps: Send, Sync);
+static_assertions::assert_not_impl_any!(Guard<SendSyncOps>: Send, Sync);
+static_assertions::assert_not_impl_any!(Guard<&'static SendSyncOps>: Send, Sync);
 
 impl<G: GilOps> Guard<G> {
     /// Releases the GIL through `ops` if the calling thread holds it.
@@ -165,7 +188,10 @@ impl<G: GilOps> fmt::Debug for Guard<G> {
 /// hidden binding fails to compile with an error that names this type, for
 /// example ``expected `Python<'_>`, found `HiddenWhileGilReleased` ``.
 /// Move the use out of the block, where the GIL is held.
-#[derive(Debug)]
+#[allow(
+    missing_debug_implementations,
+    reason = "so that `{:?}` of a hidden binding fails too"
+)]
 pub struct HiddenWhileGilReleased;
 
 /// Runs a block with the GIL released and takes it back on every way out.
@@ -247,6 +273,9 @@ macro_rules! nogil {
         // dropped on this thread whichever way the block is left.
         let __nuwa_guard = unsafe { $crate::Guard::release(__nuwa_ops) };
         $(
+            // Naming a binding in `hide` counts as a use of it, and the
+            // shadow itself need not be used.
+            let _ = &$hidden;
             #[allow(unused_variables)]
             let $hidden = $crate::HiddenWhileGilReleased;
         )+

@@ -125,11 +125,12 @@ impl ThreadCheckedMock {
         self.lock().skipped
     }
 
-    /// Checks that no release is outstanding and releases equal reacquires.
+    /// Checks that no release is outstanding, so every release was matched
+    /// by exactly one reacquire.
     ///
     /// # Panics
     ///
-    /// If either check fails.
+    /// If a release is still outstanding.
     #[track_caller]
     pub fn done(&self) {
         let inner = self.lock();
@@ -141,11 +142,6 @@ impl ThreadCheckedMock {
                  {thread:?} was never reacquired; {releases} releases, {reacquires} reacquires)"
             );
         }
-        drop(inner);
-        assert_eq!(
-            releases, reacquires,
-            "ThreadCheckedMock: {releases} releases but {reacquires} reacquires"
-        );
     }
 }
 
