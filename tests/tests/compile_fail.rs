@@ -1,0 +1,13 @@
+//! Misuses of nuwa that must not compile, checked with `trybuild`.
+//!
+//! Each file in `tests/ui/` is one misuse; its `.stderr` pins the error, so a
+//! change that lets the misuse compile, or that makes it fail for another
+//! reason, fails this test. Regenerate the `.stderr` files with
+//! `TRYBUILD=overwrite cargo test -p nuwa-tests --test compile_fail`, then
+//! read them.
+
+#[test]
+fn ui() {
+    let cases = trybuild::TestCases::new();
+    cases.compile_fail("ui/*.rs");
+}

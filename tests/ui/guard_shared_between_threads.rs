@@ -1,0 +1,26 @@
+//! A `Guard` is not `Sync`, even over a backend whose ops and state are
+//! `Send + Sync`: a `&Guard` cannot be shared with another thread.
+
+use nuwa_core::{GilOps, Guard};
+
+/// A backend that is `Send + Sync` with a `Send + Sync` state.
+struct SyncOps;
+
+// SAFETY: releases nothing, so never reacquires.
+unsafe impl GilOps for SyncOps {
+    type State = ();
+
+    unsafe fn release(&self) -> Option<()> {
+        None
+    }
+
+    unsafe fn reacquire(&self, (): ()) {}
+}
+
+fn main() {
+    // SAFETY: not run; this must not compile.
+    let guard = unsafe { Guard::release(SyncOps) };
+    std::thread::scope(|s| {
+        s.spawn(|| guard.released());
+    });
+}
