@@ -168,9 +168,10 @@ build_one() {
     [[ -d $src ]] || die "unexpected tarball layout: no Python-$PY_VERSION/ in $TARBALL"
 
     # No PGO/LTO (not enabled by default); pip is installed by ensurepip.
+    # Without CPython's own test modules, install is about 30 s shorter.
     # shellcheck disable=SC2086  # $flags is a single word
     (cd "$src" && run_logged ./configure --prefix="$prefix" --enable-shared $flags \
-        LDFLAGS="-Wl,-rpath,$prefix/lib")
+        --disable-test-modules LDFLAGS="-Wl,-rpath,$prefix/lib")
     say "  configured; compiling with make -j$(nproc)"
     (cd "$src" && run_logged make -j"$(nproc)")
     say "  compiled; installing"
