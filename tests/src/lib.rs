@@ -1,4 +1,8 @@
-//! Shared helpers for nuwa's cross-crate tests (the tests live in `tests/tests/`).
+//! Cross-crate tests of nuwa. The tests live in `tests/tests/` and `tests/ui/`;
+//! this library holds their shared helpers, and compiles the examples of the
+//! repository's README as doctests (below).
+#![doc = ""]
+#![doc = include_str!("../../README.md")]
 
 use nuwa_core::mock::MockGil;
 
