@@ -17,7 +17,8 @@ pub mod mock;
 /// `G: GilOps`: the extension passes the CPython backend, the unit test passes
 /// a mock and then checks its counters.
 ///
-/// A `&G` is a backend too, so `&ops` can be passed wherever `ops` can.
+/// A `&G` is a backend too, so `&ops` can be passed wherever `ops` can; and
+/// an `Option<G>` is one that releases only when it is `Some`.
 ///
 /// # Safety
 ///
@@ -80,6 +81,35 @@ unsafe impl<T: GilOps + ?Sized> GilOps for &T {
     unsafe fn reacquire(&self, state: Self::State) {
         // SAFETY: the caller's obligations are passed on unchanged.
         unsafe { (**self).reacquire(state) }
+    }
+}
+
+// SAFETY: `None` releases nothing and so never hands out a state to
+// reacquire; `Some(ops)` forwards every call unchanged to `ops`.
+unsafe impl<T: GilOps> GilOps for Option<T> {
+    type State = T::State;
+
+    /// `Some(ops)` releases through `ops`; `None` releases nothing, which
+    /// makes releasing a run-time choice: `nogil!(release.then_some(ops) => { ... })`.
+    #[inline(always)]
+    #[track_caller]
+    unsafe fn release(&self) -> Option<Self::State> {
+        match self {
+            // SAFETY: the caller's obligations are passed on unchanged.
+            Some(ops) => unsafe { ops.release() },
+            None => None,
+        }
+    }
+
+    #[inline(always)]
+    #[track_caller]
+    unsafe fn reacquire(&self, state: Self::State) {
+        // A state exists only if `release` returned one, which `None` never
+        // does; so `None` has nothing to take back.
+        if let Some(ops) = self {
+            // SAFETY: the caller's obligations are passed on unchanged.
+            unsafe { ops.reacquire(state) }
+        }
     }
 }
 

@@ -57,7 +57,7 @@ where
         let _guard = unsafe { Guard::release(ops) };
         panic::catch_unwind(AssertUnwindSafe(body))
     };
-    result.map_err(|payload| Panicked { payload })
+    result.map_err(Panicked::from)
 }
 
 /// A panic caught by [`nogil_catch`].
@@ -86,6 +86,14 @@ impl Panicked {
     /// Continues the panic (with [`std::panic::resume_unwind`]).
     pub fn resume(self) -> ! {
         panic::resume_unwind(self.payload)
+    }
+}
+
+impl From<Box<dyn Any + Send + 'static>> for Panicked {
+    /// Wraps a payload caught by `std::panic::catch_unwind`, to read its
+    /// message the same way.
+    fn from(payload: Box<dyn Any + Send + 'static>) -> Self {
+        Panicked { payload }
     }
 }
 

@@ -751,3 +751,16 @@ fn hide_counts_as_a_use_of_the_binding() {
     assert_eq!(value, 7);
     assert_held_after(&gil, 1, 1, 0);
 }
+
+/// `Option<G>` releases only when it is `Some`: the run-time choice behind a
+/// `release=False` keyword.
+#[test]
+fn an_optional_backend_releases_only_when_some() {
+    let gil = MockGil::new();
+    for release in [true, false, true] {
+        let ops = release.then_some(&gil);
+        let inside = nogil!(ops => { gil.is_held() });
+        assert_eq!(inside, !release, "release={release}");
+    }
+    assert_held_after(&gil, 2, 2, 0);
+}

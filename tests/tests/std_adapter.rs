@@ -369,3 +369,11 @@ fn threads_spawned_inside_a_released_block_release_nothing() {
     assert_eq!(gil.owner(), Some(main_id));
     assert_owned_after(&gil, 1, 1, THREADS);
 }
+
+/// A payload caught by hand reads the same way through `Panicked::from`.
+#[test]
+fn a_hand_caught_payload_converts_to_panicked() {
+    let payload = std::panic::catch_unwind(|| panic!("by {}", "hand")).unwrap_err();
+    let panicked = nuwa_std::Panicked::from(payload);
+    assert_eq!(panicked.message(), Some("by hand"));
+}
