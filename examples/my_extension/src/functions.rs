@@ -1,0 +1,264 @@
+//! The public functions of `my_extension`.
+//!
+//! Each entry point is `extern "C"` and hands its body to `crate::call`, which
+//! turns a panic into `PanicError`. Each body converts its arguments with the
+//! GIL held, computes in one `nogil!` block that hides every Python pointer,
+//! and converts the result once the GIL is back.
+
+use core::mem::MaybeUninit;
+
+use nuwa_ffi::CPython;
+use pyo3_ffi::*;
+
+use crate::args::{FastArgs, Signature};
+use crate::py::{Owned, PyResult, raise};
+use crate::{compute, method};
+
+/// The entry points, for the module's method table.
+pub(crate) const METHODS: [PyMethodDef; 5] = [
+    method(
+        c"compute_pi",
+        compute_pi,
+        c"compute_pi($module, /, iterations, seed=0, *, release=True)\n--\n\n\
+          Estimate pi from `iterations` random points (Monte Carlo), with the GIL released.\n\n\
+          The generator is a PCG64 seeded from `seed` on every call: the same arguments\n\
+          give the same result in any thread, in any order.",
+    ),
+    method(
+        c"process_image",
+        process_image,
+        c"process_image($module, /, data, *, release=True)\n--\n\n\
+          Return `data` with every byte inverted (b ^ 255), computed with the GIL released.\n\n\
+          `data` must be `bytes`: a mutable buffer could change while the GIL is released.",
+    ),
+    method(
+        c"expensive_computation",
+        expensive_computation,
+        c"expensive_computation($module, /, n, *, release=True)\n--\n\n\
+          Return the sum of i*i for 0 <= i < n, computed in a loop with the GIL released.\n\n\
+          Raises OverflowError if the sum does not fit in 64 bits (n > 3810778).",
+    ),
+    method(
+        c"good_pattern",
+        good_pattern,
+        c"good_pattern($module, /, data, *, release=True)\n--\n\n\
+          Return sqrt(sum(x * x for x in data)): convert everything, then one block\n\
+          without the GIL for the whole loop.",
+    ),
+    method(
+        c"bad_pattern",
+        bad_pattern,
+        c"bad_pattern($module, /, data, *, release=True)\n--\n\n\
+          Same result as good_pattern, but releases and retakes the GIL for every\n\
+          element: shows what a block per tiny step costs. Do not copy.",
+    ),
+];
+
+/// The `extern "C"` shape of every function: `METH_FASTCALL | METH_KEYWORDS`.
+/// The body gets the arguments, and the module object too if it asks.
+macro_rules! entry_point {
+    ($(#[$doc:meta])* $name:ident => $body:path) => {
+        $crate::functions::entry_point!($(#[$doc])* $name => |_module, call_args| $body(call_args));
+    };
+    ($(#[$doc:meta])* $name:ident => |$module:ident, $call_args:ident| $body:expr) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        ///
+        /// Called by CPython, with the GIL held, as a `METH_FASTCALL |
+        /// METH_KEYWORDS` function of this module.
+        unsafe extern "C" fn $name(
+            module: *mut PyObject,
+            args: *const *mut PyObject,
+            nargs: Py_ssize_t,
+            kwnames: *mut PyObject,
+        ) -> *mut PyObject {
+            let $call_args = $crate::args::FastArgs { args, nargs, kwnames };
+            let $module = module;
+            // SAFETY: CPython calls this with the GIL held, our module as
+            // `module`, and the arguments of a FASTCALL | KEYWORDS call,
+            // which is what the body requires.
+            unsafe { $crate::call(module, || $body) }
+        }
+    };
+}
+pub(crate) use entry_point;
+
+entry_point!(
+    /// `compute_pi(iterations, seed=0, *, release=True) -> float`
+    compute_pi => compute_pi_body
+);
+entry_point!(
+    /// `process_image(data, *, release=True) -> bytes`
+    process_image => process_image_body
+);
+entry_point!(
+    /// `expensive_computation(n, *, release=True) -> int`
+    expensive_computation => expensive_computation_body
+);
+entry_point!(
+    /// `good_pattern(data, *, release=True) -> float`
+    good_pattern => good_pattern_body
+);
+entry_point!(
+    /// `bad_pattern(data, *, release=True) -> float`
+    bad_pattern => bad_pattern_body
+);
+
+static COMPUTE_PI: Signature = Signature {
+    name: "compute_pi",
+    params: &[c"iterations", c"seed", c"release"],
+    positional: 2,
+    required: 1,
+};
+
+/// The body of `compute_pi`.
+///
+/// # Safety
+///
+/// The GIL is held and `call_args` is what CPython passed.
+unsafe fn compute_pi_body(call_args: FastArgs) -> PyResult<Owned> {
+    // SAFETY: the GIL is held and the arguments are live for the call.
+    let (iterations, seed, release) = unsafe {
+        let args = COMPUTE_PI.parse::<3>(call_args)?;
+        (
+            args.u64("iterations", None, 1)?,
+            args.u64("seed", Some(0), 0)?,
+            args.flag("release", true)?,
+        )
+    };
+    let pi = nuwa_ffi::nogil!(release.then_some(CPython), hide(call_args) => {
+        compute::monte_carlo_pi(iterations, seed)
+    });
+    // SAFETY: the GIL is held again.
+    unsafe { Owned::new(PyFloat_FromDouble(pi)) }
+}
+
+static PROCESS_IMAGE: Signature = Signature {
+    name: "process_image",
+    params: &[c"data", c"release"],
+    positional: 1,
+    required: 1,
+};
+
+/// The body of `process_image`.
+///
+/// # Safety
+///
+/// The GIL is held and `call_args` is what CPython passed.
+unsafe fn process_image_body(call_args: FastArgs) -> PyResult<Owned> {
+    // SAFETY: the GIL is held and the arguments are live for the call. The
+    // result is a new `bytes` of the same length, not yet initialised and
+    // not yet seen by anyone else, so we may write its buffer (only the
+    // empty `bytes`, into which nothing is written, can be shared).
+    let (input, release, result, output) = unsafe {
+        let args = PROCESS_IMAGE.parse::<2>(call_args)?;
+        let input = args.bytes("data")?;
+        let release = args.flag("release", true)?;
+        let result = Owned::new(PyBytes_FromStringAndSize(
+            core::ptr::null(),
+            input.len() as Py_ssize_t,
+        ))?;
+        let buffer = PyBytes_AsString(result.as_ptr()).cast::<MaybeUninit<u8>>();
+        let output = core::slice::from_raw_parts_mut(buffer, input.len());
+        (input, release, result, output)
+    };
+    nuwa_ffi::nogil!(release.then_some(CPython), hide(call_args, result) => {
+        compute::invert(input, output);
+    });
+    Ok(result)
+}
+
+static EXPENSIVE_COMPUTATION: Signature = Signature {
+    name: "expensive_computation",
+    params: &[c"n", c"release"],
+    positional: 1,
+    required: 1,
+};
+
+/// The body of `expensive_computation`.
+///
+/// # Safety
+///
+/// The GIL is held and `call_args` is what CPython passed.
+unsafe fn expensive_computation_body(call_args: FastArgs) -> PyResult<Owned> {
+    // SAFETY: the GIL is held and the arguments are live for the call.
+    let (n, release) = unsafe {
+        let args = EXPENSIVE_COMPUTATION.parse::<2>(call_args)?;
+        (args.u64("n", None, 0)?, args.flag("release", true)?)
+    };
+    let total = nuwa_ffi::nogil!(release.then_some(CPython), hide(call_args) => {
+        compute::sum_of_squares_below(n)
+    });
+    // SAFETY: the GIL is held again.
+    unsafe {
+        match total {
+            Some(total) => Owned::new(PyLong_FromUnsignedLongLong(total)),
+            None => {
+                let message = format!(
+                    "expensive_computation({n}): the sum of i*i for i < {n} does not fit \
+                     in 64 bits (the largest n that fits is 3810778)"
+                );
+                Err(raise(PyExc_OverflowError, &message))
+            }
+        }
+    }
+}
+
+static GOOD_PATTERN: Signature = Signature {
+    name: "good_pattern",
+    params: &[c"data", c"release"],
+    positional: 1,
+    required: 1,
+};
+
+/// The body of `good_pattern`.
+///
+/// # Safety
+///
+/// The GIL is held and `call_args` is what CPython passed.
+unsafe fn good_pattern_body(call_args: FastArgs) -> PyResult<Owned> {
+    // SAFETY: the GIL is held and the arguments are live for the call.
+    let (values, release) = unsafe {
+        let args = GOOD_PATTERN.parse::<2>(call_args)?;
+        (args.floats("data")?, args.flag("release", true)?)
+    };
+    // Good: everything is converted already; one block for the whole loop.
+    let norm = nuwa_ffi::nogil!(release.then_some(CPython), hide(call_args) => {
+        compute::norm(&values)
+    });
+    // SAFETY: the GIL is held again.
+    unsafe { Owned::new(PyFloat_FromDouble(norm)) }
+}
+
+static BAD_PATTERN: Signature = Signature {
+    name: "bad_pattern",
+    params: &[c"data", c"release"],
+    positional: 1,
+    required: 1,
+};
+
+/// The body of `bad_pattern`.
+///
+/// # Safety
+///
+/// The GIL is held and `call_args` is what CPython passed.
+unsafe fn bad_pattern_body(call_args: FastArgs) -> PyResult<Owned> {
+    // SAFETY: the GIL is held and the arguments are live for the call.
+    let (values, release) = unsafe {
+        let args = BAD_PATTERN.parse::<2>(call_args)?;
+        (args.floats("data")?, args.flag("release", true)?)
+    };
+    // Bad: one release and one reacquire per element. Each reacquire may wait
+    // for another thread to hand the GIL back; the work per block is one
+    // multiply-add. Same order of additions as `compute::norm`.
+    let mut sum = 0.0;
+    for &x in &values {
+        nuwa_ffi::nogil!(release.then_some(CPython), hide(call_args) => {
+            sum += x * x;
+        });
+    }
+    let norm = sum.sqrt();
+    // SAFETY: the GIL is held again.
+    unsafe { Owned::new(PyFloat_FromDouble(norm)) }
+}
