@@ -73,6 +73,10 @@ pub fn nogil_catch<T, F: FnOnce() -> T>(body: F) -> Result<T, Panicked> {
 /// Inside the block, do not touch Python objects or call the Python API:
 /// name the handles in `hide(...)` and the compiler enforces it.
 ///
+/// Called with braces in statement position (`nogil! { ... }`), the macro is
+/// a statement, as every brace-called macro is: to use its value, bind it
+/// (`let x = nogil! { ... };`) or call it with parentheses (`nogil!({ ... }) + 1`).
+///
 /// # Examples
 ///
 /// ```
