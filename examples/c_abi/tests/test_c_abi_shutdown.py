@@ -1,0 +1,98 @@
+"""Interpreter exits with blocks in flight, many times: every exit is clean.
+
+Each mode of child.py runs $NUWA_SHUTDOWN_RUNS times (default 200), two
+interpreters at a time. A run passes if the interpreter exits with status
+0, is not killed by a signal (a negative status: abort, crash, core dump),
+does not hang (a timeout), prints no "Fatal Python error", no "panic in a
+function that cannot unwind", no Rust panic message and no traceback, and
+got as far as its exit (the markers on stdout). The first failures stop the
+test early, with their output.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+import pytest
+
+import cabi
+
+CHILD = cabi.REPO_ROOT / "examples" / "c_abi" / "tests" / "child.py"
+RUNS = int(os.environ.get("NUWA_SHUTDOWN_RUNS", "200"))
+PARALLEL = 2
+MAX_FAILURES = 3
+RUN_TIMEOUT_S = 30
+FORBIDDEN = (
+    "Fatal Python error",
+    "panic in a function that cannot unwind",
+    "panicked at",
+    "Rust cannot catch foreign exceptions",
+    "exception not rethrown",
+    "Traceback",
+)
+MODES = {
+    # mode: what stdout must contain
+    "long_blocks": ["exiting from long_blocks"],
+    "tight_loop": ["exiting from tight_loop"],
+    "panic": ["exiting from panic"],
+    "finalizer_flag": ["exiting from finalizer_flag", "finalizer ran"],
+}
+
+
+def run_once(mode, lib_path, seed):
+    """Returns None if the run was clean, else what went wrong."""
+    env = dict(os.environ, PYTHONFAULTHANDLER="1")
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(CHILD), mode, str(lib_path), str(seed)],
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT_S,
+            env=env,
+        )
+    except subprocess.TimeoutExpired as e:
+        return f"seed {seed}: hung, killed after {RUN_TIMEOUT_S} s\nstdout: {e.stdout!r}\nstderr: {e.stderr!r}"
+    problems = []
+    if proc.returncode < 0:
+        name = signal.Signals(-proc.returncode).name
+        problems.append(f"killed by {name} (status {proc.returncode})")
+    elif proc.returncode != 0:
+        problems.append(f"exit status {proc.returncode}")
+    problems += [f"printed {text!r}" for text in FORBIDDEN if text in proc.stderr]
+    problems += [f"stdout lacks {text!r}" for text in MODES[mode] if text not in proc.stdout]
+    if not problems:
+        return None
+    return f"seed {seed}: {', '.join(problems)}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+
+
+@pytest.mark.timeout(120 + RUNS * RUN_TIMEOUT_S // 10)
+@pytest.mark.parametrize("mode", list(MODES))
+def test_interpreter_exits_cleanly(lib_path, mode):
+    start = time.monotonic()
+    seeds = iter(range(RUNS))
+    running, failures, done = set(), [], 0
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        while True:
+            # Keep PARALLEL runs going; after MAX_FAILURES, start no more.
+            while len(running) < PARALLEL and len(failures) < MAX_FAILURES:
+                seed = next(seeds, None)
+                if seed is None:
+                    break
+                running.add(pool.submit(run_once, mode, lib_path, seed))
+            if not running:
+                break
+            finished, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                done += 1
+                failure = future.result()
+                if failure:
+                    failures.append(failure)
+    elapsed = time.monotonic() - start
+    assert not failures, f"{len(failures)} of {done} runs failed ({mode}):\n\n" + "\n\n".join(failures)
+    assert done == RUNS
+    print(f"{mode}: {RUNS} clean exits in {elapsed:.1f} s")
