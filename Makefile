@@ -17,11 +17,14 @@ CARGO ?= cargo
 EXT_MANIFEST := examples/my_extension/Cargo.toml
 PYTEST_ARGS ?= -q
 
-.PHONY: help venv ext demo test test-rust test-no-std test-python clean
+.PHONY: help venv ext demo test test-rust test-no-std test-python c-abi bench bench-quick pythons test-matrix test-valgrind clean
 
 help:
 	@echo "make demo    build the example extension (release) and run examples/demo.py"
 	@echo "make test    all tests, Rust and Python"
+	@echo "make bench   benchmarks (nuwa vs the raw CPython calls); see BENCHMARKS.md"
+	@echo "make test-matrix  the tests on every CPython 3.8-3.13 found, plus 3.13t and 3.13d"
+	@echo "make test-valgrind  the Python tests under valgrind memcheck: no invalid access or leak in nuwa"
 	@echo "make clean   remove build output and .venv"
 
 # The project's virtual environment, with the build and test tools.
@@ -55,8 +58,42 @@ test-rust:
 test-no-std:
 	$(CARGO) build --quiet --manifest-path tests/no_std_check/Cargo.toml --release
 
-test-python: ext
+test-python: ext c-abi
 	$(VPY) -m pytest $(PYTEST_ARGS) examples/my_extension/tests
+	$(VPY) -m pytest $(PYTEST_ARGS) examples/c_abi/tests
+
+# Builds examples/c_abi (libnuwa_c_abi.so: plain C functions on nuwa-ffi,
+# loaded by its tests with ctypes) and examples/c_abi_host (a program without
+# Python that loads the same file), into target/release.
+c-abi:
+	$(CARGO) build --release --quiet -p nuwa-c-abi-example -p nuwa-c-abi-host
+
+# Benchmarks: a table of medians and ratios against the raw CPython pair,
+# measured in one run (see BENCHMARKS.md). bench-quick is a smoke run for CI:
+# it checks that the benchmarks still run; its figures mean nothing.
+bench: ext
+	$(VPY) bench/bench.py
+
+bench-quick: ext
+	$(VPY) bench/bench.py --quick
+
+# The free-threaded (3.13t) and debug (3.13d) interpreters of the matrix,
+# built once from Debian's CPython 3.13.5 source into ~/.cache/nuwa-pythons.
+pythons:
+	scripts/build-pythons.sh
+
+# Every test suite against every interpreter found; prints the support table.
+test-matrix: venv pythons
+	$(VPY) scripts/test-matrix.py $(MATRIX_ARGS)
+
+# my_extension's Python tests (minus the subprocess ones) and the shutdown
+# scenarios under valgrind memcheck with PYTHONMALLOC=malloc. Fails on an
+# error or a definite leak with a frame of nuwa or the example; CPython's own
+# reports are suppressed by scripts/valgrind-python.supp. Needs valgrind
+# (apt-get install valgrind). Rebuilds the extension with line tables into
+# target/valgrind; .venv keeps the one `ext` installs.
+test-valgrind: ext
+	$(VPY) scripts/valgrind-check.py $(VALGRIND_ARGS)
 
 clean:
 	$(CARGO) clean
