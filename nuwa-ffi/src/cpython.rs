@@ -35,20 +35,11 @@ unsafe impl GilOps for CPython {
     #[inline(always)]
     unsafe fn release(&self) -> Option<SavedThreadState> {
         let api = resolve::api()?;
-        // SAFETY: these CPython functions may be called from any thread, with
-        // or without the GIL, and only read the current thread state.
-        let current = unsafe { (api.current)() };
-        if current.is_null() {
+        if !holds_gil(api) {
             return None;
         }
-        if let Some(this_thread) = api.this_thread {
-            // SAFETY: as above.
-            if unsafe { this_thread() } != current {
-                return None;
-            }
-        }
-        // SAFETY: the calling thread holds the GIL with `current` (checked
-        // above), which is what `PyEval_SaveThread` requires.
+        // SAFETY: the calling thread holds the GIL (checked above), which is
+        // what `PyEval_SaveThread` requires.
         let saved = unsafe { (api.save)() };
         NonNull::new(saved).map(SavedThreadState)
     }
@@ -61,6 +52,46 @@ unsafe impl GilOps for CPython {
         // SAFETY: the caller passes the state this thread saved, once.
         unsafe { restore_thread(api.restore, state.0.as_ptr()) }
     }
+}
+
+/// Whether the calling thread holds the GIL: its own thread state is the one
+/// that holds it (see [`HeldCheck`](crate::HeldCheck)).
+#[inline(always)]
+fn holds_gil(api: &resolve::Api) -> bool {
+    // SAFETY: these CPython functions may be called from any thread, with or
+    // without the GIL, before and after initialisation; they only read the
+    // current thread state.
+    unsafe {
+        let current = (api.current)();
+        if current.is_null() {
+            return false;
+        }
+        match api.this_thread {
+            Some(this_thread) => this_thread() == current,
+            None => true,
+        }
+    }
+}
+
+/// Whether the calling thread holds the GIL of the CPython interpreter in
+/// this process, by the check a block makes before releasing; nothing is
+/// released.
+///
+/// `false` in a process without Python, before the interpreter is
+/// initialised, on a thread that has no Python thread state, inside a block,
+/// and when no held check is available (see [`Resolution`](crate::Resolution)).
+///
+/// # Examples
+///
+/// ```
+/// // A plain Rust test binary has no interpreter:
+/// assert!(!nuwa_ffi::gil_is_held());
+/// nuwa_ffi::nogil! {
+///     assert!(!nuwa_ffi::gil_is_held()); // and never inside a block
+/// }
+/// ```
+pub fn gil_is_held() -> bool {
+    resolve::api().is_some_and(holds_gil)
 }
 
 /// Like [`CPython`], without checking that the calling thread holds the GIL.

@@ -4,7 +4,7 @@
 mod cpython;
 mod resolve;
 
-pub use cpython::{AssumeGilHeld, CPython, SavedThreadState};
+pub use cpython::{AssumeGilHeld, CPython, SavedThreadState, gil_is_held};
 pub use resolve::{HeldCheck, Resolution};
 
 pub use nuwa_core::{self, GilOps, Guard, HiddenWhileGilReleased, mock};

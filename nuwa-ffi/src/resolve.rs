@@ -65,12 +65,18 @@ pub struct Resolution {
 
 impl Resolution {
     /// Whether CPython's GIL functions were found in the process.
+    ///
+    /// They are found as soon as libpython is loaded, whether or not the
+    /// interpreter is initialised (yet, or still): a block releases only on a
+    /// thread that holds the GIL at that moment, which
+    /// [`gil_is_held`](crate::gil_is_held) tells.
     pub fn python_found(&self) -> bool {
         self.python_found
     }
 
-    /// Whether blocks will release the GIL (when the thread holds it):
-    /// Python was found along with a way to check that the GIL is held.
+    /// Whether blocks can release the GIL: Python was found along with a way
+    /// to check that the GIL is held. They do release on the threads that
+    /// hold it.
     pub fn can_release(&self) -> bool {
         self.api.is_some()
     }

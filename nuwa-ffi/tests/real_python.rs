@@ -382,9 +382,17 @@ if sorted(nuwa_results) != [1, 1, 1, 1]:
     fn nested(target: &Target) -> Outcome {
         let py = start(target)?;
         {
+            ensure!(
+                nuwa_ffi::gil_is_held(),
+                "gil_is_held() is false on the main thread"
+            );
             // SAFETY: dropped at the end of this scope (or on an early
             // return), on this thread.
             let outer = unsafe { Guard::release(CPython) };
+            ensure!(
+                !nuwa_ffi::gil_is_held(),
+                "gil_is_held() is true inside a block"
+            );
             ensure!(
                 outer.released(),
                 "the outer block released nothing although the main thread held the GIL"
@@ -439,6 +447,10 @@ if sorted(nuwa_results) != [1, 1, 1, 1]:
         ensure!(
             py.gil_check() == 0,
             "PyGILState_Check() is not 0 on a thread without a Python thread state"
+        );
+        ensure!(
+            !nuwa_ffi::gil_is_held(),
+            "gil_is_held() is true on a thread without a Python thread state"
         );
         // SAFETY: dropped at the end of the statement, on this thread.
         let released = unsafe { Guard::release(CPython) }.released();
