@@ -140,7 +140,7 @@ def finalizer_flag(lib, rng):
             self.write(1, b"finalizer ran\n")
             # The daemons see the flag, end their blocks and try to take the
             # GIL back while this thread is still finalizing.
-            self.sleep(0.3)
+            self.sleep(0.1)
 
     gc.disable()
     SetsTheFlagWhenCollected()  # unreachable at once, but in a cycle
