@@ -14,6 +14,13 @@ use crate::resolve::{self, RestoreThreadFn, ThreadStatePtr};
 /// A release releases the GIL only if the calling thread holds it; on any
 /// other thread (one the extension spawned, a block nested in another, a
 /// process without Python) it releases nothing and the block just runs.
+///
+/// A reacquire waits for the GIL like `Py_END_ALLOW_THREADS`. If another
+/// thread is finalizing the interpreter meanwhile, CPython 3.13 and older end
+/// the waiting thread; nuwa parks it instead, for good (as CPython 3.14 does
+/// itself): the block never returns, no Rust frame is unwound, and the
+/// process exits normally. A thread that must finish its work should not be
+/// a daemon thread.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CPython;
 
