@@ -42,6 +42,18 @@ MODES = {
     "panic": ["exiting from panic"],
     "finalizer_flag": ["exiting from finalizer_flag", "finalizer ran"],
 }
+# In these modes, blocks end at any moment, so a daemon thread may re-enter
+# take_gil() just as the main thread starts finalizing. CPython 3.13 and older
+# then free that thread's state while take_gil() still reads it: a
+# use-after-free inside CPython, with or without nuwa (any GIL release in a
+# daemon thread, ctypes' own included, can hit it). A debug build poisons
+# freed memory and crashes on it now and then: scripts/cpython-shutdown-race.py
+# reproduces it without nuwa (29 of 1,500 exits of 3.13.5d here; 0 of 1,500 of
+# the 3.13.0 release build, where the stale memory is still intact). In
+# finalizer_flag, blocks end after finalization has started, which CPython
+# handles before touching the thread state: it runs on every build.
+RACES_WITH_FINALIZE_START = {"long_blocks", "tight_loop", "panic"}
+CPYTHON_DEBUG_RACE = hasattr(sys, "gettotalrefcount") and sys.version_info < (3, 14)
 
 
 def run_once(mode, lib_path, seed):
@@ -73,6 +85,12 @@ def run_once(mode, lib_path, seed):
 @pytest.mark.timeout(120 + RUNS * RUN_TIMEOUT_S // 10)
 @pytest.mark.parametrize("mode", list(MODES))
 def test_interpreter_exits_cleanly(lib_path, mode):
+    if CPYTHON_DEBUG_RACE and mode in RACES_WITH_FINALIZE_START:
+        pytest.skip(
+            "CPython <= 3.13 debug build: a daemon thread re-entering take_gil() as "
+            "finalization starts reads its freed thread state (a CPython race, "
+            "reproduced without nuwa by scripts/cpython-shutdown-race.py)"
+        )
     start = time.monotonic()
     seeds = iter(range(RUNS))
     running, failures, done = set(), [], 0
