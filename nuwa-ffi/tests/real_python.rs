@@ -76,7 +76,7 @@ mod real {
     use std::time::{Duration, Instant};
 
     use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
-    use nuwa_ffi::{AssumeGilHeld, CPython, GilOps, Guard, HeldCheck};
+    use nuwa_ffi::{CPython, GilHeld, GilOps, Guard, HeldCheck};
 
     // -----------------------------------------------------------------------
     // The scenarios
@@ -460,7 +460,7 @@ if sorted(nuwa_results) != [1, 1, 1, 1]:
         );
         let value = nuwa_ffi::nogil! { i.wrapping_mul(3) };
         ensure!(value == i.wrapping_mul(3), "nogil! evaluated to {value}");
-        let caught = nuwa_ffi::nogil_catch(|| i + 1);
+        let caught = nuwa_ffi::nogil_catch(|_| i + 1);
         ensure!(
             matches!(caught, Ok(v) if v == i + 1),
             "nogil_catch returned {caught:?}"
@@ -570,7 +570,7 @@ nuwa_busy_thread = nuwa_thread(nuwa_busy)
         py.run("nuwa_x = [i * i for i in range(100)]")?;
 
         FLAGS[GIL_CHECK_IN_BLOCK].store(-1, SeqCst);
-        let result = nuwa_ffi::nogil_catch(|| -> u32 {
+        let result = nuwa_ffi::nogil_catch(|_| -> u32 {
             FLAGS[GIL_CHECK_IN_BLOCK].store(i64::from(py.gil_check()), SeqCst);
             panic!("caught {} with the GIL released", 42)
         });
@@ -593,7 +593,7 @@ nuwa_busy_thread = nuwa_thread(nuwa_busy)
             "the GIL is not held after nogil_catch returned Err"
         );
         py.run("nuwa_x = sum(nuwa_x)")?;
-        let ok = nuwa_ffi::nogil_catch(|| 6 * 7);
+        let ok = nuwa_ffi::nogil_catch(|_| 6 * 7);
         ensure!(matches!(ok, Ok(42)), "nogil_catch(|| 6 * 7) = {ok:?}");
         prove_release(py, &CPython, "after the panics")?;
         py.finalize()?;
@@ -611,7 +611,7 @@ nuwa_busy_thread = nuwa_thread(nuwa_busy)
         ensure!(!released, "{when}: a block released the GIL");
         let value = nuwa_ffi::nogil! { 2 + 2 };
         ensure!(value == 4, "{when}: nogil! evaluated to {value}");
-        let caught = nuwa_ffi::nogil_catch(|| 5);
+        let caught = nuwa_ffi::nogil_catch(|_| 5);
         ensure!(matches!(caught, Ok(5)), "{when}: nogil_catch: {caught:?}");
         let other = thread::spawn(|| {
             // SAFETY: dropped at the end of the statement, on this thread.
@@ -830,17 +830,14 @@ nuwa_wait({CALLS}, 8000)
     fn assume_gil_held(target: &Target) -> Outcome {
         let py = start(target)?;
         ensure!(py.gil_check() == 1, "the main thread does not hold the GIL");
-        // SAFETY: every release through it below happens on the main thread,
-        // which holds the GIL (checked just above, and again by prove_release
-        // before it returns), and none is nested.
-        let gil = unsafe { AssumeGilHeld::new() };
-        prove_release(py, &gil, "nogil!(AssumeGilHeld => ...)")?;
+        // SAFETY: every block on it below starts on the main thread, which
+        // holds the GIL (checked just above, and again by prove_release
+        // before it returns), and none is nested in another block.
+        let mut gil = unsafe { GilHeld::new() };
+        prove_release(py, &&mut gil, "nogil!(&mut GilHeld => ...)")?;
         // SAFETY: dropped at the end of the statement, on this thread.
-        let released = unsafe { Guard::release(gil) }.released();
-        ensure!(
-            released,
-            "Guard::release(AssumeGilHeld).released() is false"
-        );
+        let released = unsafe { Guard::release(&mut gil) }.released();
+        ensure!(released, "Guard::release(&mut GilHeld).released() is false");
         ensure!(py.gil_check() == 1, "the GIL is not held after the guard");
         py.run("nuwa_x = 1")?;
         py.finalize()?;
