@@ -248,8 +248,63 @@ macro_rules! __nuwa_nogil {
                 }
             };
         }
+        #[allow(unused_macros)]
+        macro_rules! released {
+            () => {
+                $crate::Released::new(&mut __nuwa_guard)
+            };
+        }
         { $($body)* }
     }};
+}
+
+/// What takes the GIL back inside a [`nogil!`](crate::nogil!) block, as a
+/// value: the same [`Released`](crate::Released) a strict-form closure gets.
+///
+/// ```text
+/// nogil!(OPS => {
+///     let mut gil = released!();     // Released<'_>, borrowing this block's guard
+///     gil.with_gil(|| callback())?;  // or hand `&mut gil` to code written for the strict form
+/// })
+/// ```
+///
+/// Like [`with_gil!`](crate::with_gil!), write it **unqualified** inside the
+/// braces of a `nogil!` block; this item only documents it and gives a clear
+/// error elsewhere. Use it to call library code that takes a
+/// `&mut Released` (a signal check, a progress reporter) from an in-place
+/// block; `with_gil!` is simpler for code written in the block itself (and
+/// gives the hidden names back, which a `Released` cannot).
+///
+/// # Examples
+///
+/// ```
+/// use nuwa_core::{mock::MockGil, nogil, Released};
+///
+/// /// Written once for both forms.
+/// fn report(gil: &mut Released<'_>, log: &mut Vec<u32>, step: u32) {
+///     gil.with_gil(|| log.push(step)).unwrap();
+/// }
+///
+/// let gil = MockGil::new();
+/// let mut log = Vec::new();
+/// nogil!(gil => {
+///     for step in 0..2 {
+///         report(&mut released!(), &mut log, step);
+///     }
+/// });
+/// nuwa_core::nogil(&gil, |released| report(released, &mut log, 2));
+/// assert_eq!(log, [0, 1, 2]);
+/// assert_eq!((gil.releases(), gil.reacquires()), (5, 5));
+/// ```
+#[macro_export]
+macro_rules! released {
+    ($($tokens:tt)*) => {
+        ::core::compile_error!(
+            "released!() gives the GIL-taking handle of a nogil! block, and exists only there: \
+             write it unqualified (`released!()`, not `nuwa_ffi::released!()`) inside the \
+             braces of a nogil! block; the strict form's closure gets one as its argument"
+        )
+    };
 }
 
 /// Rejects `.await` (and `async` blocks) anywhere in the tokens of a block.

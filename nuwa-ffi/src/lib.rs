@@ -11,7 +11,7 @@ pub use token::GilHeld;
 
 pub use nuwa_core::{
     self, GilOps, GilUnavailable, Guard, HiddenWhileGilReleased, Nogil, ReleaseIf, Released,
-    WithGil, mock, with_gil,
+    WithGil, mock, released, with_gil,
 };
 pub use nuwa_std::{self, Panicked, ThreadCheckedMock};
 
