@@ -24,6 +24,7 @@ use crate::GilOps;
 /// struct Ops; // Send + Sync, and so is its state
 /// unsafe impl GilOps for Ops {
 ///     type State = ();
+///     type Gil = Ops;
 ///     unsafe fn release(&self) -> Option<()> { None }
 ///     unsafe fn reacquire(&self, (): ()) {}
 /// }
@@ -45,6 +46,7 @@ struct SendSyncOps;
 // SAFETY: never releases anything.
 unsafe impl GilOps for SendSyncOps {
     type State = ();
+    type Gil = SendSyncOps;
     unsafe fn release(&self) -> Option<()> {
         None
     }

@@ -2,6 +2,8 @@
 
 use core::marker::PhantomData;
 
+use crate::{GilOps, Reentered};
+
 /// The value that stands in for a binding named in `hide(...)` inside a
 /// [`nogil!`](crate::nogil!) block.
 ///
@@ -36,24 +38,25 @@ impl<'a, T> HiddenWhileGilReleased<'a, T> {
     }
 }
 
-/// Gives a hidden binding back inside a `with_gil!` part (as a shared
-/// reference); a binding already given back stays as it is, so one name can
-/// be given back more than once. Not public API.
+/// Gives a hidden binding back inside a `with_gil!` part, as a shared
+/// reference that lives no longer than the part (it borrows the part's
+/// [`Reentered`]); a binding already given back stays as it is, so one name
+/// can be given back more than once. Not public API.
 #[doc(hidden)]
-pub trait __Unhide<'a, T> {
-    fn __nuwa_unhide(&self) -> &'a T;
+pub trait __Unhide<T> {
+    fn __nuwa_unhide<'r, G: GilOps>(&'r self, part: &'r Reentered<'_, G>) -> &'r T;
 }
 
-impl<'a, T> __Unhide<'a, T> for HiddenWhileGilReleased<'a, T> {
+impl<T> __Unhide<T> for HiddenWhileGilReleased<'_, T> {
     #[inline(always)]
-    fn __nuwa_unhide(&self) -> &'a T {
+    fn __nuwa_unhide<'r, G: GilOps>(&'r self, _: &'r Reentered<'_, G>) -> &'r T {
         self.original
     }
 }
 
-impl<'a, T> __Unhide<'a, T> for &'a T {
+impl<T> __Unhide<T> for &T {
     #[inline(always)]
-    fn __nuwa_unhide(&self) -> &'a T {
+    fn __nuwa_unhide<'r, G: GilOps>(&'r self, _: &'r Reentered<'_, G>) -> &'r T {
         self
     }
 }

@@ -28,20 +28,29 @@
 ///   return to its executor, or to Python, without the GIL, and
 ///   `mem::forget` of it would never take the GIL back. Every `.await`
 ///   written in the block (in nested blocks, closures and macro arguments
-///   too) is a compile error; so is an `async` block inside it. An `.await`
-///   that a macro called in the block generates itself cannot be seen: for
-///   that, the lint setup in the README (clippy's
-///   `await_holding_invalid_type` for [`Guard`](crate::Guard)) catches it, and
-///   [`nogil()`](crate::nogil()) is the form for `async` code.
+///   too) is a compile error; so is any `async` in it. Two kinds of `.await`
+///   cannot be seen by a macro: one that a macro called in the block
+///   generates itself, and one inside a fragment (`$e:expr`, `$b:block`)
+///   that another macro forwards into the block. The lint setup in the
+///   README (clippy's `await_holding_invalid_type` for
+///   [`Guard`](crate::Guard)) catches both, and [`nogil()`](crate::nogil())
+///   is the form for `async` code.
+/// - **The guard stays in the block.** The block cannot name it; what
+///   [`with_gil!`](crate::with_gil!) and [`released!`](crate::released!) use
+///   is a `&mut` to it, so a closure (even a `move` one) that uses them
+///   cannot leave the block, and forgetting such a closure forgets a
+///   reference, not the guard.
 /// - **`hide(a, b)` checks names, not types.** Inside the block, each named
 ///   binding is shadowed by a
 ///   [`HiddenWhileGilReleased`](crate::HiddenWhileGilReleased), so writing
 ///   that name (to call, pass, format or borrow it) fails to compile. It does
 ///   not reach the handle by any other path: a closure or reference made
 ///   before the block, a field of another binding (`ctx.py`), what a method
-///   of another binding returns, a global. `hide(self)` is a compile error
-///   that says what to write instead. For a guarantee by type, use the strict
-///   form [`nogil()`](crate::nogil()), whose closure must be `Send`.
+///   of another binding returns, a global, a `Copy` handle copied out of a
+///   `with_gil!` part (`let p = with_gil! { *py }`). `hide(self)` is a
+///   compile error that says what to write instead. For a guarantee by type,
+///   use the strict form [`nogil()`](crate::nogil()), whose closure must be
+///   `Send`.
 ///
 /// # Examples
 ///
@@ -164,9 +173,12 @@ macro_rules! nogil {
 ///   `BODY` does not run: `Err(GilUnavailable)`.
 ///
 /// Inside `BODY`, the names hidden by the block's `hide(...)` are usable
-/// again, as shared references (`&T`): it is Python-side code. Write `*py`
-/// where the value is needed. Calling `with_gil!` inside `BODY` again does
-/// not compile (the guard is borrowed); the GIL is held there anyway.
+/// again, as shared references (`&T`) that live no longer than `BODY`: it
+/// is Python-side code. Write `*py` where the value is needed. Calling
+/// `with_gil!` inside `BODY` again does not compile (the guard is borrowed);
+/// the GIL is held there anyway. A `move` closure that uses `with_gil!`
+/// takes the block's handle with it: later parts of the same block then
+/// need a closure that is not `move`.
 ///
 /// # Examples
 ///
@@ -216,30 +228,32 @@ macro_rules! __nuwa_nogil {
     (($d:tt) $ops:expr, [$($hidden:ident),*] { $($body:tt)* }) => {{
         $crate::__nuwa_no_await! { $($body)* }
         let __nuwa_ops = &$ops;
-        // SAFETY: the guard is bound to a local that the block cannot name
-        // (macro hygiene), so it is neither moved nor leaked; the block
-        // cannot `.await` (rejected above), so it cannot be suspended; it is
+        // SAFETY: the guard is a temporary that lives to the end of this
+        // block, reached only through a `&mut` that the block cannot name
+        // (macro hygiene); `with_gil!`/`released!()` reborrow it, so even a
+        // `move` closure captures only a reference, which cannot leave the
+        // block: the guard is neither moved nor leaked. The block cannot
+        // `.await` (rejected above), so it cannot be suspended. The guard is
         // dropped on this thread whichever way the block is left.
-        #[allow(unused_mut)]
-        let mut __nuwa_guard = unsafe { $crate::Guard::release(__nuwa_ops) };
+        let __nuwa_guard = &mut unsafe { $crate::Guard::release(__nuwa_ops) };
         $( $crate::__nuwa_hide_one!($hidden); )*
         #[allow(unused_macros)]
         macro_rules! __nuwa_unhide_ident {
-            $( ($d name:ident $hidden) => {
+            $( ($d reentered:ident $d name:ident $hidden) => {
                 #[allow(unused_variables)]
-                let $d name = $crate::__Unhide::__nuwa_unhide(&$d name);
+                let $d name = $crate::__Unhide::__nuwa_unhide(&$d name, &$d reentered);
             }; )*
-            ($d name:ident $d other:ident) => {};
+            ($d reentered:ident $d name:ident $d other:ident) => {};
         }
         #[allow(unused_macros)]
         macro_rules! with_gil {
             ($d($d part:tt)*) => {
-                match $crate::Guard::reenter(&mut __nuwa_guard) {
+                match $crate::Guard::reenter(&mut *__nuwa_guard) {
                     // A part that diverges (`return`, `?`, a panic) makes the
                     // `Ok` unreachable; that is no mistake of the caller's.
                     #[allow(unreachable_code)]
                     ::core::result::Result::Ok(__nuwa_reentered) => {
-                        $crate::__nuwa_unhide_scan! { $d($d part)* }
+                        $crate::__nuwa_unhide_scan! { (__nuwa_reentered) $d($d part)* }
                         ::core::result::Result::Ok({ $d($d part)* })
                     }
                     ::core::result::Result::Err(unavailable) => {
@@ -251,7 +265,7 @@ macro_rules! __nuwa_nogil {
         #[allow(unused_macros)]
         macro_rules! released {
             () => {
-                $crate::Released::new(&mut __nuwa_guard)
+                $crate::Released::new(&mut *__nuwa_guard)
             };
         }
         { $($body)* }
@@ -263,7 +277,7 @@ macro_rules! __nuwa_nogil {
 ///
 /// ```text
 /// nogil!(OPS => {
-///     let mut gil = released!();     // Released<'_>, borrowing this block's guard
+///     let mut gil = released!();     // Released<'_, Gil>, borrowing this block's guard
 ///     gil.with_gil(|| callback())?;  // or hand `&mut gil` to code written for the strict form
 /// })
 /// ```
@@ -271,8 +285,8 @@ macro_rules! __nuwa_nogil {
 /// Like [`with_gil!`](crate::with_gil!), write it **unqualified** inside the
 /// braces of a `nogil!` block; this item only documents it and gives a clear
 /// error elsewhere. Use it to call library code that takes a
-/// `&mut Released` (a signal check, a progress reporter) from an in-place
-/// block; `with_gil!` is simpler for code written in the block itself (and
+/// `&mut Released` (a progress reporter; `nuwa_ffi`'s signal check, which
+/// takes the interpreter's `Released<'_, CPython>`) from an in-place block; `with_gil!` is simpler for code written in the block itself (and
 /// gives the hidden names back, which a `Released` cannot).
 ///
 /// # Examples
@@ -280,8 +294,8 @@ macro_rules! __nuwa_nogil {
 /// ```
 /// use nuwa_core::{mock::MockGil, nogil, Released};
 ///
-/// /// Written once for both forms.
-/// fn report(gil: &mut Released<'_>, log: &mut Vec<u32>, step: u32) {
+/// /// Written once for both forms (and any backend: it calls no Python).
+/// fn report<L>(gil: &mut Released<'_, L>, log: &mut Vec<u32>, step: u32) {
 ///     gil.with_gil(|| log.push(step)).unwrap();
 /// }
 ///
@@ -318,13 +332,19 @@ macro_rules! __nuwa_no_await {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __nuwa_no_await_token {
+    (async) => {
+        ::core::compile_error! {
+            "`async` inside a nogil! block: a future made there could be polled, and \
+             suspended, with the GIL released. Make the future outside the block, or use the \
+             strict form `nogil(ops, |gil| ...)` (`nuwa_ffi::nogil(|gil| ...)`)."
+        }
+    };
     (await) => {
         ::core::compile_error! {
             "`.await` inside a nogil! block: the future could be suspended there with the GIL \
              released, and its thread would go back to the executor or to Python without it. \
              Await outside the block, or use the strict form `nogil(ops, |gil| ...)` \
-             (`nuwa_ffi::nogil(|gil| ...)`), whose closure cannot await. (An `async` block \
-             inside a nogil! block is rejected too: make the future outside.)"
+             (`nuwa_ffi::nogil(|gil| ...)`), whose closure cannot await."
         }
     };
     (( $($token:tt)* )) => { $crate::__nuwa_no_await! { $($token)* } };
@@ -358,15 +378,17 @@ macro_rules! __nuwa_hide_one {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __nuwa_unhide_scan {
-    ($($token:tt)*) => { $( $crate::__nuwa_unhide_token! { $token } )* };
+    (($reentered:ident) $($token:tt)*) => {
+        $( $crate::__nuwa_unhide_token! { ($reentered) $token } )*
+    };
 }
 
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __nuwa_unhide_token {
-    (( $($token:tt)* )) => { $crate::__nuwa_unhide_scan! { $($token)* } };
-    ([ $($token:tt)* ]) => { $crate::__nuwa_unhide_scan! { $($token)* } };
-    ({ $($token:tt)* }) => { $crate::__nuwa_unhide_scan! { $($token)* } };
-    ($name:ident) => { __nuwa_unhide_ident! { $name $name } };
-    ($other:tt) => {};
+    (($r:ident) ( $($token:tt)* )) => { $crate::__nuwa_unhide_scan! { ($r) $($token)* } };
+    (($r:ident) [ $($token:tt)* ]) => { $crate::__nuwa_unhide_scan! { ($r) $($token)* } };
+    (($r:ident) { $($token:tt)* }) => { $crate::__nuwa_unhide_scan! { ($r) $($token)* } };
+    (($r:ident) $name:ident) => { __nuwa_unhide_ident! { $r $name $name } };
+    (($r:ident) $other:tt) => {};
 }

@@ -168,6 +168,9 @@ impl fmt::Debug for MockGil {
 // and moves the mock back to `Held`. A mock is `!Sync`, so one thread uses it.
 unsafe impl GilOps for MockGil {
     type State = MockState;
+    /// The mock's own GIL: a `Released` from a mock block cannot be passed to
+    /// code that needs the interpreter's.
+    type Gil = MockGil;
 
     unsafe fn release(&self) -> Option<MockState> {
         match self.phase.get() {

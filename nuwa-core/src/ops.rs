@@ -46,6 +46,14 @@ pub unsafe trait GilOps {
     /// (for CPython, the saved thread state).
     type State;
 
+    /// Which GIL this backend releases: `nuwa_ffi::CPython` for every
+    /// CPython backend, the mock's own type for a mock. It types the
+    /// [`Released`](crate::Released) a block hands out, so that code which
+    /// calls Python inside [`Released::with_gil`](crate::Released::with_gil)
+    /// can require the interpreter's GIL (`Released<'_, CPython>`) and cannot
+    /// be handed a mock's.
+    type Gil;
+
     /// Releases the GIL if the calling thread holds it.
     ///
     /// Returns `Some(state)` if it released the GIL, `None` if it released
@@ -82,6 +90,7 @@ pub unsafe trait GilOps {
 // SAFETY: every call is forwarded unchanged to `T`, which upholds the contract.
 unsafe impl<T: GilOps + ?Sized> GilOps for &T {
     type State = T::State;
+    type Gil = T::Gil;
 
     #[inline(always)]
     #[track_caller]
@@ -108,6 +117,7 @@ unsafe impl<T: GilOps + ?Sized> GilOps for &T {
 // call unchanged to `ops`.
 unsafe impl<T: GilOps> GilOps for Option<T> {
     type State = T::State;
+    type Gil = T::Gil;
 
     /// `Some(ops)` releases through `ops`; `None` releases nothing, which
     /// makes releasing a run-time choice: `nogil!(release.then_some(ops) => { ... })`.
@@ -180,6 +190,7 @@ impl<G: GilOps> ReleaseIf<G> {
 // always `ops`'s answer.
 unsafe impl<G: GilOps> GilOps for ReleaseIf<G> {
     type State = G::State;
+    type Gil = G::Gil;
 
     #[inline(always)]
     #[track_caller]

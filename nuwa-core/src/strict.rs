@@ -46,19 +46,25 @@ use crate::{GilOps, GilUnavailable, Guard};
 /// nogil(&gil, |_| object.is_null()); // error: `*mut u8` cannot be shared between threads safely
 /// ```
 pub trait Nogil {
+    /// Which GIL this releases (see [`GilOps::Gil`]); the closure's
+    /// [`Released`] is typed by it.
+    type Gil;
+
     /// Runs `f` with the GIL released (if the calling thread holds it) and
     /// returns its value, with the GIL held again (if it was held before).
     fn nogil<T, F>(&self, f: F) -> T
     where
-        F: FnOnce(&mut Released<'_>) -> T + Send,
+        F: FnOnce(&mut Released<'_, Self::Gil>) -> T + Send,
         T: Send;
 }
 
 impl<G: GilOps> Nogil for G {
+    type Gil = G::Gil;
+
     #[inline(always)]
     fn nogil<T, F>(&self, f: F) -> T
     where
-        F: FnOnce(&mut Released<'_>) -> T + Send,
+        F: FnOnce(&mut Released<'_, G::Gil>) -> T + Send,
         T: Send,
     {
         // SAFETY: the guard lives in this frame and is dropped at its end, on
@@ -84,24 +90,31 @@ impl<G: GilOps> Nogil for G {
 pub fn nogil<N, T, F>(ops: N, f: F) -> T
 where
     N: Nogil,
-    F: FnOnce(&mut Released<'_>) -> T + Send,
+    F: FnOnce(&mut Released<'_, N::Gil>) -> T + Send,
     T: Send,
 {
     ops.nogil(f)
 }
 
 /// Takes the GIL back for a part of a strict block: the one capability a
-/// [`Nogil::nogil`] closure receives.
+/// [`Nogil::nogil`] closure receives (and [`released!`](crate::released!)
+/// gives inside an in-place block).
+///
+/// `L` is the GIL it takes back ([`GilOps::Gil`]): `Released<'_, CPython>`
+/// for the interpreter, a mock's type for a mock. Code that calls Python in
+/// [`with_gil`](Released::with_gil) takes `&mut Released<'_, CPython>`, so
+/// it cannot be handed a mock's; code that only calls back the caller's own
+/// closures can be generic over `L`.
 ///
 /// It is neither `Send` nor `Sync`, so it stays with the closure it was given
 /// to and cannot be captured by another strict block.
-pub struct Released<'a> {
-    inner: &'a mut dyn WithGil,
+pub struct Released<'a, L> {
+    inner: &'a mut dyn WithGil<Gil = L>,
 }
 
-impl<'a> Released<'a> {
+impl<'a, L> Released<'a, L> {
     /// Wraps what takes the GIL back, for implementers of [`Nogil`].
-    pub fn new(inner: &'a mut dyn WithGil) -> Self {
+    pub fn new(inner: &'a mut dyn WithGil<Gil = L>) -> Self {
         Released { inner }
     }
 
@@ -141,7 +154,7 @@ impl<'a> Released<'a> {
     }
 }
 
-impl fmt::Debug for Released<'_> {
+impl<L> fmt::Debug for Released<'_, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Released").finish_non_exhaustive()
     }
@@ -154,19 +167,25 @@ impl fmt::Debug for Released<'_> {
 ///
 /// # Safety
 ///
-/// `with_gil_dyn` either calls `f` exactly once, with the GIL held by the
-/// calling thread for the whole call, and returns `Ok(())`; or does not call
-/// it and returns `Err`. Code that relies on holding the GIL inside `f` (any
-/// Python API call) depends on this.
+/// `with_gil_dyn` either calls `f` exactly once, with the GIL named by
+/// [`Gil`](WithGil::Gil) held by the calling thread for the whole call, and
+/// returns `Ok(())`; or does not call it and returns `Err`. Code that calls
+/// Python inside `f` depends on this; so `Gil` names the interpreter's GIL
+/// (`nuwa_ffi::CPython`) only if that is the GIL held.
 pub unsafe trait WithGil {
+    /// Which GIL is held while `f` runs (see [`GilOps::Gil`]).
+    type Gil;
+
     /// Runs `f` with the GIL held, or does not run it and returns `Err`.
     fn with_gil_dyn(&mut self, f: &mut dyn FnMut()) -> Result<(), GilUnavailable>;
 }
 
-// SAFETY: `Guard::with_gil` runs `f` once with the GIL held (taken back from
-// this guard's release, or held because nothing was released and the backend
-// says so), or returns `Err` without running it.
+// SAFETY: `Guard::with_gil` runs `f` once with `G`'s GIL held (taken back
+// from this guard's release, or held because nothing was released and the
+// backend says so), or returns `Err` without running it.
 unsafe impl<G: GilOps> WithGil for Guard<G> {
+    type Gil = G::Gil;
+
     fn with_gil_dyn(&mut self, f: &mut dyn FnMut()) -> Result<(), GilUnavailable> {
         self.with_gil(f)
     }

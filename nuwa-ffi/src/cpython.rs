@@ -38,6 +38,7 @@ pub struct SavedThreadState(NonNull<core::ffi::c_void>);
 // nothing is released.
 unsafe impl GilOps for CPython {
     type State = SavedThreadState;
+    type Gil = CPython;
 
     #[inline(always)]
     unsafe fn release(&self) -> Option<SavedThreadState> {

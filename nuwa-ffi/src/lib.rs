@@ -69,7 +69,7 @@ pub fn init() -> &'static Resolution {
 /// ```
 pub fn nogil<T, F>(f: F) -> T
 where
-    F: FnOnce(&mut Released<'_>) -> T + Send,
+    F: FnOnce(&mut Released<'_, CPython>) -> T + Send,
     T: Send,
 {
     CPython.nogil(f)
@@ -93,7 +93,7 @@ where
 /// ```
 pub fn nogil_catch<T, F>(f: F) -> Result<T, Panicked>
 where
-    F: FnOnce(&mut Released<'_>) -> T + Send,
+    F: FnOnce(&mut Released<'_, CPython>) -> T + Send,
     T: Send,
 {
     nuwa_std::nogil_catch(CPython, f)

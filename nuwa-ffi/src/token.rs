@@ -1,5 +1,6 @@
 //! The token path: blocks that skip the held check.
 
+use core::cell::Cell;
 use core::marker::PhantomData;
 
 use nuwa_core::GilOps;
@@ -35,7 +36,12 @@ use crate::cpython::{self, CPython, SavedThreadState};
 /// });
 /// ```
 ///
-/// A strict closure cannot capture it either (it is not `Send`).
+/// A strict closure cannot capture it either (it is not `Send`). And where
+/// the borrow checker cannot see the nesting (a `&mut GilHeld` held in a
+/// variable and shared-borrowed by two nested blocks, or library code generic
+/// over `G: GilOps` that nests blocks on the `G` it was given), the token
+/// itself knows it is in a block: the inner block releases nothing, as a
+/// checked block would. That costs one flag test and two stores per block.
 ///
 /// What it cannot see, and [`new`](GilHeld::new)'s contract therefore
 /// forbids: a block on the token inside *another* block (a checked
@@ -45,6 +51,9 @@ use crate::cpython::{self, CPython, SavedThreadState};
 /// builds skip the check, which is the token's purpose.
 #[derive(Debug)]
 pub struct GilHeld {
+    /// Whether a block on this token has released the GIL and not yet
+    /// taken it back.
+    in_block: Cell<bool>,
     _not_send_or_copy: PhantomData<*mut ()>,
 }
 
@@ -65,31 +74,43 @@ impl GilHeld {
     #[inline(always)]
     pub const unsafe fn new() -> Self {
         GilHeld {
+            in_block: Cell::new(false),
             _not_send_or_copy: PhantomData,
         }
     }
 }
 
 // SAFETY: by `GilHeld::new`'s contract the calling thread holds the GIL when
-// a block starts on the token, and the `&mut` borrow that a block holds keeps
-// a second block on the same token from starting inside it; so `release`
-// may call `PyEval_SaveThread` unchecked. The state saved is the one
+// a block starts on the token outside any other block on it; a block started
+// inside another block on the same token (which the `&mut` borrow forbids in
+// the common case, but not through a shared borrow of a `&mut GilHeld`) sees
+// `in_block` and releases nothing. So `release` calls `PyEval_SaveThread`
+// only while the GIL is held. The token is not `Send` or `Sync`, so the flag
+// is only ever touched by its one thread. The state saved is the one
 // restored, by `CPython`'s reacquire. `is_held` is `CPython`'s check.
 unsafe impl GilOps for &mut GilHeld {
     type State = SavedThreadState;
+    type Gil = CPython;
 
     #[inline(always)]
     unsafe fn release(&self) -> Option<SavedThreadState> {
+        if self.in_block.get() {
+            return None;
+        }
         #[cfg(debug_assertions)]
         if crate::init().can_release() && !cpython::gil_is_held() {
             misused();
         }
-        // SAFETY: this thread holds the GIL (the token's contract).
-        unsafe { cpython::release_unchecked() }
+        // SAFETY: this thread holds the GIL (the token's contract, and no
+        // block on this token has released it: checked above).
+        let state = unsafe { cpython::release_unchecked() };
+        self.in_block.set(state.is_some());
+        state
     }
 
     #[inline(always)]
     unsafe fn reacquire(&self, state: SavedThreadState) {
+        self.in_block.set(false);
         // SAFETY: the caller passes the state this thread saved, once.
         unsafe { CPython.reacquire(state) }
     }

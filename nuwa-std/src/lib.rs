@@ -55,7 +55,7 @@ pub use thread_checked::{ThreadCheckedMock, ThreadCheckedState};
 pub fn nogil_catch<N, T, F>(ops: N, body: F) -> Result<T, Panicked>
 where
     N: Nogil,
-    F: FnOnce(&mut Released<'_>) -> T + Send,
+    F: FnOnce(&mut Released<'_, N::Gil>) -> T + Send,
     T: Send,
 {
     // The release is inside `catch_unwind`: a panic in `body` unwinds through

@@ -167,6 +167,7 @@ impl fmt::Debug for ThreadCheckedMock {
 // released, and makes that thread the owner again. All of it under one lock.
 unsafe impl GilOps for ThreadCheckedMock {
     type State = ThreadCheckedState;
+    type Gil = ThreadCheckedMock;
 
     unsafe fn release(&self) -> Option<ThreadCheckedState> {
         let me = thread::current().id();

@@ -352,6 +352,7 @@ struct Forward<'a> {
 // SAFETY: every call is forwarded unchanged to a `MockGil`.
 unsafe impl GilOps for Forward<'_> {
     type State = <MockGil as GilOps>::State;
+    type Gil = MockGil;
 
     unsafe fn release(&self) -> Option<Self::State> {
         // SAFETY: the caller's obligations are passed on unchanged.

@@ -258,6 +258,34 @@ fn a_block_that_kept_the_gil_runs_with_gil_at_once() {
 }
 
 #[test]
+fn a_move_closure_in_a_block_captures_only_a_reference_to_the_guard() {
+    let gil = MockGil::new();
+    let mock = &gil;
+    nuwa_core::nogil!(gil => {
+        // Forgetting a closure that uses `with_gil!` forgets a reference,
+        // not the guard: the block still takes the GIL back at its end.
+        let keep = move || {
+            let _ = with_gil! { () };
+        };
+        #[allow(
+            clippy::forget_non_drop,
+            reason = "that the closure holds nothing with a Drop is the point"
+        )]
+        std::mem::forget(keep);
+    });
+    assert_held_after(&gil, 1, 1, 0);
+    nuwa_core::nogil!(gil => {
+        let mut call = move || with_gil! { mock.is_held() };
+        assert_eq!(call(), Ok(true));
+    });
+    nuwa_core::nogil!(gil => {
+        let mut handle = move || released!().with_gil(|| mock.is_held());
+        assert_eq!(handle(), Ok(true));
+    });
+    assert_held_after(&gil, 5, 5, 0);
+}
+
+#[test]
 fn guard_with_gil_by_hand() {
     let gil = MockGil::new();
     // SAFETY: dropped below, on this thread.

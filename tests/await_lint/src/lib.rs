@@ -1,5 +1,6 @@
-//! Awaits that `nogil!`'s token scan cannot see: the `.await` comes from a
-//! macro expanded inside the block. `cargo clippy` with this crate's
+//! Awaits that `nogil!`'s token scan cannot see: an `.await` that comes from
+//! a macro expanded inside the block, or one inside a fragment that another
+//! macro forwards into a block. `cargo clippy` with this crate's
 //! `clippy.toml` must report `clippy::await_holding_invalid_type` here.
 
 /// Awaits its argument; the `.await` is in this macro, not in the block.
@@ -24,6 +25,19 @@ pub async fn awaits_inside_a_block() -> u32 {
 /// The same with a mock backend, through the core macro.
 pub async fn awaits_inside_a_mock_block(gil: &nuwa_ffi::ThreadCheckedMock) -> u32 {
     nuwa_ffi::nogil!(gil => { wait_for!(ready()) })
+}
+
+/// Wraps a block around what it is given: `$body` reaches `nogil!` as one
+/// opaque fragment, which the token scan cannot look into.
+macro_rules! off_the_gil {
+    ($body:expr) => {
+        nuwa_ffi::nogil! { $body }
+    };
+}
+
+/// The `.await` is written by the caller, in the fragment.
+pub async fn awaits_in_a_forwarded_fragment() -> u32 {
+    off_the_gil!(ready().await + 1)
 }
 
 /// A control: awaiting outside any block is fine.
