@@ -31,10 +31,11 @@
 ///   too) is a compile error; so is any `async` in it. Two kinds of `.await`
 ///   cannot be seen by a macro: one that a macro called in the block
 ///   generates itself, and one inside a fragment (`$e:expr`, `$b:block`)
-///   that another macro forwards into the block. The lint setup in the
-///   README (clippy's `await_holding_invalid_type` for
-///   [`Guard`](crate::Guard)) catches both, and [`nogil()`](crate::nogil())
-///   is the form for `async` code.
+///   that another macro forwards into the block. The
+///   [lint setup in the README](https://github.com/nuwa-rs/nuwa#async-code)
+///   (clippy's `await_holding_invalid_type` for [`Guard`](crate::Guard))
+///   catches both, and [`nogil()`](crate::nogil()) is the form for `async`
+///   code.
 /// - **The guard stays in the block.** The block cannot name it; what
 ///   [`with_gil!`](crate::with_gil!) and [`released!`](crate::released!) use
 ///   is a `&mut` to it, so a closure (even a `move` one) that uses them

@@ -50,8 +50,11 @@ pub fn init() -> &'static Resolution {
 /// ([`Released::with_gil`]).
 ///
 /// In a process where PyO3 runs, use PyO3's `py.detach` instead (or a
-/// [`Nogil`] backend built on it; see the README): PyO3 keeps its own record
-/// of which threads are attached, which this function does not update.
+/// [`Nogil`] backend built on it; see [Using nuwa with PyO3]): PyO3 keeps its
+/// own record of which threads are attached, which this function does not
+/// update.
+///
+/// [Using nuwa with PyO3]: https://github.com/nuwa-rs/nuwa#using-nuwa-with-pyo3
 ///
 /// # Examples
 ///
@@ -123,7 +126,9 @@ where
 /// Do not use it in a process where PyO3 code may run inside the block
 /// (`Python::attach`, dropping a `Py<T>`): PyO3 still counts the thread as
 /// attached, and that code crashes the interpreter. Use PyO3's `py.detach`
-/// there; see the README's PyO3 section.
+/// there; see [Using nuwa with PyO3].
+///
+/// [Using nuwa with PyO3]: https://github.com/nuwa-rs/nuwa#using-nuwa-with-pyo3
 ///
 /// Called with braces in statement position (`nogil! { ... }`), the macro is
 /// a statement, as every brace-called macro is: to use its value, bind it
