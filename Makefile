@@ -16,9 +16,10 @@ VENV ?= .venv
 VPY := $(VENV)/bin/python
 CARGO ?= cargo
 EXT_MANIFEST := examples/my_extension/Cargo.toml
+MINIMAL_MANIFEST := examples/minimal/Cargo.toml
 PYTEST_ARGS ?= -q
 
-.PHONY: help venv ext demo test test-rust test-no-std test-docs test-python c-abi bench bench-quick pythons test-matrix test-valgrind clean
+.PHONY: help venv ext minimal demo test test-rust test-no-std test-docs test-python c-abi bench bench-quick pythons test-matrix test-valgrind clean
 
 help:
 	@echo "make demo    build the example extension (release) and run examples/demo.py"
@@ -45,8 +46,13 @@ ext: venv
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --quiet \
 	  -m $(EXT_MANIFEST)
 
+# Builds examples/minimal (the extension to copy) and installs it into .venv.
+minimal: venv
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --quiet \
+	  -m $(MINIMAL_MANIFEST)
+
 demo: ext
-	$(VPY) examples/demo.py
+	$(VPY) examples/demo.py $(DEMO_ARGS)
 
 test: test-rust test-no-std test-docs test-python
 
@@ -65,7 +71,8 @@ test-no-std:
 test-docs:
 	$(PYTHON) scripts/check-doc-links.py
 
-test-python: ext c-abi
+test-python: ext minimal c-abi
+	$(VPY) -m pytest $(PYTEST_ARGS) examples/minimal/tests
 	$(VPY) -m pytest $(PYTEST_ARGS) examples/my_extension/tests
 	$(VPY) -m pytest $(PYTEST_ARGS) examples/c_abi/tests
 
