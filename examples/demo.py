@@ -17,6 +17,7 @@ import gc
 import os
 import random
 import sys
+import textwrap
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -91,24 +92,26 @@ def runs_during(call) -> int:
 def explain_resolution(info: str) -> str:
     """What `_test_nuwa_info()` (nuwa_ffi::init()'s one-line summary) means."""
     if "no Python found" in info or "no held check" in info:
-        return "nuwa found no usable CPython here, so its blocks run without releasing the GIL."
-    lines = [
-        "nuwa looked up CPython's GIL functions in this process when the module loaded",
-        "(the module does not link libpython). Before each release it checks that the",
-        "calling thread holds the GIL: a thread that does not hold it has nothing to release.",
-    ]
-    if "global current state" in info:
-        lines.append(
-            "On CPython 3.11 and older it compares the interpreter's current thread state "
-            "(the GIL holder)\nwith the calling thread's own; the two names above are the "
-            "CPython functions it calls."
+        text = "nuwa found no usable CPython here, so its blocks run without releasing the GIL."
+    else:
+        text = (
+            "nuwa looked up CPython's GIL functions in this process when the module loaded "
+            "(the module does not link libpython). Before each release it checks that the "
+            "calling thread holds the GIL: a thread that does not hold it has nothing to "
+            "release. "
         )
-    elif "thread-local" in info:
-        lines.append(
-            "On CPython 3.12 and later the current thread state is per thread, so it checks "
-            "that it is set,\nwith the CPython function named above."
-        )
-    return "\n".join("  " + line for text in lines for line in text.split("\n"))
+        if "global current state" in info:
+            text += (
+                "On CPython 3.11 and older it compares the interpreter's current thread "
+                "state (the GIL holder) with the calling thread's own, with the two CPython "
+                "functions named above."
+            )
+        elif "thread-local" in info:
+            text += (
+                "On CPython 3.12 and later the current thread state is per thread, so it "
+                "checks that it is set, with the CPython function named above."
+            )
+    return textwrap.fill(text, width=88, initial_indent="  ", subsequent_indent="  ")
 
 
 def main() -> None:
