@@ -30,8 +30,9 @@ starts empty, and then reads the HTML:
 
 1. text that looks like an unresolved link: `[name]`, `[path::to::item]`,
    `[name!]`, `[name()]` or `[` code `]` outside code blocks and signatures;
-2. relative `href`s whose target file does not exist (a README link to a
-   repository file, a page of a crate that was not rendered);
+2. `href`s that are a Rust path left as written (`[text](crate::item)`
+   whose target had no page), or a relative path to a file that does not
+   exist (a README link to a repository file);
 3. the set of workspace crates documented: exactly the library crates.
 
 Usage:
@@ -70,6 +71,10 @@ CODE = "\x00"  # stands for one <code> span in the prose
 UNRESOLVED = re.compile(
     r"(?<![\w\])])\[\s*(?:\x00|(?:[a-z]+@)?[A-Za-z_][A-Za-z0-9_]*(?:::[A-Za-z_][A-Za-z0-9_]*)*(?:!|\(\))?)\s*\]"
 )
+
+
+# A URL with a scheme (`https:`, `mailto:`); `crate::x` is a Rust path.
+URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:(?!:)")
 
 
 class Page(html.parser.HTMLParser):
@@ -196,8 +201,11 @@ def check(doc_dir: Path) -> int:
             for found in page.unresolved():
                 problems.append(f"{rel}: unresolved link {found}")
             for href in page.hrefs:
-                if re.match(r"^[a-z][a-z0-9+.-]*:", href) or href.startswith(("#", "/")):
+                if URL.match(href) or href.startswith(("#", "/")):
                     continue  # absolute URL, anchor on this page, or site root
+                if "::" in href:  # `[text](crate::item)` left as it was written
+                    problems.append(f"{rel}: unresolved link to {href}")
+                    continue
                 target = href.split("#", 1)[0].split("?", 1)[0]
                 if target and not (path.parent / target).exists():
                     problems.append(f"{rel}: link to a missing page: {href}")
