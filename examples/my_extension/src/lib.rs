@@ -268,9 +268,10 @@ const GIL_NOT_USED: *mut c_void = ptr::without_provenance_mut(1);
 /// `Py_mod_gil` from 3.13.
 ///
 /// One abi3 build serves every version, so this is decided at import time:
-/// CPython 3.9 to 3.11 refuse a slot they do not know (`SystemError: module
-/// my_extension uses unknown slot ID 3`), and a build for 3.9's stable ABI
-/// has no `cfg(Py_3_12)` to decide it at compile time.
+/// CPython refuses a slot it does not know (3.9 to 3.11: `SystemError:
+/// module my_extension.my_extension uses unknown slot ID 3`; 3.12: `... ID
+/// 4`), and a build for 3.9's stable ABI has no `cfg(Py_3_12)` to decide it
+/// at compile time.
 fn slots_for(version: (u32, u32)) -> impl Iterator<Item = PyModuleDef_Slot> {
     let exec = PyModuleDef_Slot {
         slot: Py_mod_exec,
