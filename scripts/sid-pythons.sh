@@ -212,13 +212,25 @@ setup() {
     say "debootstrap $SUITE into $dir from $MIRROR (log: $log)"
     local include
     include=$(IFS=,; echo "${PACKAGES[*]}")
-    # In a mount namespace of its own, so that the /proc and /sys it mounts
-    # inside the root are gone when it ends, even if it fails half way.
-    if ! unshare --mount --propagation private -- \
-        debootstrap --variant=minbase --include="$include" "$SUITE" "$dir" "$MIRROR" >>"$log" 2>&1; then
+    # In mount and PID namespaces of its own: the /proc and /sys it mounts
+    # inside the root are gone when it ends, even half way, and if this
+    # script is stopped, unshare's --kill-child ends debootstrap and every
+    # process it started (dpkg, ...). In the background, so that the trap
+    # runs at once.
+    local status=0 child
+    unshare --mount --propagation private --pid --fork --kill-child -- \
+        debootstrap --variant=minbase --include="$include" "$SUITE" "$dir" "$MIRROR" >>"$log" 2>&1 &
+    child=$!
+    trap 'kill -TERM "$child" 2>/dev/null; wait "$child"; exit 130' INT
+    trap 'kill -TERM "$child" 2>/dev/null; wait "$child"; exit 143' TERM
+    wait "$child" || status=$?
+    trap - INT TERM
+    if [[ $status -ne 0 ]]; then
         tail -n 30 "$log" >&2
         die "debootstrap failed (log: $log); re-run to start again"
     fi
+    # The downloaded packages are installed; their files are 0.3 GB.
+    rm -f "$dir"/var/cache/apt/archives/*.deb
     say "smoke test"
     if ! NUWA_SID_SETUP=1 smoke_test >>"$log" 2>&1; then
         tail -n 30 "$log" >&2
