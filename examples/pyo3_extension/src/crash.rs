@@ -1,9 +1,10 @@
-//! What must never run inside an in-place `nuwa_ffi::nogil!` in a PyO3
-//! process, kept here so that a test can check that it still crashes (in a
-//! child process). DO NOT COPY: every pattern below is safe Rust that
-//! compiles without a warning and kills the interpreter.
+//! What must never run inside an in-place `nuwa_ffi::nogil!` (nor in nuwa's
+//! strict form with its CPython backend) in a PyO3 process, kept here so
+//! that a test can check that it still crashes (in a child process). DO NOT
+//! COPY: every pattern below is safe Rust that compiles without a warning
+//! and kills the interpreter.
 //!
-//! The reason is one and the same: the in-place block releases the GIL with
+//! The reason is one and the same: nuwa's release calls
 //! `PyEval_SaveThread`, but PyO3 keeps its own per-thread count of
 //! "attached", which still says yes inside the block. So `Python::attach`
 //! hands out a token without taking the GIL, a dropped `Py<T>` decrements
@@ -17,14 +18,21 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 /// The patterns, by the name the test uses.
-const PATTERNS: [&str; 4] = ["attach_eval", "drop_py", "detach", "list_append"];
+const PATTERNS: [&str; 5] = [
+    "attach_eval",
+    "drop_py",
+    "detach",
+    "list_append",
+    "strict_cpython_attach",
+];
 
-/// Runs one crashing pattern inside an in-place `nuwa_ffi::nogil!`. It
-/// writes `nuwa-crash-test: in the block` to stderr when the block starts,
+/// Runs one crashing pattern inside an in-place `nuwa_ffi::nogil!` (the
+/// last one in `nuwa_ffi::nogil()`, the strict form with nuwa's CPython
+/// backend). It writes `nuwa-crash-test: in the block` to stderr when the block starts,
 /// and `nuwa-crash-test: survived` if the block ends, which it must not.
 /// An unknown pattern raises ValueError; a known one ends the process.
 #[pyfunction]
-pub(crate) fn _test_crash_in_place(py: Python<'_>, pattern: &str) -> PyResult<()> {
+pub(crate) fn _test_crash(py: Python<'_>, pattern: &str) -> PyResult<()> {
     match pattern {
         // `Python::attach` inside the block, with `py` hidden: PyO3 thinks
         // the thread is attached, so it does not take the GIL.
@@ -63,6 +71,13 @@ pub(crate) fn _test_crash_in_place(py: Python<'_>, pattern: &str) -> PyResult<()
                 }
             })
         }
+        // The strict form keeps `py` out (it is not `Send`), but nothing
+        // stops the closure from attaching by itself: with nuwa's CPython
+        // backend, PyO3's count still says "attached".
+        "strict_cpython_attach" => nuwa_ffi::nogil(|_| {
+            eprintln!("nuwa-crash-test: in the block");
+            let _ = Python::attach(|py| py.eval(c"1 + 1", None, None).map(Bound::unbind));
+        }),
         other => {
             return Err(PyValueError::new_err(format!(
                 "unknown pattern {other:?}; the patterns are {PATTERNS:?}"

@@ -6,7 +6,7 @@
 //! `Python::detach`, so PyO3 code inside (a Python callback, a dropped
 //! `Py<T>`) behaves. The in-place `nuwa_ffi::nogil!` appears twice: in
 //! `parse_sum`, around pure Rust code that touches no PyO3 object (safe),
-//! and in the test hook `_test_crash_in_place`, which shows what happens
+//! and in the test hook `_test_crash`, which shows what happens
 //! when PyO3 code runs inside it (the process crashes: do not copy).
 
 mod crash;
@@ -147,7 +147,7 @@ mod pyo3_extension {
     use super::{Flag, PanicError, compute_pi, parse_sum, sum_of_squares};
 
     #[pymodule_export]
-    use super::crash::_test_crash_in_place;
+    use super::crash::_test_crash;
 
     #[pymodule_export]
     use super::testing::{

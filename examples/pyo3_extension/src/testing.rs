@@ -109,7 +109,8 @@ pub(crate) fn _test_nested(depth: u32, expression: &str) -> PyResult<Py<PyAny>> 
 /// Panics with `message` in a released part. `at`: "block" (the panic leaves
 /// as PyO3's PanicException), "callback" (in a `with_gil` part, the same),
 /// "caught" and "caught_callback" (nuwa's `nogil_catch` turns it into
-/// `PanicError`).
+/// `PanicError`), "in_place" (an in-place `nuwa_ffi::nogil!` with no PyO3
+/// code in it: PanicException).
 #[pyfunction]
 #[pyo3(signature = (message, *, at = "block"))]
 pub(crate) fn _test_panic(py: Python<'_>, message: String, at: &str) -> PyResult<()> {
@@ -128,9 +129,15 @@ pub(crate) fn _test_panic(py: Python<'_>, message: String, at: &str) -> PyResult
         })
         .map(drop)
         .map_err(|panicked| PanicError::new_err(panicked.to_string()))?,
+        // The in-place form: safe here, as the block runs no PyO3 code; the
+        // guard takes the GIL back before the panic reaches PyO3.
+        "in_place" => nuwa_ffi::nogil!({
+            panic!("{message}");
+        }),
         other => {
             return Err(PyValueError::new_err(format!(
-                "at must be 'block', 'callback', 'caught' or 'caught_callback', not {other:?}"
+                "at must be 'block', 'callback', 'caught', 'caught_callback' or 'in_place', \
+                 not {other:?}"
             )));
         }
     }

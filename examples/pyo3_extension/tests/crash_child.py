@@ -1,8 +1,9 @@
-"""Runs the crashing patterns of ``_test_crash_in_place`` in child processes.
+"""Runs the crashing patterns of ``_test_crash`` in child processes.
 
 Each pattern is PyO3 code inside an in-place ``nuwa_ffi::nogil!`` block in a
-``#[pyfunction]``: safe Rust that compiles without a warning, and that the
-README says crashes the interpreter. ``run_pattern`` runs one in a fresh
+``#[pyfunction]`` (the last one: inside nuwa's strict form with the CPython
+backend): safe Rust that compiles without a warning, and that the README
+says crashes the interpreter. ``run_pattern`` runs one in a fresh
 interpreter (bounded by a timeout, core dumps off) and says how it ended.
 
 Run as a script, it prints one Markdown table row for this interpreter
@@ -22,7 +23,7 @@ import sys
 import sysconfig
 from dataclasses import dataclass
 
-PATTERNS = ["attach_eval", "drop_py", "detach", "list_append"]
+PATTERNS = ["attach_eval", "drop_py", "detach", "list_append", "strict_cpython_attach"]
 ENTERED = "nuwa-crash-test: in the block"
 SURVIVED = "nuwa-crash-test: survived"
 TIMEOUT = 60  # seconds; a pattern that hangs instead of crashing fails the test
@@ -30,7 +31,7 @@ TIMEOUT = 60  # seconds; a pattern that hangs instead of crashing fails the test
 CHILD = """
 import pyo3_extension
 native = getattr(pyo3_extension, "pyo3_extension", pyo3_extension)
-native._test_crash_in_place({pattern!r})
+native._test_crash({pattern!r})
 """
 
 

@@ -2,7 +2,7 @@
 where it crashes, as the README says.
 
 ``parse_sum`` uses it around pure Rust code, with ``?`` and ``return``
-leaving the block: safe. ``_test_crash_in_place`` runs PyO3 code inside it:
+leaving the block: safe. ``_test_crash`` runs PyO3 code inside it:
 each pattern must kill the child process that runs it (a signal: SIGSEGV, or
 SIGABRT from CPython's fatal error), never finish, so that the README's
 warning stays true. See crash_child.py for the per-version table.
@@ -44,4 +44,4 @@ def test_pyo3_code_in_an_in_place_block_crashes(pattern):
 
 def test_an_unknown_pattern_is_a_value_error(native):
     with pytest.raises(ValueError, match='unknown pattern "nope"'):
-        native._test_crash_in_place("nope")
+        native._test_crash("nope")

@@ -29,7 +29,7 @@ def still_working(native):
     t.join(10)
 
 
-@pytest.mark.parametrize("at", ["block", "callback"])
+@pytest.mark.parametrize("at", ["block", "callback", "in_place"])
 def test_a_panic_becomes_pyo3s_panic_exception(native, at):
     with pytest.raises(native.PanicException, match="boom at " + at) as info:
         native._test_panic("boom at " + at, at=at)
@@ -51,7 +51,7 @@ def test_many_panics_on_many_threads(native):
 
     def work(i):
         for j in range(50):
-            at = ["block", "callback", "caught", "caught_callback"][j % 4]
+            at = ["block", "callback", "caught", "caught_callback", "in_place"][j % 5]
             try:
                 native._test_panic(f"{i}/{j}", at=at)
             except BaseException as e:  # PanicException is a BaseException
