@@ -151,8 +151,8 @@ mod pyo3_extension {
 
     #[pymodule_export]
     use super::testing::{
-        _test_attach_in_released, _test_drop_in_released, _test_nested, _test_panic,
-        _test_wait_for_flag,
+        _test_attach_from_rust_threads, _test_attach_in_released, _test_drop_in_released,
+        _test_nested, _test_panic, _test_wait_for_flag, _test_with_gil_in_place,
     };
 
     use pyo3::prelude::*;

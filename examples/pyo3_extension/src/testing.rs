@@ -63,14 +63,22 @@ pub(crate) fn _test_attach_in_released(
 
 /// Pops the last item of `holder` and drops it inside a released part (so
 /// the `Py<PyAny>` dropped there holds the last reference if the caller kept
-/// none). Returns whether the thread held the GIL where it dropped it.
+/// none). `finalized` is a flag the item's finalizer sets. Returns whether,
+/// right after the drop inside the part, the thread held the GIL and the
+/// flag was set: both must be false, as PyO3 queues a decref made while
+/// detached and applies it when `detach` attaches again.
 #[pyfunction]
-pub(crate) fn _test_drop_in_released(py: Python<'_>, holder: &Bound<'_, PyList>) -> PyResult<bool> {
+pub(crate) fn _test_drop_in_released(
+    py: Python<'_>,
+    holder: &Bound<'_, PyList>,
+    finalized: &Bound<'_, Flag>,
+) -> PyResult<(bool, bool)> {
     let item: Py<PyAny> = holder.call_method0("pop")?.unbind();
+    let finalized = &finalized.get().set;
     Ok(nogil(Detach::new(py), move |_| {
-        let held = nuwa_ffi::gil_is_held();
         drop(item);
-        held
+        let held = nuwa_ffi::gil_is_held();
+        (held, finalized.load(std::sync::atomic::Ordering::Acquire))
     }))
 }
 
@@ -89,6 +97,52 @@ fn nested(depth: u32, code: &CStr) -> PyResult<Py<PyAny>> {
                     .with_gil(|| nested(depth - 1, code))
                     .map_err(|e| PyRuntimeError::new_err(e.to_string()))?
             }
+        })
+    })
+}
+
+/// Calls `Released::with_gil` from inside an in-place `nuwa_ffi::nogil!`
+/// nested in `Python::attach` inside a `Detach` block: the one place where
+/// PyO3 counts the thread as attached while it does not hold the GIL. The
+/// adapter must refuse to run the part there. Returns `(ran, held_in_part)`.
+#[pyfunction]
+pub(crate) fn _test_with_gil_in_place(py: Python<'_>) -> (bool, bool) {
+    nogil(Detach::new(py), |released| {
+        Python::attach(|_py| {
+            nuwa_ffi::nogil!({
+                let mut held_in_part = false;
+                let ran = released
+                    .with_gil(|| held_in_part = nuwa_ffi::gil_is_held())
+                    .is_ok();
+                (ran, held_in_part)
+            })
+        })
+    })
+}
+
+/// Spawns `threads` Rust threads inside a released part; each attaches with
+/// `Python::attach` and evaluates `expression`. Returns their results.
+#[pyfunction]
+pub(crate) fn _test_attach_from_rust_threads(
+    py: Python<'_>,
+    threads: usize,
+    expression: &str,
+) -> PyResult<Vec<Py<PyAny>>> {
+    if threads > 64 {
+        return Err(PyValueError::new_err(format!(
+            "threads must be <= 64, got {threads}"
+        )));
+    }
+    let code = c_string(expression)?;
+    nogil(Detach::new(py), |_| {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| s.spawn(|| Python::attach(|py| Ok(py.eval(&code, None, None)?.unbind()))))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
         })
     })
 }

@@ -30,25 +30,34 @@ def test_attach_errors_come_back_as_python_exceptions(native):
 
 
 class Payload:
-    """An object whose finalizer runs Python code: it needs the GIL."""
+    """An object whose finalizer runs Python code (it needs the GIL) and
+    sets a Flag."""
 
     deleted: list[int] = []
 
+    def __init__(self, flag):
+        self.flag = flag
+
     def __del__(self):
         Payload.deleted.append(threading.get_ident())
+        self.flag.set()
 
 
 def test_dropping_the_last_py_in_the_released_part(native):
     Payload.deleted.clear()
-    holder = [Payload()]
+    finalized = native.Flag()
+    holder = [Payload(finalized)]
     ref = weakref.ref(holder[0])
     # The extension pops the object (holding the last reference) and drops
-    # its Py<PyAny> inside the released part.
-    held_where_dropped = native._test_drop_in_released(holder)
-    assert held_where_dropped is False
+    # its Py<PyAny> inside the released part ...
+    held, finalized_at_drop = native._test_drop_in_released(holder, finalized)
     assert holder == []
-    # PyO3 queued the decref and applied it when detach attached again,
-    # before returning: the object is gone, its finalizer ran on this thread.
+    assert held is False
+    # ... where PyO3 only queued the decref (it knows the thread is detached),
+    assert finalized_at_drop is False
+    # and applied it when detach attached again, before returning: the object
+    # is gone, its finalizer ran on this thread.
+    assert finalized.is_set()
     assert ref() is None
     assert Payload.deleted == [threading.get_ident()]
 
@@ -59,9 +68,10 @@ def test_dropping_many_from_many_threads(native):
 
     def work():
         for _ in range(200):
-            holder = [Payload()]
+            finalized = native.Flag()
+            holder = [Payload(finalized)]
             refs.append(weakref.ref(holder[0]))
-            assert native._test_drop_in_released(holder) is False
+            assert native._test_drop_in_released(holder, finalized) == (False, False)
 
     threads = [threading.Thread(target=work) for _ in range(4)]
     for t in threads:
@@ -79,9 +89,11 @@ def test_dropping_many_from_many_threads(native):
 
 def test_drop_bad_input(native):
     with pytest.raises(IndexError):
-        native._test_drop_in_released([])
+        native._test_drop_in_released([], native.Flag())
     with pytest.raises(TypeError):
-        native._test_drop_in_released((1, 2))
+        native._test_drop_in_released((1, 2), native.Flag())
+    with pytest.raises(TypeError):
+        native._test_drop_in_released([1], None)
 
 
 def test_progress_callback_runs_python_with_the_gil(native):
@@ -142,6 +154,36 @@ def test_nested_detach_and_attach(native):
         native._test_nested(5, "1 / 0")
     with pytest.raises(ValueError, match="depth must be <= 64"):
         native._test_nested(65, "0")
+
+
+def test_rust_threads_attach_inside_the_released_part(native):
+    values = native._test_attach_from_rust_threads(8, "__import__('threading').get_ident()")
+    assert len(values) == 8
+    assert threading.get_ident() not in values  # each ran on a thread of its own
+    with pytest.raises(NameError):
+        native._test_attach_from_rust_threads(2, "undefined_name")
+    with pytest.raises(ValueError, match="threads must be <= 64"):
+        native._test_attach_from_rust_threads(65, "0")
+
+
+def test_the_adapter_refuses_a_part_without_the_gil(native):
+    # Released::with_gil called inside an in-place nogil! nested in
+    # Python::attach: PyO3 counts the thread as attached, the GIL is not held.
+    # The adapter's held check must keep the part from running.
+    assert threading.active_count() == 1  # no other thread could queue a decref meanwhile
+    assert native._test_with_gil_in_place() == (False, False)
+
+
+def test_a_panic_raised_in_a_python_callback(native):
+    # The callback raises PyO3's PanicException; PyO3 turns it back into a
+    # Rust panic when the library's callback returns, which unwinds through
+    # the adapter's with_gil and detach, and reaches Python again.
+    def progress(done, partial):
+        native._test_panic("from the callback")
+
+    with pytest.raises(native.PanicException, match="from the callback"):
+        native.sum_of_squares([1.0] * 10, progress, every=5)
+    assert native.sum_of_squares([2.0], progress=None) == 4.0
 
 
 def test_results_and_the_held_control_agree(native):
