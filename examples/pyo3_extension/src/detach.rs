@@ -75,9 +75,11 @@ struct Reattach {
 // attached the thread (`PyGILState_Ensure`: PyO3's count was zero, as
 // `detach` left it) or found PyO3's count above zero; the held check rules
 // out the second case being a lie (a thread inside an in-place `nogil!`,
-// which PyO3 still counts as attached). The GIL stays held until
-// `try_attach`'s guard is dropped, after `f` returns or unwinds. In every
-// other case `f` is not called and `Err` is returned.
+// which PyO3 still counts as attached; there `try_attach` itself is PyO3
+// code inside an in-place block, which the README forbids, but `f` does not
+// run). The GIL stays held until `try_attach`'s guard is dropped, after `f`
+// returns or unwinds. In every other case `f` is not called and `Err` is
+// returned.
 unsafe impl WithGil for Reattach {
     type Gil = CPython;
 
