@@ -17,9 +17,10 @@ VPY := $(VENV)/bin/python
 CARGO ?= cargo
 EXT_MANIFEST := examples/my_extension/Cargo.toml
 MINIMAL_MANIFEST := examples/minimal/Cargo.toml
+PYO3_MANIFEST := examples/pyo3_extension/Cargo.toml
 PYTEST_ARGS ?= -q
 
-.PHONY: help venv ext minimal demo test test-rust test-no-std test-docs test-python c-abi bench bench-quick pythons test-matrix test-valgrind clean
+.PHONY: help venv ext minimal pyo3-ext demo test test-rust test-no-std test-docs test-python c-abi bench bench-quick pythons test-matrix test-valgrind clean
 
 help:
 	@echo "make demo    build the example extension (release) and run examples/demo.py"
@@ -51,6 +52,12 @@ minimal: venv
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --quiet \
 	  -m $(MINIMAL_MANIFEST)
 
+# Builds examples/pyo3_extension (PyO3, one abi3 build for CPython 3.9+) in
+# release mode and installs it into .venv.
+pyo3-ext: venv
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --quiet \
+	  -m $(PYO3_MANIFEST)
+
 demo: ext
 	$(VPY) examples/demo.py $(DEMO_ARGS)
 
@@ -71,10 +78,11 @@ test-no-std:
 test-docs:
 	$(PYTHON) scripts/check-doc-links.py
 
-test-python: ext minimal c-abi
+test-python: ext minimal c-abi pyo3-ext
 	$(VPY) -m pytest $(PYTEST_ARGS) examples/minimal/tests
 	$(VPY) -m pytest $(PYTEST_ARGS) examples/my_extension/tests
 	$(VPY) -m pytest $(PYTEST_ARGS) examples/c_abi/tests
+	$(VPY) -m pytest $(PYTEST_ARGS) examples/pyo3_extension/tests
 
 # Builds examples/c_abi (libnuwa_c_abi.so: plain C functions on nuwa-ffi,
 # loaded by its tests with ctypes) and examples/c_abi_host (a program without
@@ -85,11 +93,13 @@ c-abi:
 # Benchmarks: a table of medians and ratios against the raw CPython pair,
 # measured in one run (see BENCHMARKS.md). bench-quick is a smoke run for CI:
 # it checks that the benchmarks still run; its figures mean nothing.
-bench: ext
+bench: ext pyo3-ext
 	$(VPY) bench/bench.py
+	$(VPY) examples/pyo3_extension/bench.py
 
-bench-quick: ext
+bench-quick: ext pyo3-ext
 	$(VPY) bench/bench.py --quick
+	$(VPY) examples/pyo3_extension/bench.py --quick
 
 # The extra interpreters of the matrix, made once into ~/.cache/nuwa-pythons:
 # 3.13t and 3.13d built from Debian's CPython 3.13.5 source, and a Debian sid

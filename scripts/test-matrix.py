@@ -7,8 +7,10 @@ For each interpreter (GIL, free-threaded and debug builds):
   - my_extension's suite, 3.9+ and not free-threaded, with ONE abi3 wheel
     built once for all of them (free-threaded builds have no abi3, and
     pyo3-ffi 0.30 refuses 3.13t); each row checks that the module it loaded
-    is that wheel's file, byte for byte.
-The Rust test binary, the C-ABI library and the wheel are built once, on the
+    is that wheel's file, byte for byte;
+  - pyo3_extension's suite (a PyO3 module), the same way: 3.9+, not
+    free-threaded, one abi3 wheel, the loaded file checked.
+The Rust test binary, the C-ABI library and the wheels are built once, on the
 host, and run as they are everywhere.
 
 Interpreters:
@@ -215,6 +217,9 @@ class Builds:
     wheel: Path  # my_extension's abi3 wheel
     module_name: str  # the extension's file name inside the wheel
     module_sha256: str
+    pyo3_wheel: Path  # pyo3_extension's abi3 wheel
+    pyo3_module_name: str
+    pyo3_module_sha256: str
 
 
 def build_once() -> Builds:
@@ -232,19 +237,26 @@ def build_once() -> Builds:
     executables = [e for e in executables if e and Path(e).name.startswith("real_python")]
     if len(executables) != 1:
         sys.exit(f"expected one real_python test binary, found {executables}")
-    wheels = WORK / "wheels"
-    shutil.rmtree(wheels, ignore_errors=True)
     maturin = shutil.which("maturin") or str(Path(sys.executable).parent / "maturin")
-    check(run([maturin, "build", "--release", "--quiet", "-m", "examples/my_extension/Cargo.toml",
-               "--out", str(wheels)]), "my_extension's abi3 wheel")
-    [wheel] = wheels.glob("*.whl")
-    if "-abi3-" not in wheel.name:
-        sys.exit(f"{wheel.name} is not an abi3 wheel")
-    with zipfile.ZipFile(wheel) as z:
-        [name] = [n for n in z.namelist() if n.endswith(".so")]
-        digest = hashlib.sha256(z.read(name)).hexdigest()
-    print(f"built once in {time.monotonic() - t0:.0f} s: {executables[0]}, {wheel.name}", flush=True)
-    return Builds(Path(executables[0]), wheel, Path(name).name, digest)
+
+    def abi3_wheel(example: str) -> tuple[Path, str, str]:
+        wheels = WORK / ("wheels" if example == "my_extension" else f"wheels-{example}")
+        shutil.rmtree(wheels, ignore_errors=True)
+        check(run([maturin, "build", "--release", "--quiet", "-m", f"examples/{example}/Cargo.toml",
+                   "--out", str(wheels)]), f"{example}'s abi3 wheel")
+        [wheel] = wheels.glob("*.whl")
+        if "-abi3-" not in wheel.name:
+            sys.exit(f"{wheel.name} is not an abi3 wheel")
+        with zipfile.ZipFile(wheel) as z:
+            [name] = [n for n in z.namelist() if n.endswith(".so")]
+            digest = hashlib.sha256(z.read(name)).hexdigest()
+        return wheel, Path(name).name, digest
+
+    wheel, name, digest = abi3_wheel("my_extension")
+    pyo3_wheel, pyo3_name, pyo3_digest = abi3_wheel("pyo3_extension")
+    print(f"built once in {time.monotonic() - t0:.0f} s: {executables[0]}, {wheel.name}, {pyo3_wheel.name}",
+          flush=True)
+    return Builds(Path(executables[0]), wheel, name, digest, pyo3_wheel, pyo3_name, pyo3_digest)
 
 
 def rust_suite(it: Interp, builds: Builds) -> Result:
@@ -281,34 +293,46 @@ def c_abi_suite(it: Interp, python: Path, builds: Builds) -> Result:
     return pytest_suite(it, python, "examples/c_abi/tests")
 
 
-LOADED_MODULE = (
-    "import hashlib, os, my_extension;"
-    "f = getattr(my_extension, 'my_extension', my_extension).__file__;"
-    "print(os.path.basename(f), hashlib.sha256(open(f, 'rb').read()).hexdigest())"
-)
+def loaded_module(package: str) -> str:
+    """Prints the file name and sha256 of the extension module `package` loads."""
+    return (f"import hashlib, os, {package};"
+            f"f = getattr({package}, '{package}', {package}).__file__;"
+            "print(os.path.basename(f), hashlib.sha256(open(f, 'rb').read()).hexdigest())")
 
 
-def extension_suite(it: Interp, python: Path, builds: Builds) -> Result:
+def wheel_suite(it: Interp, python: Path, package: str, wheel: Path, module: tuple[str, str]) -> Result:
+    """Installs one abi3 wheel, checks that its very file is what `package`
+    loads, and runs examples/<package>/tests."""
     if it.minor < (3, 9):
         return Result(applicable=False, note="the abi3 wheel needs 3.9+")
     if it.build == "free-threaded":
         return Result(applicable=False, note="no abi3 on free-threaded builds; pyo3-ffi 0.30 refuses 3.13t")
     r = run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
-             "--force-reinstall", str(builds.wheel)], prefix=it.prefix)
+             "--force-reinstall", str(wheel)], prefix=it.prefix)
     if r.returncode != 0:
         return Result(failed=1, note="the wheel did not install", log=r.stdout + r.stderr)
     # The very file of the wheel, not another build, is what the suite loads.
-    r = run([str(python), "-c", LOADED_MODULE], prefix=it.prefix)
-    if r.stdout.split() != [builds.module_name, builds.module_sha256]:
+    r = run([str(python), "-c", loaded_module(package)], prefix=it.prefix)
+    if r.stdout.split() != list(module):
         return Result(failed=1, note="loaded another module file",
-                      log=f"expected {builds.module_name} {builds.module_sha256}\n{r.stdout}{r.stderr}")
-    return pytest_suite(it, python, "examples/my_extension/tests")
+                      log=f"expected {' '.join(module)}\n{r.stdout}{r.stderr}")
+    return pytest_suite(it, python, f"examples/{package}/tests")
+
+
+def extension_suite(it: Interp, python: Path, builds: Builds) -> Result:
+    return wheel_suite(it, python, "my_extension", builds.wheel, (builds.module_name, builds.module_sha256))
+
+
+def pyo3_suite(it: Interp, python: Path, builds: Builds) -> Result:
+    return wheel_suite(it, python, "pyo3_extension", builds.pyo3_wheel,
+                       (builds.pyo3_module_name, builds.pyo3_module_sha256))
 
 
 SUITES = {
     "nuwa-ffi real-interpreter (Rust)": rust_suite,
     "C-ABI example (pytest)": c_abi_suite,
     "my_extension, one abi3 wheel (pytest)": extension_suite,
+    "pyo3_extension, one abi3 wheel (pytest)": pyo3_suite,
 }
 
 
@@ -326,7 +350,9 @@ def table(rows: list[Row], missing: list[str], builds: Builds | None) -> str:
         lines.append(f"| {label} | not found | - | " + " | ".join("-" for _ in names) + " | **missing** |")
     if builds is not None:
         lines += ["", f"Every my_extension row loaded the same file, `{builds.module_name}` from "
-                      f"`{builds.wheel.name}` (sha256 `{builds.module_sha256[:16]}...`)."]
+                      f"`{builds.wheel.name}` (sha256 `{builds.module_sha256[:16]}...`); every "
+                      f"pyo3_extension row `{builds.pyo3_module_name}` from `{builds.pyo3_wheel.name}` "
+                      f"(sha256 `{builds.pyo3_module_sha256[:16]}...`)."]
     return "\n".join(lines)
 
 

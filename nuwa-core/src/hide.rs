@@ -10,7 +10,7 @@ use crate::{GilOps, Reentered};
 /// It has no methods, no public fields and no trait impls (not even `Debug`),
 /// so any real use of a hidden binding fails to compile with an error that
 /// names this type, for example
-/// ``expected `Python<'_>`, found `HiddenWhileGilReleased<'_, Python<'_>>` ``.
+/// ``expected `*mut PyObject`, found `HiddenWhileGilReleased<'_, *mut PyObject>` ``.
 /// Move the use out of the block, where the GIL is held, or into a
 /// [`with_gil!`](crate::with_gil!) part of it, where the name is usable again.
 ///

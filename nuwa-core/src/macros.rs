@@ -94,12 +94,18 @@
 ///
 /// ```compile_fail
 /// use nuwa_core::{mock::MockGil, nogil};
-/// struct Python;
-/// fn needs_gil(_: &Python) {}
+/// type PyObject = core::ffi::c_void;
+/// fn needs_gil(_: *mut PyObject) {}
 ///
-/// let (gil, py) = (MockGil::new(), Python);
-/// nogil!(gil, hide(py) => { needs_gil(&py) }); // error: found `&HiddenWhileGilReleased<'_, Python>`
+/// let (gil, obj) = (MockGil::new(), core::ptr::null_mut::<PyObject>());
+/// nogil!(gil, hide(obj) => { needs_gil(obj) }); // error: found `HiddenWhileGilReleased<'_, *mut c_void>`
 /// ```
+///
+/// With PyO3, no PyO3 code may run inside the block (`Python::attach`, a
+/// dropped `Py<T>`, `py.detach`, any `Bound` method), hidden or not: PyO3
+/// still counts the thread as attached and crashes the interpreter. Release
+/// with PyO3's `py.detach` there, or through a [`Nogil`](crate::Nogil) built
+/// on it.
 ///
 /// Nor can the block await:
 ///
@@ -148,9 +154,9 @@ macro_rules! nogil {
 /// releases it again: Cython's `with gil:` inside `with nogil:`.
 ///
 /// ```text
-/// nogil!(OPS, hide(py) => {
+/// nogil!(OPS, hide(obj) => {
 ///     ...                              // GIL released
-///     let r = with_gil! { BODY };      // GIL held; `py` usable again
+///     let r = with_gil! { BODY };      // GIL held; `obj` usable again
 ///     ...                              // GIL released again
 /// })
 /// ```
@@ -175,7 +181,7 @@ macro_rules! nogil {
 ///
 /// Inside `BODY`, the names hidden by the block's `hide(...)` are usable
 /// again, as shared references (`&T`) that live no longer than `BODY`: it
-/// is Python-side code. Write `*py` where the value is needed. Calling
+/// is Python-side code. Write `*obj` where the value is needed. Calling
 /// `with_gil!` inside `BODY` again does not compile (the guard is borrowed);
 /// the GIL is held there anyway. A `move` closure that uses `with_gil!`
 /// takes the block's handle with it: later parts of the same block then

@@ -108,9 +108,9 @@ where
 /// ```text
 /// nogil! { BODY }                         // CPython backend
 /// nogil!({ BODY })                        // the same
-/// nogil!(hide(py, obj) => { BODY })       // CPython, with py and obj unusable inside
+/// nogil!(hide(args, obj) => { BODY })     // CPython, with args and obj unusable inside
 /// nogil!(OPS => { BODY })                 // another backend: a mock, `&mut` a GilHeld token
-/// nogil!(OPS, hide(py) => { BODY })
+/// nogil!(OPS, hide(obj) => { BODY })
 /// ```
 ///
 /// It evaluates to the value of `BODY`. The block is expanded in place, so
@@ -123,10 +123,12 @@ where
 /// what the compiler checks: `.await` is rejected; `hide(...)` makes the
 /// named bindings unusable, by name; for a check by type, use [`nogil()`].
 ///
-/// Do not use it in a process where PyO3 code may run inside the block
-/// (`Python::attach`, dropping a `Py<T>`): PyO3 still counts the thread as
-/// attached, and that code crashes the interpreter. Use PyO3's `py.detach`
-/// there; see [Using nuwa with PyO3].
+/// In a PyO3 module, no PyO3 code may run inside the block
+/// (`Python::attach`, dropping a `Py<T>`, `py.detach`, a method of a
+/// `Bound`), hidden or not: PyO3 still counts the thread as attached, and
+/// that code crashes the interpreter. Release with PyO3's `py.detach` there,
+/// or run library code through a [`Nogil`] built on it; see [Using nuwa with
+/// PyO3].
 ///
 /// [Using nuwa with PyO3]: https://github.com/nuwa-rs/nuwa#using-nuwa-with-pyo3
 ///

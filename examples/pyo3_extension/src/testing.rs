@@ -1,0 +1,199 @@
+//! Test hooks, not public API: what `tests/` drives. Their names start with
+//! `_test_`; they may change at any time.
+
+use std::ffi::{CStr, CString};
+use std::time::Duration;
+
+use nuwa_ffi::nuwa_core::nogil;
+use nuwa_ffi::nuwa_std::nogil_catch;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+
+use crate::{Detach, Flag, PanicError, with_backend};
+
+fn c_string(text: &str) -> PyResult<CString> {
+    CString::new(text).map_err(|_| PyValueError::new_err("the expression contains a NUL character"))
+}
+
+/// Waits in a block for `flag` (bounded by `timeout` seconds) and returns
+/// whether it was set. `entered` is set once the block has started.
+/// `release=False` keeps the GIL: then no other Python thread can set `flag`.
+#[pyfunction]
+#[pyo3(signature = (flag, timeout, *, entered = None, release = true))]
+pub(crate) fn _test_wait_for_flag(
+    py: Python<'_>,
+    flag: &Bound<'_, Flag>,
+    timeout: f64,
+    entered: Option<&Bound<'_, Flag>>,
+    release: bool,
+) -> PyResult<bool> {
+    let timeout = Duration::try_from_secs_f64(timeout).map_err(|_| {
+        PyValueError::new_err(format!(
+            "timeout must be a finite number >= 0, got {timeout}"
+        ))
+    })?;
+    // The atomics live inside the (frozen) Python objects, which the caller
+    // keeps alive for the call; the block sees plain `&AtomicBool`s.
+    let flag = &flag.get().set;
+    let entered = entered.map(|e| &e.get().set);
+    Ok(with_backend!(py, release, |gil| {
+        pyo3_extension_core::wait_for(gil, flag, entered, timeout)
+    }))
+}
+
+/// Evaluates `expression` with `Python::attach` inside a released part and
+/// returns `(value, held_before, held_inside)`: whether the thread held the
+/// GIL just before `attach` (it must not) and inside it (it must).
+#[pyfunction]
+pub(crate) fn _test_attach_in_released(
+    py: Python<'_>,
+    expression: &str,
+) -> PyResult<(Py<PyAny>, bool, bool)> {
+    let code = c_string(expression)?;
+    nogil(Detach::new(py), move |_| {
+        let held_before = nuwa_ffi::gil_is_held();
+        Python::attach(|py| {
+            let held_inside = nuwa_ffi::gil_is_held();
+            let value = py.eval(&code, None, None)?.unbind();
+            Ok((value, held_before, held_inside))
+        })
+    })
+}
+
+/// Pops the last item of `holder` and drops it inside a released part (so
+/// the `Py<PyAny>` dropped there holds the last reference if the caller kept
+/// none). `finalized` is a flag the item's finalizer sets. Returns whether,
+/// right after the drop inside the part, the thread held the GIL and the
+/// flag was set: both must be false, as PyO3 queues a decref made while
+/// detached and applies it when `detach` attaches again.
+#[pyfunction]
+pub(crate) fn _test_drop_in_released(
+    py: Python<'_>,
+    holder: &Bound<'_, PyList>,
+    finalized: &Bound<'_, Flag>,
+) -> PyResult<(bool, bool)> {
+    let item: Py<PyAny> = holder.call_method0("pop")?.unbind();
+    let finalized = &finalized.get().set;
+    Ok(nogil(Detach::new(py), move |_| {
+        drop(item);
+        let held = nuwa_ffi::gil_is_held();
+        (held, finalized.load(std::sync::atomic::Ordering::Acquire))
+    }))
+}
+
+fn nested(depth: u32, code: &CStr) -> PyResult<Py<PyAny>> {
+    Python::attach(|py| {
+        if depth == 0 {
+            return Ok(py.eval(code, None, None)?.unbind());
+        }
+        nogil(Detach::new(py), |released| {
+            if depth.is_multiple_of(2) {
+                // Attach by PyO3's own means inside the released part ...
+                nested(depth - 1, code)
+            } else {
+                // ... or through the adapter's `with_gil`.
+                released
+                    .with_gil(|| nested(depth - 1, code))
+                    .map_err(|e| PyRuntimeError::new_err(e.to_string()))?
+            }
+        })
+    })
+}
+
+/// Calls `Released::with_gil` from inside an in-place `nuwa_ffi::nogil!`
+/// nested in `Python::attach` inside a `Detach` block: the one place where
+/// PyO3 counts the thread as attached while it does not hold the GIL. The
+/// adapter must refuse to run the part there. Returns `(ran, held_in_part)`.
+#[pyfunction]
+pub(crate) fn _test_with_gil_in_place(py: Python<'_>) -> (bool, bool) {
+    nogil(Detach::new(py), |released| {
+        Python::attach(|_py| {
+            nuwa_ffi::nogil!({
+                let mut held_in_part = false;
+                let ran = released
+                    .with_gil(|| held_in_part = nuwa_ffi::gil_is_held())
+                    .is_ok();
+                (ran, held_in_part)
+            })
+        })
+    })
+}
+
+/// Spawns `threads` Rust threads inside a released part; each attaches with
+/// `Python::attach` and evaluates `expression`. Returns their results.
+#[pyfunction]
+pub(crate) fn _test_attach_from_rust_threads(
+    py: Python<'_>,
+    threads: usize,
+    expression: &str,
+) -> PyResult<Vec<Py<PyAny>>> {
+    if threads > 64 {
+        return Err(PyValueError::new_err(format!(
+            "threads must be <= 64, got {threads}"
+        )));
+    }
+    let code = c_string(expression)?;
+    nogil(Detach::new(py), |_| {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| s.spawn(|| Python::attach(|py| Ok(py.eval(&code, None, None)?.unbind()))))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        })
+    })
+}
+
+/// Evaluates `expression` `depth` blocks deep: each level releases through
+/// the adapter and attaches again, alternately with `Python::attach` and
+/// with `Released::with_gil`.
+#[pyfunction]
+pub(crate) fn _test_nested(depth: u32, expression: &str) -> PyResult<Py<PyAny>> {
+    if depth > 64 {
+        return Err(PyValueError::new_err(format!(
+            "depth must be <= 64, got {depth}"
+        )));
+    }
+    nested(depth, &c_string(expression)?)
+}
+
+/// Panics with `message` in a released part. `at`: "block" (the panic leaves
+/// as PyO3's PanicException), "callback" (in a `with_gil` part, the same),
+/// "caught" and "caught_callback" (nuwa's `nogil_catch` turns it into
+/// `PanicError`), "in_place" (an in-place `nuwa_ffi::nogil!` with no PyO3
+/// code in it: PanicException).
+#[pyfunction]
+#[pyo3(signature = (message, *, at = "block"))]
+pub(crate) fn _test_panic(py: Python<'_>, message: String, at: &str) -> PyResult<()> {
+    let gil = Detach::new(py);
+    match at {
+        "block" => nogil(gil, move |_| -> () { panic!("{message}") }),
+        "callback" => nogil(gil, move |released| {
+            released
+                .with_gil(|| -> () { panic!("{message}") })
+                .map_err(|e| PyRuntimeError::new_err(e.to_string()))
+        })?,
+        "caught" => nogil_catch(gil, move |_| -> () { panic!("{message}") })
+            .map_err(|panicked| PanicError::new_err(panicked.to_string()))?,
+        "caught_callback" => nogil_catch(gil, move |released| {
+            released.with_gil(|| -> () { panic!("{message}") }).is_ok()
+        })
+        .map(drop)
+        .map_err(|panicked| PanicError::new_err(panicked.to_string()))?,
+        // The in-place form: safe here, as the block runs no PyO3 code; the
+        // guard takes the GIL back before the panic reaches PyO3.
+        "in_place" => nuwa_ffi::nogil!({
+            panic!("{message}");
+        }),
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "at must be 'block', 'callback', 'caught', 'caught_callback' or 'in_place', \
+                 not {other:?}"
+            )));
+        }
+    }
+    Ok(())
+}
