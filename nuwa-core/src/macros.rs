@@ -127,7 +127,7 @@ macro_rules! nogil {
     ($ops:expr, hide $($rest:tt)*) => {
         ::core::compile_error!(
             "nogil!: `hide` takes names in parentheses, then `=>` and the block in braces: \
-             `nogil!(OPS, hide(py, obj) => { ... })`"
+             `nogil!(OPS, hide(obj, callback) => { ... })`"
         )
     };
     ($ops:expr => $($rest:tt)*) => {
@@ -368,7 +368,7 @@ macro_rules! __nuwa_hide_one {
         ::core::compile_error!(
             "hide(self) cannot work: Rust does not let a block shadow `self`. Take what \
              holds the GIL out of `self` before the block and hide that \
-             (`let py = self.py; nogil!(hide(py) => { ... })`), or use the strict form \
+             (`let obj = self.obj; nogil!(hide(obj) => { ... })`), or use the strict form \
              `nogil(ops, |gil| ...)`, whose closure cannot capture a `self` that holds a \
              Python handle (it is not `Send`)"
         );

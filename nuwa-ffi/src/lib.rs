@@ -170,13 +170,13 @@ macro_rules! nogil {
     (hide $($rest:tt)*) => {
         ::core::compile_error!(
             "nogil!: `hide` takes names in parentheses, then `=>` and the block in braces: \
-             `nogil!(hide(py, obj) => { ... })`"
+             `nogil!(hide(obj, callback) => { ... })`"
         )
     };
     ($ops:expr, hide $($rest:tt)*) => {
         ::core::compile_error!(
             "nogil!: `hide` takes names in parentheses, then `=>` and the block in braces: \
-             `nogil!(OPS, hide(py, obj) => { ... })`"
+             `nogil!(OPS, hide(obj, callback) => { ... })`"
         )
     };
     ($ops:expr => $($rest:tt)*) => {
