@@ -1,10 +1,11 @@
 //! The CPython backends.
 
+use core::ffi::c_ulong;
 use core::ptr::NonNull;
 
 use nuwa_core::GilOps;
 
-use crate::resolve::{self, RestoreThreadFn, ThreadStatePtr};
+use crate::resolve::{self, Api, Check, Reacquire, RestoreThreadFn, ThreadIdField, ThreadStatePtr};
 
 /// The GIL of the CPython interpreter in this process.
 ///
@@ -17,10 +18,20 @@ use crate::resolve::{self, RestoreThreadFn, ThreadStatePtr};
 ///
 /// A reacquire waits for the GIL like `Py_END_ALLOW_THREADS`. If another
 /// thread is finalizing the interpreter meanwhile, CPython 3.13 and older end
-/// the waiting thread; nuwa parks it instead, for good (as CPython 3.14 does
-/// itself): the block never returns, no Rust frame is unwound, and the
-/// process exits normally. A thread that must finish its work should not be
-/// a daemon thread.
+/// the waiting thread; where that exit unwinds the stack (glibc, FreeBSD)
+/// nuwa parks the thread instead, for good, as CPython 3.14 does itself: the
+/// block never returns, no Rust frame is unwound, and the process exits
+/// normally. A thread that must finish its work should not be a daemon
+/// thread. See [`RestorePath`](crate::RestorePath) for the other targets.
+///
+/// # Panics
+///
+/// The reacquire panics if, inside the block, a Python thread state was
+/// attached on this thread and not released (a `PyGILState_Ensure` whose
+/// `PyGILState_Release` was skipped): taking the GIL back would deadlock
+/// (CPython 3.12 and older) or abort the process (3.13). The thread then
+/// holds the GIL through that state. If the thread is already panicking, the
+/// message is printed and the process aborts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CPython;
 
@@ -34,8 +45,9 @@ pub struct SavedThreadState(NonNull<core::ffi::c_void>);
 // SAFETY: `release` calls `PyEval_SaveThread` only after checking that the
 // calling thread's own thread state is the one that holds the GIL (see
 // `HeldCheck`), and returns the state it saved; `reacquire` restores exactly
-// that state with `PyEval_RestoreThread`. Without the functions or the check,
-// nothing is released.
+// that state with `PyEval_RestoreThread`, unless the thread holds the GIL
+// again already (then it panics, and restores nothing). Without the
+// functions or the check, nothing is released.
 unsafe impl GilOps for CPython {
     type State = SavedThreadState;
 
@@ -48,6 +60,8 @@ unsafe impl GilOps for CPython {
         // SAFETY: the calling thread holds the GIL (checked above), which is
         // what `PyEval_SaveThread` requires.
         let saved = unsafe { (api.save)() };
+        #[cfg(not(nuwa_exit_unwinds))]
+        let saved = mark_finalizer(api, saved);
         NonNull::new(saved).map(SavedThreadState)
     }
 
@@ -57,14 +71,131 @@ unsafe impl GilOps for CPython {
         // functions, so they are resolved.
         let api = unsafe { resolve::api_resolved() };
         // SAFETY: the caller passes the state this thread saved, once.
-        unsafe { restore_thread(api.restore, state.0.as_ptr()) }
+        unsafe { reacquire_with(api, state.0.as_ptr()) }
     }
+}
+
+/// Takes the GIL back with `tstate`, unless this thread holds it already.
+///
+/// # Safety
+///
+/// `tstate` is what this thread's release saved (possibly marked, see
+/// [`mark_finalizer`]), not restored yet.
+#[inline(always)]
+unsafe fn reacquire_with(api: &Api, tstate: ThreadStatePtr) {
+    // SAFETY: the current-state getter may be called on any thread, with or
+    // without the GIL; it only reads the current thread state.
+    let current = unsafe { (api.current)() };
+    let attached = match api.check {
+        // Thread-local: this thread has some state attached.
+        Check::ThreadLocal => !current.is_null(),
+        // Process-global: the block's own state is attached again, which
+        // only this thread can have done (what `PyGILState_Ensure` does).
+        Check::Compare { .. } => current == unmarked(tstate),
+    };
+    if attached {
+        attached_inside_block();
+    }
+    match api.reacquire {
+        // SAFETY (all arms): the caller's contract, and this thread has no
+        // state attached (checked above).
+        Reacquire::Shim => unsafe { restore_through_frame(api.restore, tstate) },
+        Reacquire::Direct => unsafe { (api.restore)(tstate) },
+        Reacquire::CheckFinalizing(is_finalizing) => unsafe {
+            restore_unless_finalizing(api.restore, is_finalizing, tstate)
+        },
+    }
+}
+
+/// A thread state was attached inside the block and is still attached: the
+/// GIL is not taken back (that would deadlock, or abort on 3.13). Panics, or
+/// aborts if the thread is already panicking.
+#[cold]
+#[inline(never)]
+fn attached_inside_block() {
+    const WHAT: &str = "nuwa: a Python thread state was attached on this thread inside a \
+        nogil! block and is still attached at the end of the block (a PyGILState_Ensure \
+        without its PyGILState_Release?). Taking the GIL back now would deadlock \
+        (CPython 3.12 and older) or abort (3.13), so nuwa does not: the thread holds the GIL \
+        through the state attached inside the block. Release every thread state you attach \
+        inside a block before the block ends.";
+    if std::thread::panicking() {
+        std::eprintln!("{WHAT} (already panicking: aborting)");
+        std::process::abort();
+    }
+    panic!("{WHAT}");
+}
+
+/// The state without the mark of [`mark_finalizer`].
+#[inline(always)]
+fn unmarked(tstate: ThreadStatePtr) -> ThreadStatePtr {
+    #[cfg(not(nuwa_exit_unwinds))]
+    return tstate.map_addr(|a| a & !FINALIZER_MARK);
+    #[cfg(nuwa_exit_unwinds)]
+    tstate
+}
+
+/// Set in a saved state's (aligned, so otherwise zero) lowest bit when the
+/// interpreter was already finalizing at the release: only the finalizing
+/// thread holds the GIL then, so the block is the finalizer's own.
+#[cfg(not(nuwa_exit_unwinds))]
+const FINALIZER_MARK: usize = 1;
+
+/// Marks `saved` if finalization had started (see [`FINALIZER_MARK`]), on
+/// the targets that check for it.
+#[cfg(not(nuwa_exit_unwinds))]
+#[inline(always)]
+fn mark_finalizer(api: &Api, saved: ThreadStatePtr) -> ThreadStatePtr {
+    match api.reacquire {
+        Reacquire::CheckFinalizing(is_finalizing) if !saved.is_null() => {
+            // SAFETY: `Py_IsFinalizing` may be called at any time.
+            if unsafe { is_finalizing() } != 0 {
+                saved.map_addr(|a| a | FINALIZER_MARK)
+            } else {
+                saved
+            }
+        }
+        _ => saved,
+    }
+}
+
+/// Whether a block that released with `marked` must not take the GIL back
+/// now: finalization started while it ran, and the block is not the
+/// finalizing thread's. CPython 3.13 and older would end this thread in
+/// `PyEval_RestoreThread`.
+#[cfg_attr(nuwa_exit_unwinds, allow(dead_code))]
+pub(crate) fn must_park(finalizing_now: bool, marked: ThreadStatePtr) -> bool {
+    finalizing_now && (marked.addr() & 1) == 0
+}
+
+/// `PyEval_RestoreThread(tstate)`, unless the interpreter started finalizing
+/// during the block: then the thread is parked for good instead.
+///
+/// # Safety
+///
+/// As for [`reacquire_with`].
+#[cold]
+#[inline(never)]
+unsafe fn restore_unless_finalizing(
+    restore: RestoreThreadFn,
+    is_finalizing: resolve::IsFinalizingFn,
+    marked: ThreadStatePtr,
+) {
+    // SAFETY: `Py_IsFinalizing` may be called at any time.
+    let finalizing_now = unsafe { is_finalizing() } != 0;
+    if must_park(finalizing_now, marked) {
+        loop {
+            std::thread::park();
+        }
+    }
+    // SAFETY: the caller's contract.
+    unsafe { restore(unmarked(marked)) }
 }
 
 /// Whether the calling thread holds the GIL: its own thread state is the one
 /// that holds it (see [`HeldCheck`](crate::HeldCheck)).
 #[inline(always)]
-fn holds_gil(api: &resolve::Api) -> bool {
+fn holds_gil(api: &Api) -> bool {
     // SAFETY: these CPython functions may be called from any thread, with or
     // without the GIL, before and after initialisation; they only read the
     // current thread state.
@@ -73,10 +204,56 @@ fn holds_gil(api: &resolve::Api) -> bool {
         if current.is_null() {
             return false;
         }
-        match api.this_thread {
-            Some(this_thread) => this_thread() == current,
-            None => true,
+        match api.check {
+            Check::ThreadLocal => true,
+            Check::Compare {
+                this_thread,
+                thread_id,
+            } => {
+                let mine = this_thread();
+                if mine == current {
+                    return true;
+                }
+                match thread_id {
+                    Some(field) if !mine.is_null() => made_on_this_thread(current, mine, field),
+                    _ => false,
+                }
+            }
         }
+    }
+}
+
+/// 3.8-3.11, when the current state is not this thread's GIL-state state:
+/// whether it was made on this thread (a legacy subinterpreter's state), by
+/// its `thread_id`. The offset is checked first on this thread's own state
+/// (`mine`), whose `thread_id` is this thread's; if that read disagrees, the
+/// layout is not the expected one and nothing is released.
+///
+/// `current` may belong to another thread, which may be deleting it at this
+/// moment: its field is read with a volatile load, and a stale value is
+/// another thread's id (or garbage), never this thread's, so the answer is
+/// "not held".
+///
+/// # Safety
+///
+/// `current` and `mine` are non-null thread states of the version
+/// `field.offset` was chosen for; `mine` is this thread's own.
+#[cold]
+#[inline(never)]
+unsafe fn made_on_this_thread(
+    current: ThreadStatePtr,
+    mine: ThreadStatePtr,
+    field: ThreadIdField,
+) -> bool {
+    // SAFETY: the caller's contract: both point to `PyThreadState`s of the
+    // layout whose `thread_id` (an `unsigned long`) is at `field.offset`;
+    // `PyThread_get_thread_ident` may be called from any thread.
+    unsafe {
+        let ident = (field.ident)();
+        let read = |ts: ThreadStatePtr| {
+            core::ptr::read_volatile(ts.byte_add(field.offset).cast::<c_ulong>())
+        };
+        read(mine) == ident && read(current) == ident
     }
 }
 
@@ -161,24 +338,42 @@ unsafe extern "C" {
     fn nuwa_ffi_0_1_restore_thread(restore: RestoreThreadFn, tstate: ThreadStatePtr);
 }
 
-/// Calls `PyEval_RestoreThread(tstate)`; at interpreter shutdown, where
-/// CPython 3.13 and older end the thread instead of returning, the thread is
-/// parked for good and no Rust frame is unwound.
+/// Calls `PyEval_RestoreThread(tstate)` through the C frame: at interpreter
+/// shutdown, where CPython 3.13 and older end the thread with an unwinding
+/// `pthread_exit`, the thread is parked for good and no Rust frame is
+/// unwound.
 ///
 /// # Safety
 ///
 /// `tstate` is the state this thread saved, not restored yet.
 #[inline(always)]
-unsafe fn restore_thread(restore: RestoreThreadFn, tstate: ThreadStatePtr) {
+unsafe fn restore_through_frame(restore: RestoreThreadFn, tstate: ThreadStatePtr) {
     #[cfg(nuwa_restore_shim)]
     // SAFETY: the shim calls `restore(tstate)`, whose contract the caller keeps.
     unsafe {
         nuwa_ffi_0_1_restore_thread(restore, tstate)
     }
     #[cfg(not(nuwa_restore_shim))]
-    // SAFETY: the caller's contract. Here (Windows) the thread exit at
-    // shutdown ends the thread without unwinding the stack.
+    // SAFETY: the caller's contract (never chosen without the shim).
     unsafe {
         restore(tstate)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parks_only_blocks_that_finalization_overtook() {
+        let tstate = 0x1000 as ThreadStatePtr;
+        let marked = tstate.map_addr(|a| a | 1);
+        assert!(!must_park(false, tstate));
+        assert!(must_park(true, tstate), "a daemon thread's block");
+        assert!(
+            !must_park(true, marked),
+            "the finalizing thread's own block"
+        );
+        assert!(!must_park(false, marked));
     }
 }

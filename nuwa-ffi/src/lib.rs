@@ -2,10 +2,11 @@
 #![deny(missing_docs, missing_debug_implementations)]
 
 mod cpython;
+pub mod embed;
 mod resolve;
 
 pub use cpython::{AssumeGilHeld, CPython, SavedThreadState, gil_is_held};
-pub use resolve::{HeldCheck, Resolution};
+pub use resolve::{HeldCheck, Resolution, RestorePath, Status, Via};
 
 pub use nuwa_core::{self, GilOps, Guard, HiddenWhileGilReleased, mock};
 pub use nuwa_std::{self, Panicked, ThreadCheckedMock};
