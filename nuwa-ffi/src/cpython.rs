@@ -97,10 +97,12 @@ unsafe fn reacquire_with(api: &Api, tstate: ThreadStatePtr) {
         attached_inside_block();
     }
     match api.reacquire {
-        // SAFETY (all arms): the caller's contract, and this thread has no
-        // state attached (checked above).
+        // SAFETY: the caller's contract, and this thread has no state
+        // attached (checked above).
         Reacquire::Shim => unsafe { restore_through_frame(api.restore, tstate) },
+        // SAFETY: as above.
         Reacquire::Direct => unsafe { (api.restore)(tstate) },
+        // SAFETY: as above.
         Reacquire::CheckFinalizing(is_finalizing) => unsafe {
             restore_unless_finalizing(api.restore, is_finalizing, tstate)
         },

@@ -174,10 +174,10 @@ pub(super) fn look_up(platform: Platform) -> Resolution {
     let mut searched: Vec<String> = Vec::new();
 
     searched.push("the global scope".into());
-    if let Some(global) = Handle::global() {
-        if let Some(r) = try_place(&global, Via::GlobalScope, platform, &mut pypy) {
-            return r;
-        }
+    if let Some(global) = Handle::global()
+        && let Some(r) = try_place(&global, Via::GlobalScope, platform, &mut pypy)
+    {
+        return r;
     }
 
     #[cfg(nuwa_dl_noload)]
@@ -185,10 +185,10 @@ pub(super) fn look_up(platform: Platform) -> Resolution {
         let own = look_up as fn(Platform) -> Resolution as *const c_void;
         if let Some((_, path)) = object_of(own) {
             searched.push(format!("nuwa's own object ({})", path.to_string_lossy()));
-            if let Some(handle) = Handle::reopen(&path) {
-                if let Some(r) = try_place(&handle, Via::OwnObject, platform, &mut pypy) {
-                    return r;
-                }
+            if let Some(handle) = Handle::reopen(&path)
+                && let Some(r) = try_place(&handle, Via::OwnObject, platform, &mut pypy)
+            {
+                return r;
             }
         }
     }
@@ -203,10 +203,10 @@ pub(super) fn look_up(platform: Platform) -> Resolution {
         searched.push(format!("{} loaded libpython objects", candidates.len()));
         for path in candidates {
             pypy |= names::is_libpypy(path.as_bytes());
-            if let Some(handle) = Handle::reopen(path) {
-                if let Some(r) = try_place(&handle, Via::LoadedObject, platform, &mut pypy) {
-                    return r;
-                }
+            if let Some(handle) = Handle::reopen(path)
+                && let Some(r) = try_place(&handle, Via::LoadedObject, platform, &mut pypy)
+            {
+                return r;
             }
         }
     }
