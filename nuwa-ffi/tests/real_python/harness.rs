@@ -205,6 +205,10 @@ pub(crate) struct Target {
     pub(crate) version: (u8, u8, u8),
     pub(crate) free_threaded: bool,
     pub(crate) debug: bool,
+    /// The plugin that links libpython (see `hosts.rs`), or why it is missing.
+    pub(crate) plugin: Result<String, String>,
+    /// The host with a static libpython, or why it is missing.
+    pub(crate) static_host: Result<String, String>,
 }
 
 impl Target {
@@ -223,7 +227,17 @@ impl Target {
             version: (major, minor, micro),
             free_threaded: var("NUWA_RP_FREE_THREADED")? == "1",
             debug: var("NUWA_RP_DEBUG")? == "1",
+            plugin: built(var("NUWA_RP_PLUGIN")?),
+            static_host: built(var("NUWA_RP_STATIC_HOST")?),
         })
+    }
+}
+
+/// A host path from the runner, or `error: why`.
+fn built(value: String) -> Result<String, String> {
+    match value.strip_prefix("error: ") {
+        Some(why) => Err(why.to_string()),
+        None => Ok(value),
     }
 }
 
@@ -266,6 +280,7 @@ pub(crate) fn load(target: &Target) -> Result<&'static Py, String> {
     let lib = unsafe { Library::open(Some(&target.lib), RTLD_NOW | RTLD_GLOBAL) }
         .map_err(|e| format!("dlopen({}): {e}", target.lib))?;
     let lib: &'static Library = Box::leak(Box::new(lib));
+    ensure!(LIB.set(lib).is_ok(), "libpython loaded twice");
     // SAFETY: each field's type is the C signature of the function of
     // that name in CPython 3.8 and later (PyGILState_STATE is an int).
     let py = unsafe {
@@ -281,6 +296,19 @@ pub(crate) fn load(target: &Target) -> Result<&'static Py, String> {
     };
     ensure!(PY.set(py).is_ok(), "libpython loaded twice");
     PY.get().ok_or_else(|| "unreachable".to_string())
+}
+
+static LIB: OnceLock<&'static Library> = OnceLock::new();
+
+/// Another C API function of the libpython [`load`] opened.
+///
+/// # Safety
+///
+/// `T` is the type of the symbol `name`.
+pub(crate) unsafe fn api<T: Copy>(name: &str) -> Result<T, String> {
+    let lib = LIB.get().ok_or("libpython is not loaded")?;
+    // SAFETY: the caller's contract.
+    unsafe { symbol(lib, name) }
 }
 
 /// Loads and initialises the interpreter, and runs the prelude.
@@ -460,4 +488,62 @@ pub(crate) fn prove_release<G: GilOps>(py: &Py, ops: &G, what: &str) -> Result<(
     );
     py.run("nuwa_join(nuwa_proof)")?;
     check_python_errors()
+}
+
+// ---------------------------------------------------------------------------
+// Pipes: a release proof that needs no ctypes (no extension module)
+// ---------------------------------------------------------------------------
+
+/// A pipe: the block writes to `entered.1`; a Python thread reads
+/// `entered.0`, runs `gc.collect()`, and writes to `done.1`, which the block
+/// waits for on `done.0`.
+#[derive(Clone, Copy)]
+pub(crate) struct Pipes {
+    pub(crate) entered: (c_int, c_int),
+    pub(crate) done: (c_int, c_int),
+}
+
+fn pipe() -> Result<(c_int, c_int), String> {
+    let mut fds = [0 as c_int; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    let rc = unsafe { libc::pipe(fds.as_mut_ptr()) };
+    ensure!(rc == 0, "pipe() failed");
+    Ok((fds[0], fds[1]))
+}
+
+impl Pipes {
+    pub(crate) fn new() -> Result<Pipes, String> {
+        Ok(Pipes {
+            entered: pipe()?,
+            done: pipe()?,
+        })
+    }
+
+    /// Python code (no extension module: `os`, `gc` and `_thread` are
+    /// built in) that starts the helper thread.
+    pub(crate) fn helper_code(&self, name: &str) -> String {
+        format!(
+            "import os, gc, _thread\n\
+             def {name}():\n    os.read({}, 1)\n    gc.collect()\n    os.write({}, b'd')\n\
+             _thread.start_new_thread({name}, ())\n",
+            self.entered.0, self.done.1
+        )
+    }
+
+    /// In a block: says "entered", and waits (bounded) for the helper.
+    pub(crate) fn enter_and_wait(&self, timeout: Duration) -> bool {
+        let byte = [b'e'];
+        // SAFETY: a one-byte buffer that lives for the call.
+        if unsafe { libc::write(self.entered.1, byte.as_ptr().cast(), 1) } != 1 {
+            return false;
+        }
+        let mut fds = libc::pollfd {
+            fd: self.done.0,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = c_int::try_from(timeout.as_millis()).unwrap_or(c_int::MAX);
+        // SAFETY: one valid `pollfd`.
+        unsafe { libc::poll(&mut fds, 1, ms) == 1 }
+    }
 }

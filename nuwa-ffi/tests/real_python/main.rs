@@ -49,6 +49,8 @@
 #[macro_use]
 mod harness;
 #[cfg(unix)]
+mod hosts;
+#[cfg(unix)]
 mod runner;
 #[cfg(unix)]
 mod scenarios;

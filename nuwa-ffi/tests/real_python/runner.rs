@@ -19,6 +19,7 @@ use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
 use nuwa_ffi::{AssumeGilHeld, CPython, GilOps, Guard, HeldCheck};
 
 use crate::harness::*;
+use crate::hosts::{self, BuildVars, Built};
 use crate::scenarios::shutdown::UNWOUND_MARKER;
 use crate::scenarios::{SCENARIOS, Scenario};
 
@@ -87,6 +88,8 @@ pub(crate) struct PythonInfo {
     pub(crate) debug: bool,
     pub(crate) lib: PathBuf,
     pub(crate) home: String,
+    /// For building the embedding hosts.
+    pub(crate) build_vars: BuildVars,
 }
 
 pub(crate) const QUERY: &str = r#"
@@ -99,7 +102,8 @@ print("full_version=" + sys.version.replace("\n", " "))
 print("abiflags=" + getattr(sys, "abiflags", ""))
 print("prefix=" + sys.prefix)
 print("exec_prefix=" + sys.exec_prefix)
-for name in ("LIBDIR", "LDLIBRARY", "INSTSONAME", "Py_ENABLE_SHARED", "Py_GIL_DISABLED", "Py_DEBUG"):
+for name in ("LIBDIR", "LDLIBRARY", "INSTSONAME", "Py_ENABLE_SHARED", "Py_GIL_DISABLED", "Py_DEBUG",
+             "INCLUDEPY", "LIBPL", "LIBRARY", "LIBS", "SYSLIBS"):
     print(name + "=" + v(name))
 "#;
 
@@ -169,6 +173,16 @@ pub(crate) fn discover(python: &str) -> Result<PythonInfo, String> {
         debug,
         lib,
         home,
+        build_vars: BuildVars {
+            label: format!("{}-{}", get("version"), build),
+            include: get("INCLUDEPY"),
+            libdir,
+            ldlibrary: get("LDLIBRARY"),
+            libpl: get("LIBPL"),
+            library: get("LIBRARY"),
+            libs: get("LIBS"),
+            syslibs: get("SYSLIBS"),
+        },
     })
 }
 
@@ -262,8 +276,32 @@ pub(crate) fn read_all(pipe: Option<impl Read + Send + 'static>) -> thread::Join
 }
 
 /// Runs one scenario in a child, under `CHILD_TIMEOUT`.
-pub(crate) fn run_child(exe: &Path, name: &str, info: &PythonInfo) -> Run {
+fn describe_built(built: &Built) -> String {
+    match built {
+        Ok(path) => path.display().to_string(),
+        Err(why) => format!("not built: {why}"),
+    }
+}
+
+/// The value of `NUWA_RP_PLUGIN` / `NUWA_RP_STATIC_HOST`: a path, or
+/// `error: why`.
+fn built_env(built: Option<&Built>) -> String {
+    match built {
+        Some(Ok(path)) => path.display().to_string(),
+        Some(Err(why)) => format!("error: {why}"),
+        None => "error: not built for this run".into(),
+    }
+}
+
+pub(crate) fn run_child(
+    exe: &Path,
+    name: &str,
+    info: &PythonInfo,
+    hosts: Option<&(Built, Built)>,
+) -> Run {
     let spawned = Command::new(exe)
+        .env("NUWA_RP_PLUGIN", built_env(hosts.map(|h| &h.0)))
+        .env("NUWA_RP_STATIC_HOST", built_env(hosts.map(|h| &h.1)))
         .args(["--scenario", name])
         .env("NUWA_RP_LIBPYTHON", &info.lib)
         .env("NUWA_RP_VERSION", &info.version)
@@ -391,13 +429,26 @@ pub(crate) fn main() -> ExitCode {
     if selected.is_empty() {
         println!("real_python: no scenario matches {:?}", opts.filters);
     }
+    let hosts = if selected.iter().any(|s| s.hosts) {
+        let started = Instant::now();
+        let built = hosts::build(&info.build_vars);
+        println!(
+            "real_python: embedding hosts built in {:.1} s (plugin: {}; static host: {})",
+            started.elapsed().as_secs_f64(),
+            describe_built(&built.0),
+            describe_built(&built.1)
+        );
+        Some(built)
+    } else {
+        None
+    };
 
     let (mut ok, mut failed, mut skipped) = (0, 0, 0);
     for scenario in selected {
         let started = Instant::now();
         let mut last = None;
         for run in 1..=scenario.runs {
-            let result = run_child(&exe, scenario.name, &info);
+            let result = run_child(&exe, scenario.name, &info, hosts.as_ref());
             let stop = !matches!(result.verdict, Verdict::Ok(_));
             last = Some((run, result));
             if stop {

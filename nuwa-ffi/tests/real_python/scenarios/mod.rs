@@ -2,12 +2,14 @@
 
 use crate::harness::{Outcome, Target};
 
+mod embedding;
 mod foreign;
 mod free_threaded;
 mod panics;
 mod release;
 pub(crate) mod shutdown;
 
+use embedding::*;
 use foreign::*;
 use free_threaded::*;
 use panics::*;
@@ -20,6 +22,8 @@ pub(crate) struct Scenario {
     /// How many children run it (each must pass).
     pub(crate) runs: u32,
     pub(crate) run: fn(&Target) -> Outcome,
+    /// It needs the embedding hosts (built by the runner first).
+    pub(crate) hosts: bool,
 }
 
 pub(crate) const SCENARIOS: &[Scenario] = &[
@@ -27,65 +31,102 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         name: "release_proven",
         runs: 1,
         run: release_proven,
+        hosts: false,
     },
     Scenario {
         name: "python_threads_call_in",
         runs: 1,
         run: python_threads_call_in,
+        hosts: false,
     },
     Scenario {
         name: "ensured_rust_thread",
         runs: 1,
         run: ensured_rust_thread,
+        hosts: false,
     },
     Scenario {
         name: "nested",
         runs: 1,
         run: nested,
+        hosts: false,
     },
     Scenario {
         name: "foreign_thread",
         runs: 1,
         run: foreign_thread,
+        hosts: false,
     },
     Scenario {
         name: "foreign_thread_while_released",
         runs: 1,
         run: foreign_thread_while_released,
+        hosts: false,
     },
     Scenario {
         name: "panic_in_block",
         runs: 1,
         run: panic_in_block,
+        hosts: false,
     },
     Scenario {
         name: "before_init",
         runs: 1,
         run: before_init,
+        hosts: false,
     },
     Scenario {
         name: "after_finalize",
         runs: 1,
         run: after_finalize,
+        hosts: false,
     },
     Scenario {
         name: "shutdown_daemon_block_ends",
         runs: 10,
         run: shutdown_daemon_block_ends,
+        hosts: false,
     },
     Scenario {
         name: "shutdown_tight_loop",
         runs: 3,
         run: shutdown_tight_loop,
+        hosts: false,
     },
     Scenario {
         name: "assume_gil_held",
         runs: 1,
         run: assume_gil_held,
+        hosts: false,
     },
     Scenario {
         name: "stop_the_world",
         runs: 1,
         run: stop_the_world,
+        hosts: false,
+    },
+    Scenario {
+        name: "rtld_local_host",
+        runs: 1,
+        run: rtld_local_host,
+        hosts: true,
+    },
+    Scenario {
+        name: "static_embedding",
+        runs: 1,
+        run: static_embedding,
+        hosts: true,
+    },
+    Scenario {
+        name: "dlclose_then_block",
+        runs: 1,
+        run: dlclose_then_block,
+        hosts: false,
+    },
+    Scenario {
+        name: "dlclose_unloads_without_nuwa",
+        runs: 1,
+        run: dlclose_unloads_without_nuwa,
+        hosts: false,
     },
 ];
