@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
 use nuwa_ffi::{AssumeGilHeld, CPython, GilOps, Guard, HeldCheck};
 
-use crate::scenarios::SCENARIOS;
+use crate::scenarios::{HELPERS, SCENARIOS};
 
 /// A scenario's verdict, from inside the child.
 pub(crate) enum Pass {
@@ -402,7 +402,7 @@ impl Py {
 pub(crate) const RESULT_MARK: &str = "real_python-result:";
 
 pub(crate) fn child(name: &str) -> ExitCode {
-    let outcome = match SCENARIOS.iter().find(|s| s.name == name) {
+    let outcome = match SCENARIOS.iter().chain(HELPERS).find(|s| s.name == name) {
         Some(scenario) => Target::from_env().and_then(|target| (scenario.run)(&target)),
         None => Err(format!("unknown scenario {name:?}")),
     };

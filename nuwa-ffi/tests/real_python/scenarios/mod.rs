@@ -6,15 +6,19 @@ mod embedding;
 mod foreign;
 mod free_threaded;
 mod panics;
+mod reattach;
 mod release;
 pub(crate) mod shutdown;
+mod subinterpreters;
 
 use embedding::*;
 use foreign::*;
 use free_threaded::*;
 use panics::*;
+use reattach::*;
 use release::*;
 use shutdown::*;
+use subinterpreters::*;
 
 /// A scenario: its name, how many children run it, and its body.
 pub(crate) struct Scenario {
@@ -129,4 +133,37 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         run: dlclose_unloads_without_nuwa,
         hosts: false,
     },
+    Scenario {
+        name: "legacy_subinterpreter",
+        runs: 1,
+        run: legacy_subinterpreter,
+        hosts: false,
+    },
+    Scenario {
+        name: "state_made_for_another_thread",
+        runs: 1,
+        run: state_made_for_another_thread,
+        hosts: false,
+    },
+    Scenario {
+        name: "state_attached_in_block",
+        runs: 1,
+        run: state_attached_in_block,
+        hosts: false,
+    },
+    Scenario {
+        name: "state_attached_while_panicking",
+        runs: 1,
+        run: state_attached_while_panicking,
+        hosts: false,
+    },
 ];
+
+/// Scenarios that other scenarios run in a child of their own; the runner
+/// does not list them.
+pub(crate) const HELPERS: &[Scenario] = &[Scenario {
+    name: "attached_while_panicking_child",
+    runs: 1,
+    run: attached_while_panicking_child,
+    hosts: false,
+}];
