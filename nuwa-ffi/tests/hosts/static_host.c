@@ -103,7 +103,7 @@ int main(int argc, char **argv) {
     if (strcmp(mode, "provide") == 0) {
         if (prove(10000) != 0) return 5;
         handover("again_same", PY_MINOR_VERSION);
-        handover("again_other", PY_MINOR_VERSION - 1);
+        handover("again_other", PY_MINOR_VERSION + 1);
     } else if (strcmp(mode, "control") == 0) {
         if (prove(1500) != 0) return 5;
     } else if (strcmp(mode, "late") == 0) {

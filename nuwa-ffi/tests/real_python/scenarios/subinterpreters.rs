@@ -92,6 +92,16 @@ pub(crate) fn legacy_subinterpreter(target: &Target) -> Outcome {
 /// for thread B, which attaches it. What nuwa says on each thread, and what
 /// B's block does, per version.
 pub(crate) fn state_made_for_another_thread(target: &Target) -> Outcome {
+    if target.debug && target.version >= (3, 12, 0) {
+        // tstate_activate() asserts that a state bound to one thread's
+        // GIL-state slot is not attached by another: CPython's debug builds
+        // reject the edge itself.
+        return Ok(Pass::Skipped(
+            "CPython 3.12+ debug build: it asserts against attaching a state made for \
+             another thread's GIL-state slot"
+                .into(),
+        ));
+    }
     let py = start(target)?;
     // SAFETY: the C signatures of these CPython 3.8+ functions.
     let (interp_main, new_state, restore, save) = unsafe {
