@@ -96,17 +96,32 @@ unsafe fn reacquire_with(api: &Api, tstate: ThreadStatePtr) {
     if attached {
         attached_inside_block();
     }
-    match api.reacquire {
-        // SAFETY: the caller's contract, and this thread has no state
-        // attached (checked above).
-        Reacquire::Shim => unsafe { restore_through_frame(api.restore, tstate) },
-        // SAFETY: as above.
-        Reacquire::Direct => unsafe { (api.restore)(tstate) },
-        // SAFETY: as above.
-        Reacquire::CheckFinalizing(is_finalizing) => unsafe {
-            restore_unless_finalizing(api.restore, is_finalizing, tstate)
-        },
+    // SAFETY: the caller's contract, and this thread has no state attached
+    // (checked above); the entry is the one chosen for this version.
+    unsafe { (api.restore_entry)(api.restore, tstate) }
+}
+
+/// The function a block calls to take the GIL back, for `reacquire`.
+pub(crate) fn restore_entry(reacquire: Reacquire) -> resolve::RestoreEntryFn {
+    match reacquire {
+        #[cfg(nuwa_restore_shim)]
+        Reacquire::Shim => nuwa_ffi_0_1_restore_thread,
+        #[cfg(not(nuwa_restore_shim))]
+        Reacquire::Shim => restore_direct,
+        Reacquire::Direct => restore_direct,
+        Reacquire::CheckFinalizing(_) => restore_unless_finalizing,
     }
+}
+
+/// `restore(tstate)`.
+///
+/// # Safety
+///
+/// `tstate` is the state this thread saved, not restored yet, with no
+/// thread state attached.
+unsafe extern "C-unwind" fn restore_direct(restore: RestoreThreadFn, tstate: ThreadStatePtr) {
+    // SAFETY: the caller's contract.
+    unsafe { restore(tstate) }
 }
 
 /// A thread state was attached inside the block and is still attached: the
@@ -175,19 +190,20 @@ pub(crate) fn must_park(finalizing_now: bool, marked: ThreadStatePtr) -> bool {
 ///
 /// # Safety
 ///
-/// As for [`reacquire_with`].
-#[cold]
-#[inline(never)]
-unsafe fn restore_unless_finalizing(
+/// As for [`restore_direct`]; `marked` may carry [`mark_finalizer`]'s mark.
+unsafe extern "C-unwind" fn restore_unless_finalizing(
     restore: RestoreThreadFn,
-    is_finalizing: resolve::IsFinalizingFn,
     marked: ThreadStatePtr,
 ) {
-    // SAFETY: `Py_IsFinalizing` may be called at any time.
-    let finalizing_now = unsafe { is_finalizing() } != 0;
-    if must_park(finalizing_now, marked) {
-        loop {
-            std::thread::park();
+    // SAFETY: this entry is only chosen once the functions are resolved.
+    let api = unsafe { resolve::api_resolved() };
+    if let Reacquire::CheckFinalizing(is_finalizing) = api.reacquire {
+        // SAFETY: `Py_IsFinalizing` may be called at any time.
+        let finalizing_now = unsafe { is_finalizing() } != 0;
+        if must_park(finalizing_now, marked) {
+            loop {
+                std::thread::park();
+            }
         }
     }
     // SAFETY: the caller's contract.
@@ -334,32 +350,13 @@ unsafe impl GilOps for AssumeGilHeld {
 }
 
 #[cfg(nuwa_restore_shim)]
-unsafe extern "C" {
-    /// `restore(tstate)`, parking the thread for good if `restore` starts a
-    /// forced unwind (see `src/restore_shim.c`). It never unwinds.
+unsafe extern "C-unwind" {
+    /// `restore(tstate)` through the C frame of `src/restore_shim.c`: at
+    /// interpreter shutdown, where CPython 3.13 and older end the thread with
+    /// an unwinding `pthread_exit`, the thread is parked for good and no Rust
+    /// frame is unwound. It never unwinds (declared `C-unwind` only to share
+    /// the entry type with the Rust entries).
     fn nuwa_ffi_0_1_restore_thread(restore: RestoreThreadFn, tstate: ThreadStatePtr);
-}
-
-/// Calls `PyEval_RestoreThread(tstate)` through the C frame: at interpreter
-/// shutdown, where CPython 3.13 and older end the thread with an unwinding
-/// `pthread_exit`, the thread is parked for good and no Rust frame is
-/// unwound.
-///
-/// # Safety
-///
-/// `tstate` is the state this thread saved, not restored yet.
-#[inline(always)]
-unsafe fn restore_through_frame(restore: RestoreThreadFn, tstate: ThreadStatePtr) {
-    #[cfg(nuwa_restore_shim)]
-    // SAFETY: the shim calls `restore(tstate)`, whose contract the caller keeps.
-    unsafe {
-        nuwa_ffi_0_1_restore_thread(restore, tstate)
-    }
-    #[cfg(not(nuwa_restore_shim))]
-    // SAFETY: the caller's contract (never chosen without the shim).
-    unsafe {
-        restore(tstate)
-    }
 }
 
 #[cfg(test)]

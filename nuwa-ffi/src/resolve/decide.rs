@@ -115,6 +115,7 @@ pub(crate) fn decide(symbols: &dyn Lookup, platform: Platform) -> State {
             current: as_fn(current),
             check,
             reacquire,
+            restore_entry: crate::cpython::restore_entry(reacquire),
         }
     };
     State::Ready {

@@ -34,6 +34,8 @@ pub(crate) type RestoreThreadFn = unsafe extern "C-unwind" fn(ThreadStatePtr);
 pub(crate) type GetThreadStateFn = unsafe extern "C" fn() -> ThreadStatePtr;
 pub(crate) type ThreadIdentFn = unsafe extern "C" fn() -> c_ulong;
 pub(crate) type IsFinalizingFn = unsafe extern "C" fn() -> c_int;
+/// How a block calls `PyEval_RestoreThread`: `entry(restore, tstate)`.
+pub(crate) type RestoreEntryFn = unsafe extern "C-unwind" fn(RestoreThreadFn, ThreadStatePtr);
 
 /// The functions the fast path calls, and how.
 pub(crate) struct Api {
@@ -43,7 +45,11 @@ pub(crate) struct Api {
     /// later, the GIL holder's (whichever thread that is) on 3.11 and older.
     pub(crate) current: GetThreadStateFn,
     pub(crate) check: Check,
+    /// What [`restore_entry`](Self::restore_entry) does, for the report.
     pub(crate) reacquire: Reacquire,
+    /// The function for `reacquire`, chosen once: one indirect call on the
+    /// fast path instead of a branch on `reacquire` each time.
+    pub(crate) restore_entry: RestoreEntryFn,
 }
 
 /// How `current` tells whether the calling thread holds the GIL.
