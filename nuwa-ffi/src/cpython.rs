@@ -60,7 +60,6 @@ unsafe impl GilOps for CPython {
         // SAFETY: the calling thread holds the GIL (checked above), which is
         // what `PyEval_SaveThread` requires.
         let saved = unsafe { (api.save)() };
-        #[cfg(not(nuwa_exit_unwinds))]
         let saved = mark_finalizer(api, saved);
         NonNull::new(saved).map(SavedThreadState)
     }
@@ -159,21 +158,22 @@ fn unmarked(tstate: ThreadStatePtr) -> ThreadStatePtr {
 const FINALIZER_MARK: usize = 1;
 
 /// Marks `saved` if finalization had started (see [`FINALIZER_MARK`]), on
-/// the targets that check for it.
-#[cfg(not(nuwa_exit_unwinds))]
+/// the targets that check for it; elsewhere it returns `saved` as it is.
+/// Every release that hands its state to [`CPython`]'s reacquire calls it
+/// right after `PyEval_SaveThread`.
 #[inline(always)]
-fn mark_finalizer(api: &Api, saved: ThreadStatePtr) -> ThreadStatePtr {
-    match api.reacquire {
-        Reacquire::CheckFinalizing(is_finalizing) if !saved.is_null() => {
-            // SAFETY: `Py_IsFinalizing` may be called at any time.
-            if unsafe { is_finalizing() } != 0 {
-                saved.map_addr(|a| a | FINALIZER_MARK)
-            } else {
-                saved
-            }
-        }
-        _ => saved,
+pub(crate) fn mark_finalizer(api: &Api, saved: ThreadStatePtr) -> ThreadStatePtr {
+    #[cfg(not(nuwa_exit_unwinds))]
+    if let Reacquire::CheckFinalizing(is_finalizing) = api.reacquire
+        && !saved.is_null()
+        // SAFETY: `Py_IsFinalizing` may be called at any time.
+        && unsafe { is_finalizing() } != 0
+    {
+        return saved.map_addr(|a| a | FINALIZER_MARK);
     }
+    #[cfg(nuwa_exit_unwinds)]
+    let _ = api;
+    saved
 }
 
 /// Whether a block that released with `marked` must not take the GIL back

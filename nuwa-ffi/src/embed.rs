@@ -2,7 +2,7 @@
 //! interpreter's functions.
 //!
 //! nuwa looks CPython's functions up at run time (see
-//! [`Via`](crate::Via)). A program that links `libpython3.X.a` into its
+//! [`Via`]). A program that links `libpython3.X.a` into its
 //! executable without `--export-dynamic` (a single binary with Python
 //! inside) exports none of them, so nothing can be found and blocks release
 //! nothing. Such a program calls [`provide`] once, before the first block,

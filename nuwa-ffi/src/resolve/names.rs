@@ -16,6 +16,10 @@ fn base_name(path: &[u8]) -> &[u8] {
 
 /// Whether a loaded object's path names a shared libpython 3:
 /// `libpython3*.so*` (ELF) or `libpython3*.dylib` (Mach-O), any directory.
+#[cfg_attr(
+    not(nuwa_dl_iterate),
+    allow(dead_code, reason = "used with dl_iterate_phdr")
+)]
 pub(crate) fn is_libpython(path: &[u8]) -> bool {
     let name = base_name(path);
     name.starts_with(b"libpython3") && (contains(name, b".so") || name.ends_with(b".dylib"))
@@ -23,6 +27,10 @@ pub(crate) fn is_libpython(path: &[u8]) -> bool {
 
 /// Whether a loaded object's path names PyPy's shared library
 /// (`libpypy3.10-c.so`, `libpypy-c.so`, ...).
+#[cfg_attr(
+    not(nuwa_dl_iterate),
+    allow(dead_code, reason = "used with dl_iterate_phdr")
+)]
 pub(crate) fn is_libpypy(path: &[u8]) -> bool {
     let name = base_name(path);
     name.starts_with(b"libpypy") && (contains(name, b".so") || name.ends_with(b".dylib"))

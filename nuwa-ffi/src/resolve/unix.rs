@@ -145,37 +145,12 @@ pub(crate) fn pin_object_of(addr: *const c_void) -> Option<String> {
     Some(path.to_string_lossy().into_owned())
 }
 
-/// Tries one place: `None` if CPython's GIL pair is not there.
-fn try_place(
-    symbols: &dyn Lookup,
-    via: Via,
-    platform: Platform,
-    pypy: &mut bool,
-) -> Option<Resolution> {
-    let Some(save) = symbols.lookup(decide::GIL_PAIR[0]) else {
-        *pypy |= symbols.lookup(decide::PYPY_MARK).is_some();
-        return None;
-    };
-    let (base, _) = object_of(save)?;
-    let one = OneObject {
-        inner: symbols,
-        base,
-    };
-    let state = decide::decide(&one, platform);
-    if matches!(state, State::NotFound { .. }) {
-        return None;
-    }
-    let place = pin_object_of(save).unwrap_or_default();
-    Some(Resolution { state, via, place })
-}
-
 pub(super) fn look_up(platform: Platform) -> Resolution {
-    let mut pypy = false;
-    let mut searched: Vec<String> = Vec::new();
+    let mut search = Search::default();
 
-    searched.push("the global scope".into());
+    search.searched.push("the global scope".into());
     if let Some(global) = Handle::global()
-        && let Some(r) = try_place(&global, Via::GlobalScope, platform, &mut pypy)
+        && let Some(r) = search.try_place(&global, Via::GlobalScope, platform)
     {
         return r;
     }
@@ -184,9 +159,11 @@ pub(super) fn look_up(platform: Platform) -> Resolution {
     {
         let own = look_up as fn(Platform) -> Resolution as *const c_void;
         if let Some((_, path)) = object_of(own) {
-            searched.push(format!("nuwa's own object ({})", path.to_string_lossy()));
+            search
+                .searched
+                .push(format!("nuwa's own object ({})", path.to_string_lossy()));
             if let Some(handle) = Handle::reopen(&path)
-                && let Some(r) = try_place(&handle, Via::OwnObject, platform, &mut pypy)
+                && let Some(r) = search.try_place(&handle, Via::OwnObject, platform)
             {
                 return r;
             }
@@ -200,19 +177,74 @@ pub(super) fn look_up(platform: Platform) -> Resolution {
             .iter()
             .filter(|p| names::is_libpython(p.as_bytes()) || names::is_libpypy(p.as_bytes()))
             .collect();
-        searched.push(format!("{} loaded libpython objects", candidates.len()));
+        search
+            .searched
+            .push(format!("{} loaded libpython objects", candidates.len()));
         for path in candidates {
-            pypy |= names::is_libpypy(path.as_bytes());
+            search.pypy |= names::is_libpypy(path.as_bytes());
             if let Some(handle) = Handle::reopen(path)
-                && let Some(r) = try_place(&handle, Via::LoadedObject, platform, &mut pypy)
+                && let Some(r) = search.try_place(&handle, Via::LoadedObject, platform)
             {
                 return r;
             }
         }
     }
-    let _ = names::is_libpython;
 
-    Resolution::not_found(pypy, searched.join(", "))
+    search.finish()
+}
+
+/// What the search has seen so far.
+#[derive(Default)]
+struct Search {
+    pypy: bool,
+    searched: Vec<String>,
+    /// The first place with CPython's GIL pair but no held check: the answer
+    /// if no later place has one.
+    without_check: Option<Resolution>,
+}
+
+impl Search {
+    /// Tries one place: the resolution if it is ready to release.
+    fn try_place(
+        &mut self,
+        symbols: &dyn Lookup,
+        via: Via,
+        platform: Platform,
+    ) -> Option<Resolution> {
+        let Some(save) = symbols.lookup(decide::GIL_PAIR[0]) else {
+            self.pypy |= symbols.lookup(decide::PYPY_MARK).is_some();
+            return None;
+        };
+        let (base, _) = object_of(save)?;
+        let one = OneObject {
+            inner: symbols,
+            base,
+        };
+        let state = decide::decide(&one, platform);
+        match state {
+            State::NotFound { .. } => None,
+            State::NoHeldCheck { .. } => {
+                if self.without_check.is_none() {
+                    let place = object_of(save)
+                        .map(|(_, p)| p.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    self.without_check = Some(Resolution { state, via, place });
+                }
+                None
+            }
+            State::Ready { .. } => {
+                let place = pin_object_of(save).unwrap_or_default();
+                Some(Resolution { state, via, place })
+            }
+        }
+    }
+
+    fn finish(self) -> Resolution {
+        match self.without_check {
+            Some(found) => found,
+            None => Resolution::not_found(self.pypy, self.searched.join(", ")),
+        }
+    }
 }
 
 /// The paths of the objects loaded in the process, in load order.
