@@ -2,9 +2,8 @@
 //! libpython unloaded with `dlclose` after finalization.
 
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
-use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_LOCAL, RTLD_NOW};
 use nuwa_ffi::{CPython, Guard, Via};
@@ -213,32 +212,14 @@ fn run_static_host(target: &Target, mode: &str) -> Result<String, String> {
         .static_host
         .clone()
         .map_err(|why| format!("no static host: {why}"))?;
-    let mut child = Command::new(&exe)
-        .arg(mode)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {exe}: {e}"))?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("static_host {mode}: killed after 30 s"));
-            }
-        }
-    };
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (status, stdout, stderr) =
+        run_bounded(Command::new(&exe).arg(mode), Duration::from_secs(30))
+            .map_err(|e| format!("static_host {mode}: {e}"))?;
     ensure!(
         status.success() && stdout.contains(&format!("end: {mode}")),
         "static_host {mode}: {status}; stdout: {} | stderr: {}",
         stdout.replace('\n', " | "),
-        String::from_utf8_lossy(&out.stderr).replace('\n', " | ")
+        stderr.replace('\n', " | ")
     );
     Ok(stdout)
 }

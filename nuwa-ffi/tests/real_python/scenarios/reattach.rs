@@ -4,9 +4,8 @@
 
 use std::ffi::c_void;
 use std::panic::{self, AssertUnwindSafe};
-use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use crate::harness::*;
 
@@ -101,27 +100,11 @@ pub(crate) fn attached_while_panicking_child(target: &Target) -> Outcome {
 /// aborts (a second panic would abort without saying why).
 pub(crate) fn state_attached_while_panicking(_target: &Target) -> Outcome {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut child = Command::new(exe)
-        .args(["--scenario", "attached_while_panicking_child"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err("the process hung instead of aborting (killed after 30 s)".into());
-            }
-        }
-    };
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (status, _, stderr) = run_bounded(
+        Command::new(exe).args(["--scenario", "attached_while_panicking_child"]),
+        Duration::from_secs(30),
+    )
+    .map_err(|e| format!("the process did not abort: {e}"))?;
     use std::os::unix::process::ExitStatusExt;
     ensure!(
         status.signal() == Some(6),
