@@ -124,7 +124,7 @@ unsafe extern "C-unwind" fn restore_direct(restore: RestoreThreadFn, tstate: Thr
 }
 
 /// A thread state was attached inside the block and is still attached: the
-/// GIL is not taken back (that would deadlock, or abort on 3.13). Panics, or
+/// GIL is not taken back (that would deadlock, or abort on 3.13+). Panics, or
 /// aborts if the thread is already panicking.
 #[cold]
 #[inline(never)]
@@ -132,7 +132,8 @@ fn attached_inside_block() {
     const WHAT: &str = "nuwa: a Python thread state was attached on this thread inside a \
         nogil! block and is still attached at the end of the block (a PyGILState_Ensure \
         without its PyGILState_Release?). Taking the GIL back now would deadlock \
-        (CPython 3.12 and older) or abort (3.13), so nuwa does not: the thread holds the GIL \
+        (CPython 3.12 and older) or abort the process (3.13 and later), so nuwa does not: \
+        the thread holds the GIL \
         through the state attached inside the block. Release every thread state you attach \
         inside a block before the block ends.";
     if std::thread::panicking() {
@@ -180,7 +181,6 @@ pub(crate) fn mark_finalizer(api: &Api, saved: ThreadStatePtr) -> ThreadStatePtr
 /// now: finalization started while it ran, and the block is not the
 /// finalizing thread's. CPython 3.13 and older would end this thread in
 /// `PyEval_RestoreThread`.
-#[cfg_attr(nuwa_exit_unwinds, allow(dead_code))]
 pub(crate) fn must_park(finalizing_now: bool, marked: ThreadStatePtr) -> bool {
     finalizing_now && (marked.addr() & 1) == 0
 }
