@@ -29,7 +29,7 @@ use crate::resolve::{self, Api, Check, Reacquire, RestoreThreadFn, ThreadIdField
 /// The reacquire panics if, inside the block, a Python thread state was
 /// attached on this thread and not released (a `PyGILState_Ensure` whose
 /// `PyGILState_Release` was skipped): taking the GIL back would deadlock
-/// (CPython 3.12 and older) or abort the process (3.13). The thread then
+/// (CPython 3.12 and older) or abort the process (3.13 and later). The thread then
 /// holds the GIL through that state. If the thread is already panicking, the
 /// message is printed and the process aborts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
