@@ -247,32 +247,62 @@ fn holds_gil(api: &Api) -> bool {
 /// (`mine`), whose `thread_id` is this thread's; if that read disagrees, the
 /// layout is not the expected one and nothing is released.
 ///
-/// `current` may belong to another thread, which may be deleting it at this
-/// moment: its field is read with a volatile load, and a stale value is
-/// another thread's id (or garbage), never this thread's, so the answer is
-/// "not held".
-///
-/// # Safety
-///
-/// `current` and `mine` are non-null thread states of the version
-/// `field.offset` was chosen for; `mine` is this thread's own.
+/// Neither state is dereferenced: `current` belongs to whichever thread holds
+/// the GIL, which may be deleting it at this moment, and `mine` is freed by
+/// `Py_FinalizeEx` while a daemon thread still runs. Both fields are copied
+/// by the kernel (`process_vm_readv` on this process), which reports memory
+/// that is no longer mapped instead of faulting. A stale value is another
+/// thread's id (or this thread's own, from its own freed state, which the
+/// `current` read can never be while another thread holds the GIL), so the
+/// answer is "not held". Where the call is refused (a seccomp filter), the
+/// answer is "not held" too.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 #[cold]
 #[inline(never)]
-unsafe fn made_on_this_thread(
+fn made_on_this_thread(
     current: ThreadStatePtr,
     mine: ThreadStatePtr,
     field: ThreadIdField,
 ) -> bool {
-    // SAFETY: the caller's contract: both point to `PyThreadState`s of the
-    // layout whose `thread_id` (an `unsigned long`) is at `field.offset`;
-    // `PyThread_get_thread_ident` may be called from any thread.
-    unsafe {
+    const SIZE: usize = core::mem::size_of::<c_ulong>();
+    let mut ids: [c_ulong; 2] = [0; 2];
+    let local = [
+        libc::iovec {
+            iov_base: (&raw mut ids[0]).cast(),
+            iov_len: SIZE,
+        },
+        libc::iovec {
+            iov_base: (&raw mut ids[1]).cast(),
+            iov_len: SIZE,
+        },
+    ];
+    let remote = [
+        libc::iovec {
+            iov_base: mine.wrapping_byte_add(field.offset),
+            iov_len: SIZE,
+        },
+        libc::iovec {
+            iov_base: current.wrapping_byte_add(field.offset),
+            iov_len: SIZE,
+        },
+    ];
+    // SAFETY: `PyThread_get_thread_ident` may be called from any thread;
+    // `process_vm_readv` writes only into `ids` (through `local`), and reads
+    // the remote addresses with the kernel's checks: an unmapped address is an
+    // error or a short count, never a fault.
+    let (ident, copied) = unsafe {
         let ident = (field.ident)();
-        let read = |ts: ThreadStatePtr| {
-            core::ptr::read_volatile(ts.byte_add(field.offset).cast::<c_ulong>())
-        };
-        read(mine) == ident && read(current) == ident
-    }
+        let copied =
+            libc::process_vm_readv(libc::getpid(), local.as_ptr(), 2, remote.as_ptr(), 2, 0);
+        (ident, copied)
+    };
+    copied == (2 * SIZE) as isize && ids[0] == ident && ids[1] == ident
+}
+
+/// Elsewhere the fallback is not chosen (see `Platform::thread_id_read`).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn made_on_this_thread(_: ThreadStatePtr, _: ThreadStatePtr, _: ThreadIdField) -> bool {
+    false
 }
 
 /// Whether the calling thread holds the GIL of the CPython interpreter in

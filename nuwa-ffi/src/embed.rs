@@ -84,7 +84,7 @@ impl EmbeddedPython {
         self
     }
 
-    /// `PyThread_get_thread_ident`: on CPython 3.8 to 3.11 (64-bit Unix), lets
+    /// `PyThread_get_thread_ident`: on CPython 3.8 to 3.11 (64-bit Linux), lets
     /// blocks release on the thread that runs a legacy subinterpreter.
     pub fn with_thread_ident(mut self, f: *const c_void) -> Self {
         self.thread_ident = f.addr();

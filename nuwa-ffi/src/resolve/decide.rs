@@ -65,7 +65,9 @@ pub(crate) fn decide(symbols: &dyn Lookup, platform: Platform) -> State {
                     // SAFETY: the address of `PyGILState_GetThisThreadState`,
                     // whose C signature is `PyThreadState *(void)`.
                     let this_thread = unsafe { as_fn::<super::GetThreadStateFn>(t) };
-                    let offset = version.filter(|_| platform.lp64).and_then(thread_id_offset);
+                    let offset = version
+                        .filter(|_| platform.thread_id_read)
+                        .and_then(thread_id_offset);
                     match (offset, ident) {
                         (Some(offset), Some(ident)) => (
                             f,
@@ -238,17 +240,17 @@ mod tests {
     const GLIBC: Platform = Platform {
         shim: true,
         exit_unwinds: true,
-        lp64: true,
+        thread_id_read: true,
     };
     const MUSL: Platform = Platform {
         shim: true,
         exit_unwinds: false,
-        lp64: true,
+        thread_id_read: true,
     };
     const WINDOWS: Platform = Platform {
         shim: false,
         exit_unwinds: false,
-        lp64: false,
+        thread_id_read: false,
     };
 
     fn resolve_on(names: &[&'static str], version: Option<u64>, platform: Platform) -> Resolution {

@@ -161,14 +161,18 @@ pub(crate) struct Platform {
     /// (glibc, FreeBSD). Elsewhere the thread just ends.
     pub(crate) exit_unwinds: bool,
     /// `PyThreadState.thread_id` offsets are known for this data model
-    /// (64-bit pointers and `unsigned long`).
-    pub(crate) lp64: bool,
+    /// (64-bit pointers and `unsigned long`), and the field can be read
+    /// without faulting on freed memory (`process_vm_readv`: Linux).
+    pub(crate) thread_id_read: bool,
 }
 
 pub(crate) fn platform() -> Platform {
     Platform {
         shim: cfg!(nuwa_restore_shim),
         exit_unwinds: cfg!(nuwa_exit_unwinds),
-        lp64: cfg!(all(unix, target_pointer_width = "64")),
+        thread_id_read: cfg!(all(
+            any(target_os = "linux", target_os = "android"),
+            target_pointer_width = "64"
+        )),
     }
 }

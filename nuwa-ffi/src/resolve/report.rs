@@ -23,7 +23,7 @@ pub enum HeldCheck {
         /// `_PyThreadState_UncheckedGet`.
         symbol: &'static str,
     },
-    /// CPython 3.8 to 3.11 on 64-bit Unix: as
+    /// CPython 3.8 to 3.11 on 64-bit Linux: as
     /// [`CompareWithThisThread`](HeldCheck::CompareWithThisThread), and when
     /// that fails on a thread that has a GIL-state state, the current state's
     /// `thread_id` field is compared with `PyThread_get_thread_ident()`, so
@@ -113,7 +113,9 @@ pub(crate) enum State {
 /// What [`init`](crate::init) found in the process.
 ///
 /// Its `Display` form is one line for logs, for example
-/// `CPython 3.12 found: held check _PyThreadState_UncheckedGet (thread-local); via the global scope (dlopen(NULL))`.
+/// `CPython 3.12 found: held check _PyThreadState_UncheckedGet (thread-local)`;
+/// the alternate form (`{:#}`) adds where the functions came from:
+/// `...; via the global scope (dlopen(NULL)) (/usr/lib/libpython3.12.so.1.0)`.
 pub struct Resolution {
     pub(crate) state: State,
     pub(crate) via: Via,
@@ -278,7 +280,10 @@ impl fmt::Display for Resolution {
                 self.missing().join(", ")
             )?,
         }
-        write!(f, "; via {} ({})", self.via, self.place)
+        if f.alternate() {
+            write!(f, "; via {} ({})", self.via, self.place)?;
+        }
+        Ok(())
     }
 }
 

@@ -188,7 +188,7 @@ pub(crate) fn rtld_local_host(target: &Target) -> Outcome {
     let own = nuwa_ffi::init();
     ensure!(
         own.via() == Via::LoadedObject && own.can_release(),
-        "this program's nuwa_ffi::init(): {own}"
+        "this program's nuwa_ffi::init(): {own:#}"
     );
     let pipes = Pipes::new()?;
     py.run(&pipes.helper_code("nuwa_helper2"))?;
@@ -197,7 +197,7 @@ pub(crate) fn rtld_local_host(target: &Target) -> Outcome {
     };
     ensure!(
         seen && released,
-        "this program's block: helper ran {seen}, released {released}: {own}"
+        "this program's block: helper ran {seen}, released {released}: {own:#}"
     );
     py.run("nuwa_x = 1")?;
     py.finalize()?;
@@ -292,7 +292,7 @@ pub(crate) fn dlclose_then_block(target: &Target) -> Outcome {
     let pipes = Pipes::new()?;
     py.run(&pipes.helper_code("nuwa_helper"))?;
     let found = nuwa_ffi::init();
-    ensure!(found.can_release(), "nuwa_ffi::init(): {found}");
+    ensure!(found.can_release(), "nuwa_ffi::init(): {found:#}");
     let seen = nuwa_ffi::nogil! { pipes.enter_and_wait(WAIT) };
     ensure!(
         seen,

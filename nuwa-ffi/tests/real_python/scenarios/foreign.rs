@@ -170,3 +170,82 @@ pub(crate) fn after_finalize(target: &Target) -> Outcome {
     check_nothing_released(py, "after Py_FinalizeEx")?;
     passed()
 }
+
+/// Threads that have a Python state but are in a block (so hold nothing)
+/// run nested blocks while Python threads start and end all the time: on
+/// 3.8-3.11 each nested check compares the current state (a churning
+/// thread's) by `thread_id`; none may release.
+pub(crate) fn nested_blocks_while_threads_churn(target: &Target) -> Outcome {
+    const CHURNED: usize = 18;
+    /// Python threads that must start and end while the nested blocks run.
+    const CHURN: i64 = 300;
+    let py = start(target)?;
+    FLAGS[STOP].store(0, SeqCst);
+    py.run(&format!(
+        r#"
+def nuwa_churn():
+    while _nuwa_get({STOP}) == 0:
+        t = threading.Thread(target=lambda: sum(range(50)))
+        t.start()
+        t.join()
+        _nuwa_add({CHURNED}, 1)
+nuwa_churner = nuwa_thread(nuwa_churn)
+"#
+    ))?;
+    let deadline = Instant::now() + WAIT;
+    let outcome: Result<Vec<(u32, u32, u32)>, String> = nuwa_ffi::nogil! {
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                thread::spawn(move || {
+                    let state = py.gilstate_ensure();
+                    let counts = {
+                        // SAFETY: dropped at the end of this block, on this
+                        // thread, before PyGILState_Release.
+                        let outer = unsafe { Guard::release(CPython) };
+                        let mut counts = (0, 0, 0);
+                        while FLAGS[CHURNED].load(SeqCst) < CHURN && Instant::now() < deadline {
+                            // SAFETY: as above.
+                            let inner = unsafe { Guard::release(CPython) };
+                            counts.0 += u32::from(inner.released());
+                            drop(inner);
+                            counts.1 += u32::from(nuwa_ffi::gil_is_held());
+                            counts.2 += 1;
+                        }
+                        if !outer.released() {
+                            counts.0 += 1_000_000;
+                        }
+                        counts
+                    };
+                    py.gilstate_release(state);
+                    counts
+                })
+            })
+            .collect();
+        let results = workers
+            .into_iter()
+            .map(|w| w.join().map_err(|_| "a worker panicked".to_string()))
+            .collect();
+        FLAGS[STOP].store(1, SeqCst);
+        results
+    };
+    py.run("nuwa_join(nuwa_churner)")?;
+    check_python_errors()?;
+    let counts = outcome?;
+    let churned = FLAGS[CHURNED].load(SeqCst);
+    for (released, held, rounds) in &counts {
+        ensure!(
+            *released == 0 && *held == 0,
+            "nested blocks on attached threads: {released} released (1,000,000: the outer \
+             block released nothing), gil_is_held() true {held} times, of {rounds}"
+        );
+    }
+    ensure!(
+        churned >= CHURN,
+        "only {churned} of {CHURN} Python threads started and ended within {WAIT:?}"
+    );
+    py.finalize()?;
+    let rounds: Vec<u32> = counts.iter().map(|c| c.2).collect();
+    Ok(Pass::Ok(format!(
+        "{rounds:?} nested blocks released nothing while {churned} Python threads came and went"
+    )))
+}

@@ -134,6 +134,12 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         hosts: false,
     },
     Scenario {
+        name: "nested_blocks_while_threads_churn",
+        runs: 1,
+        run: nested_blocks_while_threads_churn,
+        hosts: false,
+    },
+    Scenario {
         name: "legacy_subinterpreter",
         runs: 1,
         run: legacy_subinterpreter,

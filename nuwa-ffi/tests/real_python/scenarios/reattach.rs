@@ -19,6 +19,19 @@ const MESSAGE: &str =
 /// thread holds the GIL afterwards, and the interpreter keeps working.
 pub(crate) fn state_attached_in_block(target: &Target) -> Outcome {
     let py = start(target)?;
+    // Balanced inside a block: no error, and the block took the GIL back.
+    let balanced = nuwa_ffi::nogil! {
+        let state = py.gilstate_ensure();
+        let inside = py.gil_check();
+        py.gilstate_release(state);
+        (inside, py.gil_check())
+    };
+    ensure!(
+        balanced == (1, 0) && py.gil_check() == 1,
+        "a balanced PyGILState_Ensure/Release inside a block: PyGILState_Check() {balanced:?} \
+         inside, {} after",
+        py.gil_check()
+    );
     let previous = panic::take_hook();
     panic::set_hook(Box::new(|info| eprintln!("(expected) {info}")));
     let mut ensured = None;

@@ -102,14 +102,15 @@ unsafe fn write_text(text: &str, buf: *mut c_char, len: usize) -> usize {
     text.len()
 }
 
-/// Writes the `Display` of `nuwa_ffi::init()` into `buf` (as `snprintf`).
+/// Writes the alternate `Display` of `nuwa_ffi::init()` (with where the
+/// functions came from) into `buf` (as `snprintf`).
 ///
 /// # Safety
 ///
 /// `buf` points to `len` writable bytes, or `len` is 0.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn nuwa_testlib_describe(buf: *mut c_char, len: usize) -> usize {
-    let text = nuwa_ffi::init().to_string();
+    let text = format!("{:#}", nuwa_ffi::init());
     // SAFETY: the caller's contract.
     unsafe { write_text(&text, buf, len) }
 }
