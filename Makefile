@@ -1,7 +1,8 @@
 # nuwa: the commands a newcomer runs. See README.md.
 #
 #   make demo    build examples/my_extension and run examples/demo.py
-#   make test    every test: Rust (workspace, no_std proof, real interpreter) and Python
+#   make test    every test: Rust (workspace, no_std proof, real interpreter),
+#                the rendered docs' links, and Python
 #
 # Only a Rust toolchain and python3 are needed: the Python tools (maturin,
 # pytest) are installed into .venv on first use.
@@ -15,9 +16,10 @@ VENV ?= .venv
 VPY := $(VENV)/bin/python
 CARGO ?= cargo
 EXT_MANIFEST := examples/my_extension/Cargo.toml
+MINIMAL_MANIFEST := examples/minimal/Cargo.toml
 PYTEST_ARGS ?= -q
 
-.PHONY: help venv ext demo test test-rust test-no-std test-python c-abi bench bench-quick pythons test-matrix test-valgrind clean
+.PHONY: help venv ext minimal demo test test-rust test-no-std test-docs test-python c-abi bench bench-quick pythons test-matrix test-valgrind clean
 
 help:
 	@echo "make demo    build the example extension (release) and run examples/demo.py"
@@ -44,10 +46,15 @@ ext: venv
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --quiet \
 	  -m $(EXT_MANIFEST)
 
-demo: ext
-	$(VPY) examples/demo.py
+# Builds examples/minimal (the extension to copy) and installs it into .venv.
+minimal: venv
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --quiet \
+	  -m $(MINIMAL_MANIFEST)
 
-test: test-rust test-no-std test-python
+demo: ext
+	$(VPY) examples/demo.py $(DEMO_ARGS)
+
+test: test-rust test-no-std test-docs test-python
 
 # Unit, doc, compile-fail and real-interpreter tests. The real-interpreter
 # tests embed the libpython of NUWA_TEST_PYTHON (default: python3).
@@ -58,7 +65,14 @@ test-rust:
 test-no-std:
 	$(CARGO) build --quiet --manifest-path tests/no_std_check/Cargo.toml --release
 
-test-python: ext c-abi
+# Renders the library crates' docs as `cargo doc` does and fails on a link
+# that came out as literal text or points at a missing page: rustdoc's
+# `-D warnings` does not see those (the script says why).
+test-docs:
+	$(PYTHON) scripts/check-doc-links.py
+
+test-python: ext minimal c-abi
+	$(VPY) -m pytest $(PYTEST_ARGS) examples/minimal/tests
 	$(VPY) -m pytest $(PYTEST_ARGS) examples/my_extension/tests
 	$(VPY) -m pytest $(PYTEST_ARGS) examples/c_abi/tests
 

@@ -21,8 +21,13 @@
 //! gil.done(); // held again, every release matched by one reacquire
 //! ```
 //!
-//! `MockGil` is not `Sync`: it models a single thread. To check that a
-//! reacquire happens on the releasing thread, use `nuwa_std::ThreadCheckedMock`.
+//! `MockGil` is not `Sync`: it models a single thread, and a strict-form
+//! closure (which must be `Send`) cannot capture it. To share a mock between
+//! threads, check that a reacquire happens on the releasing thread, or have
+//! the mock check itself when dropped, use `nuwa_std::ThreadCheckedMock`.
+//! `MockGil` cannot check itself on drop: without `std` it cannot tell
+//! whether a panic is already unwinding, and a second panic would abort the
+//! test. Call [`done`](MockGil::done) at the end of each test.
 
 use core::cell::Cell;
 use core::fmt;
@@ -163,6 +168,9 @@ impl fmt::Debug for MockGil {
 // and moves the mock back to `Held`. A mock is `!Sync`, so one thread uses it.
 unsafe impl GilOps for MockGil {
     type State = MockState;
+    /// The mock's own GIL: a `Released` from a mock block cannot be passed to
+    /// code that needs the interpreter's.
+    type Gil = MockGil;
 
     unsafe fn release(&self) -> Option<MockState> {
         match self.phase.get() {
@@ -208,5 +216,9 @@ unsafe impl GilOps for MockGil {
                 self.phase.set(Phase::Held);
             }
         }
+    }
+
+    fn is_held(&self) -> bool {
+        MockGil::is_held(self)
     }
 }

@@ -10,7 +10,7 @@ use crate::resolve::{self, Api, Check, Reacquire, RestoreThreadFn, ThreadIdField
 /// The GIL of the CPython interpreter in this process.
 ///
 /// A zero-sized backend: `nogil!(CPython => { ... })`, or simply
-/// [`nogil! { ... }`](crate::nogil), which uses it.
+/// [`nogil! { ... }`](crate::nogil!), which uses it.
 ///
 /// A release releases the GIL only if the calling thread holds it; on any
 /// other thread (one the extension spawned, a block nested in another, a
@@ -50,6 +50,7 @@ pub struct SavedThreadState(NonNull<core::ffi::c_void>);
 // functions or the check, nothing is released.
 unsafe impl GilOps for CPython {
     type State = SavedThreadState;
+    type Gil = CPython;
 
     #[inline(always)]
     unsafe fn release(&self) -> Option<SavedThreadState> {
@@ -71,6 +72,10 @@ unsafe impl GilOps for CPython {
         let api = unsafe { resolve::api_resolved() };
         // SAFETY: the caller passes the state this thread saved, once.
         unsafe { reacquire_with(api, state.0.as_ptr()) }
+    }
+
+    fn is_held(&self) -> bool {
+        gil_is_held()
     }
 }
 
@@ -326,57 +331,21 @@ pub fn gil_is_held() -> bool {
     resolve::api().is_some_and(holds_gil)
 }
 
-/// Like [`CPython`], without checking that the calling thread holds the GIL.
+/// `PyEval_SaveThread` without the held check, for [`GilHeld`](crate::GilHeld).
 ///
-/// It skips the held check (one call into CPython, two on 3.11 and older) for
-/// callers that know the GIL is held, such as the body of a Python-callable
-/// function. If Python is not in the process, it releases nothing.
+/// Releases nothing if Python is not in the process.
 ///
-/// # Examples
+/// # Safety
 ///
-/// ```no_run
-/// // In a function that Python called, so this thread holds the GIL:
-/// // SAFETY: called by the interpreter with the GIL held.
-/// let gil = unsafe { nuwa_ffi::AssumeGilHeld::new() };
-/// let total: u64 = nuwa_ffi::nogil!(gil => { (0..1_000_000u64).sum() });
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AssumeGilHeld {
-    _private: (),
-}
-
-impl AssumeGilHeld {
-    /// Makes the backend.
-    ///
-    /// # Safety
-    ///
-    /// Every release through it must happen on a thread that holds the GIL at
-    /// that moment (CPython aborts with a fatal error otherwise), so it must
-    /// not be used in nested blocks, nor on threads that Python did not call
-    /// into.
-    pub const unsafe fn new() -> Self {
-        AssumeGilHeld { _private: () }
-    }
-}
-
-// SAFETY: the caller of `AssumeGilHeld::new` promised the GIL is held by the
-// releasing thread; the state saved is the one restored, as for `CPython`.
-unsafe impl GilOps for AssumeGilHeld {
-    type State = SavedThreadState;
-
-    #[inline(always)]
-    unsafe fn release(&self) -> Option<SavedThreadState> {
-        let api = resolve::api()?;
-        // SAFETY: the constructor's contract: this thread holds the GIL.
-        let saved = unsafe { (api.save)() };
-        NonNull::new(saved).map(SavedThreadState)
-    }
-
-    #[inline(always)]
-    unsafe fn reacquire(&self, state: SavedThreadState) {
-        // SAFETY: same as for `CPython`.
-        unsafe { CPython.reacquire(state) }
-    }
+/// The calling thread holds the GIL; the caller hands the state to
+/// [`CPython`]'s `reacquire` as `GilOps::release` requires.
+#[inline(always)]
+pub(crate) unsafe fn release_unchecked() -> Option<SavedThreadState> {
+    let api = resolve::api()?;
+    // SAFETY: the caller's contract: this thread holds the GIL.
+    let saved = unsafe { (api.save)() };
+    let saved = mark_finalizer(api, saved);
+    NonNull::new(saved).map(SavedThreadState)
 }
 
 #[cfg(nuwa_restore_shim)]

@@ -4,11 +4,16 @@
 mod cpython;
 pub mod embed;
 mod resolve;
+mod token;
 
-pub use cpython::{AssumeGilHeld, CPython, SavedThreadState, gil_is_held};
+pub use cpython::{CPython, SavedThreadState, gil_is_held};
 pub use resolve::{HeldCheck, Resolution, RestorePath, Status, Via};
+pub use token::GilHeld;
 
-pub use nuwa_core::{self, GilOps, Guard, HiddenWhileGilReleased, mock};
+pub use nuwa_core::{
+    self, GilOps, GilUnavailable, Guard, HiddenWhileGilReleased, Nogil, ReleaseIf, Released,
+    WithGil, mock, released, with_gil,
+};
 pub use nuwa_std::{self, Panicked, ThreadCheckedMock};
 
 /// Finds CPython's functions now instead of at the first block, and says
@@ -34,23 +39,68 @@ pub fn init() -> &'static Resolution {
     resolve::resolution()
 }
 
-/// Runs `body` with the GIL released (if this thread holds it), catches a
-/// panic, and takes the GIL back before returning.
+/// Runs `f` with the GIL of the CPython interpreter released (if this thread
+/// holds it) and takes the GIL back before returning: the strict form.
 ///
-/// [`nuwa_std::nogil_catch`] with the [`CPython`] backend: use it at the
-/// edge of an `extern "C"` function and turn `Err(panicked)` into a Python
-/// exception. `return` and `?` inside `body` leave the closure only.
+/// [`Nogil::nogil`] with the [`CPython`] backend. The closure and its result
+/// must be `Send`, so the closure cannot capture a Python handle (a raw
+/// `*mut PyObject`, PyO3's `Python<'py>` or `Bound<'py, T>`): the compiler
+/// checks it by type. It is not `async`, so it cannot `.await`: this is the
+/// form for async code. `return` and `?` leave the closure only. The
+/// closure's argument takes the GIL back for a part of the work
+/// ([`Released::with_gil`]).
+///
+/// In a process where PyO3 runs, use PyO3's `py.detach` instead (or a
+/// [`Nogil`] backend built on it; see [Using nuwa with PyO3]): PyO3 keeps its
+/// own record of which threads are attached, which this function does not
+/// update.
+///
+/// [Using nuwa with PyO3]: https://github.com/nuwa-rs/nuwa#using-nuwa-with-pyo3
 ///
 /// # Examples
 ///
 /// ```
-/// let result = nuwa_ffi::nogil_catch(|| -> u64 {
+/// let data = vec![1u64, 2, 3];
+/// let total = nuwa_ffi::nogil(|_| data.iter().sum::<u64>());
+/// assert_eq!(total, 6);
+/// ```
+///
+/// A raw Python pointer cannot be captured:
+///
+/// ```compile_fail
+/// let object: *mut core::ffi::c_void = core::ptr::null_mut(); // a *mut PyObject
+/// nuwa_ffi::nogil(|_| object.is_null()); // error: cannot be shared between threads safely
+/// ```
+pub fn nogil<T, F>(f: F) -> T
+where
+    F: FnOnce(&mut Released<'_, CPython>) -> T + Send,
+    T: Send,
+{
+    CPython.nogil(f)
+}
+
+/// Runs `f` with the GIL released (if this thread holds it), catches a
+/// panic, and takes the GIL back before returning.
+///
+/// [`nuwa_std::nogil_catch`] with the [`CPython`] backend, a strict form like
+/// [`nogil()`]: use it at the edge of an `extern "C"` function and turn
+/// `Err(panicked)` into a Python exception. `return` and `?` inside `f`
+/// leave the closure only.
+///
+/// # Examples
+///
+/// ```
+/// let result = nuwa_ffi::nogil_catch(|_| -> u64 {
 ///     (1..=20u64).product()
 /// });
 /// assert_eq!(result.unwrap(), 2_432_902_008_176_640_000);
 /// ```
-pub fn nogil_catch<T, F: FnOnce() -> T>(body: F) -> Result<T, Panicked> {
-    nuwa_std::nogil_catch(CPython, body)
+pub fn nogil_catch<T, F>(f: F) -> Result<T, Panicked>
+where
+    F: FnOnce(&mut Released<'_, CPython>) -> T + Send,
+    T: Send,
+{
+    nuwa_std::nogil_catch(CPython, f)
 }
 
 /// Runs a block with the GIL of the CPython interpreter released, and takes
@@ -60,7 +110,7 @@ pub fn nogil_catch<T, F: FnOnce() -> T>(body: F) -> Result<T, Panicked> {
 /// nogil! { BODY }                         // CPython backend
 /// nogil!({ BODY })                        // the same
 /// nogil!(hide(py, obj) => { BODY })       // CPython, with py and obj unusable inside
-/// nogil!(OPS => { BODY })                 // another backend, e.g. a mock
+/// nogil!(OPS => { BODY })                 // another backend: a mock, `&mut` a GilHeld token
 /// nogil!(OPS, hide(py) => { BODY })
 /// ```
 ///
@@ -69,10 +119,17 @@ pub fn nogil_catch<T, F: FnOnce() -> T>(body: F) -> Result<T, Panicked> {
 /// every one of them, like a panic, takes the GIL back exactly once. If the
 /// calling thread does not hold the GIL (a thread the extension spawned, a
 /// nested block, a process without Python), nothing is released and the
-/// block just runs. See [`nuwa_core::nogil!`] for the forms with a backend.
+/// block just runs. Inside, [`with_gil!`] takes the GIL back for a part of
+/// the block. See [`nuwa_core::nogil!`] for the rules the block follows and
+/// what the compiler checks: `.await` is rejected; `hide(...)` makes the
+/// named bindings unusable, by name; for a check by type, use [`nogil()`].
 ///
-/// Inside the block, do not touch Python objects or call the Python API:
-/// name the handles in `hide(...)` and the compiler enforces it.
+/// Do not use it in a process where PyO3 code may run inside the block
+/// (`Python::attach`, dropping a `Py<T>`): PyO3 still counts the thread as
+/// attached, and that code crashes the interpreter. Use PyO3's `py.detach`
+/// there; see [Using nuwa with PyO3].
+///
+/// [Using nuwa with PyO3]: https://github.com/nuwa-rs/nuwa#using-nuwa-with-pyo3
 ///
 /// Called with braces in statement position (`nogil! { ... }`), the macro is
 /// a statement, as every brace-called macro is: to use its value, bind it
@@ -95,17 +152,42 @@ pub fn nogil_catch<T, F: FnOnce() -> T>(body: F) -> Result<T, Panicked> {
 /// ```
 #[macro_export]
 macro_rules! nogil {
-    (hide($($hidden:ident),+ $(,)?) => $body:block) => {
-        $crate::nuwa_core::nogil!($crate::CPython, hide($($hidden),+) => $body)
+    (hide($($hidden:ident),+ $(,)?) => { $($body:tt)* }) => {
+        $crate::nuwa_core::nogil!($crate::CPython, hide($($hidden),+) => { $($body)* })
     };
-    ($ops:expr, hide($($hidden:ident),+ $(,)?) => $body:block) => {
-        $crate::nuwa_core::nogil!($ops, hide($($hidden),+) => $body)
+    ($ops:expr, hide($($hidden:ident),+ $(,)?) => { $($body:tt)* }) => {
+        $crate::nuwa_core::nogil!($ops, hide($($hidden),+) => { $($body)* })
     };
-    ($ops:expr => $body:block) => {
-        $crate::nuwa_core::nogil!($ops => $body)
+    ($ops:expr => { $($body:tt)* }) => {
+        $crate::nuwa_core::nogil!($ops => { $($body)* })
     };
-    ($body:block) => {
-        $crate::nuwa_core::nogil!($crate::CPython => $body)
+    ({ $($body:tt)* }) => {
+        $crate::nuwa_core::nogil!($crate::CPython => { $($body)* })
+    };
+    // Near-misses: say what the accepted forms are, rather than read them as
+    // statements.
+    (hide $($rest:tt)*) => {
+        ::core::compile_error!(
+            "nogil!: `hide` takes names in parentheses, then `=>` and the block in braces: \
+             `nogil!(hide(py, obj) => { ... })`"
+        )
+    };
+    ($ops:expr, hide $($rest:tt)*) => {
+        ::core::compile_error!(
+            "nogil!: `hide` takes names in parentheses, then `=>` and the block in braces: \
+             `nogil!(OPS, hide(py, obj) => { ... })`"
+        )
+    };
+    ($ops:expr => $($rest:tt)*) => {
+        ::core::compile_error!(
+            "nogil!: after `=>` comes the block, in braces, and nothing else: \
+             `nogil!(OPS => { ... })`"
+        )
+    };
+    ($ops:expr, $($rest:tt)*) => {
+        ::core::compile_error!(
+            "nogil!: after the backend comes `=> { ... }`, or `, hide(name, ...) => { ... }`"
+        )
     };
     ($($body:tt)*) => {
         $crate::nuwa_core::nogil!($crate::CPython => { $($body)* })
@@ -139,11 +221,27 @@ mod tests {
     }
 
     #[test]
-    fn unchecked_backend_releases_nothing_without_python() {
+    fn token_releases_nothing_without_python() {
         // SAFETY: there is no interpreter, so nothing can be released.
-        let gil = unsafe { AssumeGilHeld::new() };
+        let mut gil = unsafe { GilHeld::new() };
         // SAFETY: dropped at the end of the statement.
-        assert!(!unsafe { Guard::release(gil) }.released());
+        assert!(!unsafe { Guard::release(&mut gil) }.released());
+        assert_eq!(nogil!(&mut gil => { 5 }), 5);
+        assert_eq!(nuwa_core::nogil(&mut gil, |_| 6), 6);
+    }
+
+    #[test]
+    fn strict_form_runs_and_takes_nothing_back_without_python() {
+        let data = [1u8, 2, 3];
+        let (sum, again) = nogil(|gil| {
+            let sum: u32 = data.iter().map(|&b| u32::from(b)).sum();
+            // Nothing was released and no GIL is held: the part does not run.
+            (sum, gil.with_gil(|| unreachable!()))
+        });
+        assert_eq!(sum, 6);
+        assert_eq!(again, Err(GilUnavailable::new()));
+        let in_place = nogil! { with_gil! { 1 } };
+        assert_eq!(in_place, Err(GilUnavailable::new()));
     }
 
     #[test]
@@ -181,8 +279,8 @@ mod tests {
 
     #[test]
     fn nogil_catch_without_python() {
-        assert_eq!(nogil_catch(|| 7).unwrap(), 7);
-        let err = nogil_catch(|| -> () { panic!("boom {}", 1) }).unwrap_err();
+        assert_eq!(nogil_catch(|_| 7).unwrap(), 7);
+        let err = nogil_catch(|_| -> () { panic!("boom {}", 1) }).unwrap_err();
         assert_eq!(err.message(), Some("boom 1"));
     }
 }

@@ -5,20 +5,26 @@ use std::any::Any;
 use std::error::Error;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::Mutex;
 
-use nuwa_core::{GilOps, Guard};
+use nuwa_core::{Nogil, Released};
 
 mod thread_checked;
 
 pub use thread_checked::{ThreadCheckedMock, ThreadCheckedState};
 
 /// Runs `body` with the GIL released, catches a panic, and takes the GIL back
-/// before returning.
+/// before returning: the strict form ([`nuwa_core::nogil()`]) plus
+/// `catch_unwind`.
 ///
 /// This is the form for the edge of an `extern "C"` function, where a panic
 /// must not escape (it would abort the process): turn the `Err` into a Python
 /// exception instead. On both `Ok` and `Err` the GIL is held again (if it was
 /// held before) when this returns.
+///
+/// As in [`nuwa_core::nogil()`], the closure and its result must be `Send`,
+/// so it cannot capture a Python handle, and it gets a [`Released`] to take
+/// the GIL back for a part of its work.
 ///
 /// # Exits that work, and one that does not
 ///
@@ -37,55 +43,68 @@ pub use thread_checked::{ThreadCheckedMock, ThreadCheckedState};
 /// use nuwa_core::mock::MockGil;
 ///
 /// let gil = MockGil::new();
-/// let err = nuwa_std::nogil_catch(&gil, || -> u32 { panic!("bad pixel at {}", 7) })
+/// let err = nuwa_std::nogil_catch(&gil, |_| -> u32 { panic!("bad pixel at {}", 7) })
 ///     .unwrap_err();
 /// assert_eq!(err.message(), Some("bad pixel at 7"));
 /// assert!(gil.is_held()); // taken back before the error reached us
 /// gil.done();
 ///
-/// let ok = nuwa_std::nogil_catch(&gil, || 6 * 7);
+/// let ok = nuwa_std::nogil_catch(&gil, |_| 6 * 7);
 /// assert_eq!(ok.unwrap(), 42);
 /// ```
-pub fn nogil_catch<G, T, F>(ops: G, body: F) -> Result<T, Panicked>
+pub fn nogil_catch<N, T, F>(ops: N, body: F) -> Result<T, Panicked>
 where
-    G: GilOps,
-    F: FnOnce() -> T,
+    N: Nogil,
+    F: FnOnce(&mut Released<'_, N::Gil>) -> T + Send,
+    T: Send,
 {
-    let result = {
-        // SAFETY: the guard lives in this block and is dropped at its end, on
-        // this thread, after `catch_unwind` has stopped any panic.
-        let _guard = unsafe { Guard::release(ops) };
-        panic::catch_unwind(AssertUnwindSafe(body))
-    };
-    result.map_err(Panicked::from)
+    // The release is inside `catch_unwind`: a panic in `body` unwinds through
+    // the backend's guard (which takes the GIL back) before it is caught.
+    panic::catch_unwind(AssertUnwindSafe(|| ops.nogil(body))).map_err(Panicked::from)
 }
 
 /// A panic caught by [`nogil_catch`].
 ///
 /// The message is available for the payloads `panic!` makes (`&'static str`
-/// and `String`); any payload can be taken back or re-raised.
+/// and `String`); any payload can be taken back or re-raised. It is `Send`
+/// and `Sync`, so `?` turns it into a `Box<dyn Error + Send + Sync>` (or an
+/// `anyhow::Error`).
 pub struct Panicked {
-    payload: Box<dyn Any + Send + 'static>,
+    payload: Payload,
+}
+
+/// The payload, split so that the message needs no lock and the whole is
+/// `Sync` (a `Box<dyn Any + Send>` is not).
+enum Payload {
+    Str(&'static str),
+    String(String),
+    Other(Mutex<Box<dyn Any + Send + 'static>>),
 }
 
 impl Panicked {
     /// The panic message, if the payload is a `&str` or a `String`.
     pub fn message(&self) -> Option<&str> {
-        if let Some(s) = self.payload.downcast_ref::<&'static str>() {
-            Some(s)
-        } else {
-            self.payload.downcast_ref::<String>().map(String::as_str)
+        match &self.payload {
+            Payload::Str(s) => Some(s),
+            Payload::String(s) => Some(s),
+            Payload::Other(_) => None,
         }
     }
 
     /// The panic payload, as `std::panic::catch_unwind` would return it.
     pub fn into_payload(self) -> Box<dyn Any + Send + 'static> {
-        self.payload
+        match self.payload {
+            Payload::Str(s) => Box::new(s),
+            Payload::String(s) => Box::new(s),
+            // A poisoned lock still holds the payload: nothing panics while
+            // it is locked.
+            Payload::Other(m) => m.into_inner().unwrap_or_else(|e| e.into_inner()),
+        }
     }
 
     /// Continues the panic (with [`std::panic::resume_unwind`]).
     pub fn resume(self) -> ! {
-        panic::resume_unwind(self.payload)
+        panic::resume_unwind(self.into_payload())
     }
 }
 
@@ -93,9 +112,18 @@ impl From<Box<dyn Any + Send + 'static>> for Panicked {
     /// Wraps a payload caught by `std::panic::catch_unwind`, to read its
     /// message the same way.
     fn from(payload: Box<dyn Any + Send + 'static>) -> Self {
+        let payload = match payload.downcast::<&'static str>() {
+            Ok(s) => Payload::Str(*s),
+            Err(payload) => match payload.downcast::<String>() {
+                Ok(s) => Payload::String(*s),
+                Err(payload) => Payload::Other(Mutex::new(payload)),
+            },
+        };
         Panicked { payload }
     }
 }
+
+static_assertions::assert_impl_all!(Panicked: Send, Sync, Error);
 
 impl fmt::Display for Panicked {
     /// Writes the panic message, or a note that the payload is not a string.

@@ -15,6 +15,9 @@ use nuwa_core::GilOps;
 /// the state of the outstanding release.
 ///
 /// Breaches panic with a message that names both threads or both releases.
+/// Dropping the mock with a release outstanding panics too (unless a panic is
+/// already unwinding), so a test that forgets [`done`](ThreadCheckedMock::done)
+/// still fails.
 /// (A breach detected while a panic is already unwinding, for example in a
 /// guard's `Drop`, aborts the process, as any panic during unwinding does.)
 ///
@@ -164,6 +167,7 @@ impl fmt::Debug for ThreadCheckedMock {
 // released, and makes that thread the owner again. All of it under one lock.
 unsafe impl GilOps for ThreadCheckedMock {
     type State = ThreadCheckedState;
+    type Gil = ThreadCheckedMock;
 
     unsafe fn release(&self) -> Option<ThreadCheckedState> {
         let me = thread::current().id();
@@ -219,5 +223,21 @@ unsafe impl GilOps for ThreadCheckedMock {
         inner.outstanding = None;
         inner.owner = Some(me);
         inner.reacquires += 1;
+    }
+
+    fn is_held(&self) -> bool {
+        self.is_held_by_current()
+    }
+}
+
+impl Drop for ThreadCheckedMock {
+    /// Checks, as [`done`](ThreadCheckedMock::done) does, that no release is
+    /// outstanding, so that a test which forgot `done()` still fails. Skipped
+    /// while a panic is unwinding (a second panic would abort, and the first
+    /// one already fails the test).
+    fn drop(&mut self) {
+        if !thread::panicking() {
+            self.done();
+        }
     }
 }

@@ -352,6 +352,7 @@ struct Forward<'a> {
 // SAFETY: every call is forwarded unchanged to a `MockGil`.
 unsafe impl GilOps for Forward<'_> {
     type State = <MockGil as GilOps>::State;
+    type Gil = MockGil;
 
     unsafe fn release(&self) -> Option<Self::State> {
         // SAFETY: the caller's obligations are passed on unchanged.
@@ -470,8 +471,13 @@ fn hide_shadows_inside_the_block_only() {
         (6 * 7, [type_name_of_val(&py), type_name_of_val(&obj)])
     });
     assert_eq!(value, 42);
-    let hidden = type_name::<HiddenWhileGilReleased>();
-    assert_eq!(inside, [hidden, hidden]);
+    assert_eq!(
+        inside,
+        [
+            type_name::<HiddenWhileGilReleased<'_, Python>>(),
+            type_name::<HiddenWhileGilReleased<'_, String>>()
+        ]
+    );
     // Usable again, with their own types and values.
     assert_eq!(py, Python(7));
     assert_eq!(obj, "object");
@@ -483,7 +489,7 @@ fn hide_accepts_a_trailing_comma_and_mutable_bindings() {
     let gil = MockGil::new();
     let mut py = Python(1);
     let inside = nogil!(gil, hide(py,) => { type_name_of_val(&py) });
-    assert_eq!(inside, type_name::<HiddenWhileGilReleased>());
+    assert_eq!(inside, type_name::<HiddenWhileGilReleased<'_, Python>>());
     py.0 += 1;
     assert_eq!(py, Python(2));
     assert_held_after(&gil, 1, 1, 0);
@@ -494,7 +500,7 @@ fn hide_may_name_the_backend_itself() {
     // As with a `py` token that is also the backend: it is borrowed first.
     let gil = MockGil::new();
     let inside = nogil!(gil, hide(gil) => { type_name_of_val(&gil) });
-    assert_eq!(inside, type_name::<HiddenWhileGilReleased>());
+    assert_eq!(inside, type_name::<HiddenWhileGilReleased<'_, MockGil>>());
     assert_held_after(&gil, 1, 1, 0);
 }
 
@@ -565,7 +571,7 @@ fn nogil_in_an_unsafe_block_compiles_cleanly() {
         unsafe { nogil!(gil, hide(py) => { add_one(type_name_of_val(&py).len() as u32) }) };
     assert_eq!(
         hidden,
-        type_name::<HiddenWhileGilReleased>().len() as u32 + 1
+        type_name::<HiddenWhileGilReleased<'_, Python>>().len() as u32 + 1
     );
     assert_eq!(py, Python(2));
     assert_held_after(&gil, 2, 2, 0);

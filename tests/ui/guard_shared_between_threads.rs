@@ -8,6 +8,7 @@ struct SyncOps;
 
 // SAFETY: releases nothing, so never reacquires.
 unsafe impl GilOps for SyncOps {
+    type Gil = SyncOps;
     type State = ();
 
     unsafe fn release(&self) -> Option<()> {

@@ -7,7 +7,7 @@
 //! - `raw`: `PyEval_SaveThread` / `PyEval_RestoreThread`, linked through
 //!   `pyo3-ffi`: what `Py_BEGIN_ALLOW_THREADS` / `Py_END_ALLOW_THREADS` do.
 //! - `nogil`: `nuwa_ffi::nogil!` (held check, then the same pair).
-//! - `unchecked`: `nogil!` with `nuwa_ffi::AssumeGilHeld` (no held check).
+//! - `unchecked`: `nogil!` on a `nuwa_ffi::GilHeld` token (no held check).
 //!
 //! Every function must be called with the GIL held, as Python does.
 
@@ -130,10 +130,10 @@ unsafe extern "C" fn cycles_unchecked(_: *mut PyObject, args: *mut PyObject) -> 
     };
     // SAFETY: Python called us, so this thread holds the GIL at each block
     // (the blocks are not nested).
-    let gil = unsafe { nuwa_ffi::AssumeGilHeld::new() };
+    let mut gil = unsafe { nuwa_ffi::GilHeld::new() };
     let ns = elapsed_ns(|| {
         for _ in 0..n {
-            nuwa_ffi::nogil!(gil => { black_box(()) })
+            nuwa_ffi::nogil!(&mut gil => { black_box(()) })
         }
     });
     // SAFETY: the GIL is held again.
@@ -238,7 +238,7 @@ static METHODS: GilProtected<[PyMethodDef; 8]> = GilProtected(UnsafeCell::new([
     method(
         c"cycles_unchecked",
         cycles_unchecked,
-        c"cycles_unchecked(n) -> ns: n empty nogil! blocks with AssumeGilHeld.",
+        c"cycles_unchecked(n) -> ns: n empty nogil! blocks on a GilHeld token.",
     ),
     method(
         c"blocks_raw",

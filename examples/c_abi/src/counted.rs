@@ -22,6 +22,7 @@ pub(crate) struct Counted;
 // the caller's obligations passed on unchanged and the state passed through
 // untouched; the counters are only bumped after the call.
 unsafe impl GilOps for Counted {
+    type Gil = nuwa_ffi::CPython;
     type State = SavedThreadState;
 
     #[inline]
@@ -44,6 +45,10 @@ unsafe impl GilOps for Counted {
         // Not reached by a thread that CPython parks at shutdown: that
         // reacquire never completes.
         REACQUIRES.fetch_add(1, Ordering::Release);
+    }
+
+    fn is_held(&self) -> bool {
+        CPython.is_held()
     }
 }
 

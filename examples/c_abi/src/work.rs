@@ -128,7 +128,7 @@ pub(crate) fn panic_in_block(site: u32, delay: Duration) -> c_int {
             })
         })
         .is_err(),
-        1 => nogil_catch(Counted, || -> () {
+        1 => nogil_catch(Counted, |_| -> () {
             thread::sleep(delay);
             deliberate_panic()
         })

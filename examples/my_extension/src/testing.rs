@@ -112,7 +112,7 @@ unsafe fn panic_body(module: *mut PyObject, call_args: FastArgs) -> PyResult<Own
             panic!("{message}");
         });
     }
-    let caught = nuwa_ffi::nogil_catch(|| -> () { panic!("{message}") });
+    let caught = nuwa_ffi::nogil_catch(|_| -> () { panic!("{message}") });
     let message = match &caught {
         Ok(()) => "no panic",
         Err(panicked) => panicked.message().unwrap_or("panic"),

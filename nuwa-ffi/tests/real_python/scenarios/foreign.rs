@@ -16,7 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
-use nuwa_ffi::{AssumeGilHeld, CPython, GilOps, Guard, HeldCheck};
+use nuwa_ffi::{CPython, GilHeld, GilOps, Guard, HeldCheck};
 
 use crate::harness::*;
 
@@ -40,7 +40,7 @@ pub(crate) fn foreign_blocks(py: &Py, i: u32) -> Result<(), String> {
     );
     let value = nuwa_ffi::nogil! { i.wrapping_mul(3) };
     ensure!(value == i.wrapping_mul(3), "nogil! evaluated to {value}");
-    let caught = nuwa_ffi::nogil_catch(|| i + 1);
+    let caught = nuwa_ffi::nogil_catch(|_| i + 1);
     ensure!(
         matches!(caught, Ok(v) if v == i + 1),
         "nogil_catch returned {caught:?}"
@@ -134,7 +134,7 @@ pub(crate) fn check_nothing_released(py: &'static Py, when: &str) -> Result<(), 
     ensure!(!released, "{when}: a block released the GIL");
     let value = nuwa_ffi::nogil! { 2 + 2 };
     ensure!(value == 4, "{when}: nogil! evaluated to {value}");
-    let caught = nuwa_ffi::nogil_catch(|| 5);
+    let caught = nuwa_ffi::nogil_catch(|_| 5);
     ensure!(matches!(caught, Ok(5)), "{when}: nogil_catch: {caught:?}");
     let other = thread::spawn(|| {
         // SAFETY: dropped at the end of the statement, on this thread.

@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
-use nuwa_ffi::{AssumeGilHeld, CPython, GilOps, Guard, HeldCheck};
+use nuwa_ffi::{CPython, GilHeld, GilOps, Guard, HeldCheck};
 
 use crate::harness::*;
 
@@ -46,7 +46,7 @@ pub(crate) fn panic_in_block(target: &Target) -> Outcome {
     py.run("nuwa_x = [i * i for i in range(100)]")?;
 
     FLAGS[GIL_CHECK_IN_BLOCK].store(-1, SeqCst);
-    let result = nuwa_ffi::nogil_catch(|| -> u32 {
+    let result = nuwa_ffi::nogil_catch(|_| -> u32 {
         FLAGS[GIL_CHECK_IN_BLOCK].store(i64::from(py.gil_check()), SeqCst);
         panic!("caught {} with the GIL released", 42)
     });
@@ -69,7 +69,7 @@ pub(crate) fn panic_in_block(target: &Target) -> Outcome {
         "the GIL is not held after nogil_catch returned Err"
     );
     py.run("nuwa_x = sum(nuwa_x)")?;
-    let ok = nuwa_ffi::nogil_catch(|| 6 * 7);
+    let ok = nuwa_ffi::nogil_catch(|_| 6 * 7);
     ensure!(matches!(ok, Ok(42)), "nogil_catch(|| 6 * 7) = {ok:?}");
     prove_release(py, &CPython, "after the panics")?;
     py.finalize()?;

@@ -41,13 +41,11 @@ pub(crate) fn state_attached_in_block(target: &Target) -> Outcome {
             // ... and an early exit skips PyGILState_Release.
         }
     }));
-    // `nogil_catch` catches panics of its body; this one comes from taking
-    // the GIL back, after that catch, so it reaches the caller's catch.
-    let second = panic::catch_unwind(AssertUnwindSafe(|| {
-        nuwa_ffi::nogil_catch(|| {
-            let _leaked = py.gilstate_ensure();
-        })
-    }));
+    // `nogil_catch` catches this panic too (it is raised while taking the
+    // GIL back, inside its catch) and returns it as a value.
+    let second = nuwa_ffi::nogil_catch(|_| {
+        let _leaked = py.gilstate_ensure();
+    });
     panic::set_hook(previous);
     let message = match &caught {
         Ok(()) => return Err("the block ended normally with a state still attached".into()),
@@ -63,16 +61,10 @@ pub(crate) fn state_attached_in_block(target: &Target) -> Outcome {
     );
     ensure!(py.gil_check() == 1, "the GIL is not held after the panic");
     let second = match second {
-        Ok(result) => format!("nogil_catch returned {result:?}"),
-        Err(payload) => nuwa_ffi::Panicked::from(payload)
-            .message()
-            .unwrap_or_default()
-            .to_string(),
+        Ok(()) => "nogil_catch returned Ok".to_string(),
+        Err(panicked) => panicked.message().unwrap_or_default().to_string(),
     };
-    ensure!(
-        second.starts_with(MESSAGE),
-        "around nogil_catch: {second:?}"
-    );
+    ensure!(second.starts_with(MESSAGE), "nogil_catch: {second:?}");
     ensure!(py.gil_check() == 1, "the GIL is not held after nogil_catch");
     // Undo the two leaked Ensures the way the block would have: release
     // (which detaches), then take the thread's state back.

@@ -16,7 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
-use nuwa_ffi::{AssumeGilHeld, CPython, GilOps, Guard, HeldCheck};
+use nuwa_ffi::{CPython, GilHeld, GilOps, Guard, HeldCheck};
 
 use crate::harness::*;
 
@@ -212,17 +212,14 @@ pub(crate) fn nested(target: &Target) -> Outcome {
 pub(crate) fn assume_gil_held(target: &Target) -> Outcome {
     let py = start(target)?;
     ensure!(py.gil_check() == 1, "the main thread does not hold the GIL");
-    // SAFETY: every release through it below happens on the main thread,
-    // which holds the GIL (checked just above, and again by prove_release
-    // before it returns), and none is nested.
-    let gil = unsafe { AssumeGilHeld::new() };
-    prove_release(py, &gil, "nogil!(AssumeGilHeld => ...)")?;
+    // SAFETY: every block on it below starts on the main thread, which
+    // holds the GIL (checked just above, and again by prove_release
+    // before it returns), and none is nested in another block.
+    let mut gil = unsafe { GilHeld::new() };
+    prove_release(py, &&mut gil, "nogil!(&mut GilHeld => ...)")?;
     // SAFETY: dropped at the end of the statement, on this thread.
-    let released = unsafe { Guard::release(gil) }.released();
-    ensure!(
-        released,
-        "Guard::release(AssumeGilHeld).released() is false"
-    );
+    let released = unsafe { Guard::release(&mut gil) }.released();
+    ensure!(released, "Guard::release(&mut GilHeld).released() is false");
     ensure!(py.gil_check() == 1, "the GIL is not held after the guard");
     py.run("nuwa_x = 1")?;
     py.finalize()?;

@@ -1,0 +1,218 @@
+//! The backend trait.
+
+/// A backend that can release the GIL of the calling thread and take it back.
+///
+/// nuwa's macros are written against this trait only. `nuwa-ffi` implements it
+/// for the CPython interpreter that loaded the extension; [`MockGil`](crate::mock::MockGil)
+/// implements it for unit tests that run without Python.
+///
+/// Write library code that must release the GIL as a function generic over
+/// `G: GilOps` (or over [`Nogil`](crate::Nogil), which every `GilOps` is):
+/// the extension passes the CPython backend, the unit test passes a mock and
+/// then checks its counters.
+///
+/// A `&G` is a backend too, so `&ops` can be passed wherever `ops` can; and
+/// an `Option<G>` is one that releases only when it is `Some`.
+///
+/// # Safety
+///
+/// Implementers promise, for every thread that calls these methods:
+///
+/// - [`release`](GilOps::release) returns `Some(state)` only if the calling
+///   thread held the GIL and this call released it. Otherwise (the thread does
+///   not hold it, it was already released by an enclosing block, there is no
+///   interpreter) it releases nothing and returns `None`. It never releases a
+///   GIL that the calling thread does not hold.
+/// - [`reacquire`](GilOps::reacquire), given the `state` that the matching
+///   `release` returned, takes the GIL back for the calling thread and
+///   restores exactly that state, so that the thread is as it was before the
+///   release.
+/// - [`is_held`](GilOps::is_held) returns `true` only if the calling thread
+///   holds the GIL at that moment (so that Python may be called). `false` is
+///   always allowed: it is the default.
+///
+/// The macros rely on this to stay sound: a `None` from `release` means they
+/// never call `reacquire`, nesting works because an inner `release` on the
+/// same thread sees that nothing is held, and `with_gil!` runs its part
+/// without a reacquire only if `is_held` says the GIL is held.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a GIL backend (`nuwa_core::GilOps`)",
+    label = "not a GIL backend",
+    note = "a block takes a backend: `nuwa_ffi::CPython`, a mock, `&mut` a `nuwa_ffi::GilHeld` \
+            token (`nogil!(&mut gil => {{ .. }})`), or a reference to one of these"
+)]
+pub unsafe trait GilOps {
+    /// What a release hands back and the matching reacquire consumes
+    /// (for CPython, the saved thread state).
+    type State;
+
+    /// Which GIL this backend releases: `nuwa_ffi::CPython` for every
+    /// CPython backend, the mock's own type for a mock. It types the
+    /// [`Released`](crate::Released) a block hands out, so that code which
+    /// calls Python inside [`Released::with_gil`](crate::Released::with_gil)
+    /// can require the interpreter's GIL (`Released<'_, CPython>`) and cannot
+    /// be handed a mock's.
+    type Gil;
+
+    /// Releases the GIL if the calling thread holds it.
+    ///
+    /// Returns `Some(state)` if it released the GIL, `None` if it released
+    /// nothing.
+    ///
+    /// # Safety
+    ///
+    /// After `Some(state)`, the calling thread no longer holds the GIL. The
+    /// caller must pass `state` to [`reacquire`](GilOps::reacquire) on this
+    /// same thread, exactly once, before this thread runs anything that needs
+    /// the GIL (any Python API call) and before it returns to Python.
+    /// [`Guard`](crate::Guard) and [`nogil!`](crate::nogil!) do this for you.
+    unsafe fn release(&self) -> Option<Self::State>;
+
+    /// Takes the GIL back and restores the state saved by `release`.
+    ///
+    /// # Safety
+    ///
+    /// `state` must come from a call to [`release`](GilOps::release) on this
+    /// backend, made by the calling thread, that has not been reacquired yet.
+    unsafe fn reacquire(&self, state: Self::State);
+
+    /// Whether the calling thread holds the GIL now.
+    ///
+    /// Used only off the fast path: by [`Guard::with_gil`](crate::Guard::with_gil)
+    /// when its block released nothing, to tell "the GIL is still held here"
+    /// (run the part) from "this thread does not hold it" (refuse). The
+    /// default, `false`, is always safe.
+    fn is_held(&self) -> bool {
+        false
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to `T`, which upholds the contract.
+unsafe impl<T: GilOps + ?Sized> GilOps for &T {
+    type State = T::State;
+    type Gil = T::Gil;
+
+    #[inline(always)]
+    #[track_caller]
+    unsafe fn release(&self) -> Option<Self::State> {
+        // SAFETY: the caller's obligations are passed on unchanged.
+        unsafe { (**self).release() }
+    }
+
+    #[inline(always)]
+    #[track_caller]
+    unsafe fn reacquire(&self, state: Self::State) {
+        // SAFETY: the caller's obligations are passed on unchanged.
+        unsafe { (**self).reacquire(state) }
+    }
+
+    #[inline]
+    fn is_held(&self) -> bool {
+        (**self).is_held()
+    }
+}
+
+// SAFETY: `None` releases nothing and so never hands out a state to
+// reacquire, and never claims the GIL is held; `Some(ops)` forwards every
+// call unchanged to `ops`.
+unsafe impl<T: GilOps> GilOps for Option<T> {
+    type State = T::State;
+    type Gil = T::Gil;
+
+    /// `Some(ops)` releases through `ops`; `None` releases nothing, which
+    /// makes releasing a run-time choice: `nogil!(release.then_some(ops) => { ... })`.
+    #[inline(always)]
+    #[track_caller]
+    unsafe fn release(&self) -> Option<Self::State> {
+        match self {
+            // SAFETY: the caller's obligations are passed on unchanged.
+            Some(ops) => unsafe { ops.release() },
+            None => None,
+        }
+    }
+
+    #[inline(always)]
+    #[track_caller]
+    unsafe fn reacquire(&self, state: Self::State) {
+        // A state exists only if `release` returned one, which `None` never
+        // does; so `None` has nothing to take back.
+        if let Some(ops) = self {
+            // SAFETY: the caller's obligations are passed on unchanged.
+            unsafe { ops.reacquire(state) }
+        }
+    }
+
+    /// `Some(ops)` asks `ops`; `None` cannot tell, so it says `false`. To
+    /// choose at run time whether to release and still have
+    /// [`with_gil!`](crate::with_gil!) work when nothing was released, use
+    /// [`ReleaseIf`](crate::ReleaseIf).
+    #[inline]
+    fn is_held(&self) -> bool {
+        self.as_ref().is_some_and(GilOps::is_held)
+    }
+}
+
+/// A backend that releases through `ops` only if `release` is `true`, and
+/// otherwise runs blocks with the GIL held.
+///
+/// Unlike `Option<G>`, it keeps the backend when it does not release, so
+/// [`with_gil!`](crate::with_gil!) and [`Released::with_gil`](crate::Released::with_gil)
+/// still work in a block that kept the GIL: they run their part at once, as
+/// the GIL is held.
+///
+/// # Examples
+///
+/// ```
+/// use nuwa_core::{mock::MockGil, nogil, ReleaseIf};
+///
+/// let gil = MockGil::new();
+/// let kept = nogil!(ReleaseIf::new(&gil, false) => {
+///     with_gil! { "called back with the GIL held" }
+/// });
+/// assert!(kept.is_ok());
+/// assert_eq!(gil.releases(), 0);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReleaseIf<G> {
+    ops: G,
+    release: bool,
+}
+
+impl<G: GilOps> ReleaseIf<G> {
+    /// A backend that releases through `ops` if `release` is `true`.
+    pub const fn new(ops: G, release: bool) -> Self {
+        ReleaseIf { ops, release }
+    }
+}
+
+// SAFETY: when `release` is false nothing is released and no state handed
+// out; otherwise every call is forwarded unchanged to `ops`. `is_held` is
+// always `ops`'s answer.
+unsafe impl<G: GilOps> GilOps for ReleaseIf<G> {
+    type State = G::State;
+    type Gil = G::Gil;
+
+    #[inline(always)]
+    #[track_caller]
+    unsafe fn release(&self) -> Option<Self::State> {
+        if self.release {
+            // SAFETY: the caller's obligations are passed on unchanged.
+            unsafe { self.ops.release() }
+        } else {
+            None
+        }
+    }
+
+    #[inline(always)]
+    #[track_caller]
+    unsafe fn reacquire(&self, state: Self::State) {
+        // SAFETY: a state exists only if `ops` released; the caller's
+        // obligations are passed on unchanged.
+        unsafe { self.ops.reacquire(state) }
+    }
+
+    #[inline]
+    fn is_held(&self) -> bool {
+        self.ops.is_held()
+    }
+}

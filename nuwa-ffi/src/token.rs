@@ -1,0 +1,134 @@
+//! The token path: blocks that skip the held check.
+
+use core::cell::Cell;
+use core::marker::PhantomData;
+
+use nuwa_core::GilOps;
+
+use crate::cpython::{self, CPython, SavedThreadState};
+
+/// Proof, for the rest of one call from Python, that the calling thread holds
+/// the GIL: blocks on `&mut` this token skip the held check, and cost what the
+/// raw `PyEval_SaveThread` / `PyEval_RestoreThread` pair costs.
+///
+/// Make it once, at the top of a function that Python called (an `extern
+/// "C"` entry point: CPython calls it with the GIL held), and run blocks on
+/// `&mut gil`:
+///
+/// ```no_run
+/// # fn work() -> u64 { 0 }
+/// // SAFETY: CPython called this function with the GIL held.
+/// let mut gil = unsafe { nuwa_ffi::GilHeld::new() };
+/// let total = nuwa_ffi::nogil!(&mut gil => { work() });
+/// ```
+///
+/// What the type system keeps true: the token is neither `Copy`, `Clone`,
+/// `Send` nor `Sync`, so it cannot be duplicated or reach another thread;
+/// and a block borrows it mutably for its whole length, so a second block on
+/// the same token inside the first (where the GIL is already released) does
+/// not compile:
+///
+/// ```compile_fail
+/// // SAFETY: (for the example) the GIL is held.
+/// let mut gil = unsafe { nuwa_ffi::GilHeld::new() };
+/// nuwa_ffi::nogil!(&mut gil => {
+///     nuwa_ffi::nogil!(&mut gil => { 1 }) // error[E0499]: `gil` borrowed twice
+/// });
+/// ```
+///
+/// A strict closure cannot capture it either (it is not `Send`). And where
+/// the borrow checker cannot see the nesting (a `&mut GilHeld` held in a
+/// variable and shared-borrowed by two nested blocks, or library code generic
+/// over `G: GilOps` that nests blocks on the `G` it was given), the token
+/// itself knows it is in a block: the inner block releases nothing, as a
+/// checked block would. That costs one flag test and two stores per block.
+///
+/// What it cannot see, and [`new`](GilHeld::new)'s contract therefore
+/// forbids: a block on the token inside *another* block (a checked
+/// `nogil! { ... }` around it), or a token kept beyond the call that made
+/// it. In debug builds (`debug_assertions`), every block on a token checks
+/// that the GIL is held and panics with a message naming the misuse; release
+/// builds skip the check, which is the token's purpose.
+#[derive(Debug)]
+pub struct GilHeld {
+    /// Whether a block on this token has released the GIL and not yet
+    /// taken it back.
+    in_block: Cell<bool>,
+    _not_send_or_copy: PhantomData<*mut ()>,
+}
+
+static_assertions::assert_not_impl_any!(GilHeld: Send, Sync, Copy, Clone);
+static_assertions::assert_not_impl_any!(&'static mut GilHeld: Send, Sync);
+
+impl GilHeld {
+    /// Makes the token.
+    ///
+    /// # Safety
+    ///
+    /// The calling thread holds the GIL now (it is in a function that Python
+    /// called, for example), and will hold it whenever a block starts on this
+    /// token: use the token only in the function that made it, not inside
+    /// another block (`nogil! { nogil!(&mut gil => { .. }) }` would call
+    /// `PyEval_SaveThread` without the GIL, which crashes CPython), and do
+    /// not keep it (in a thread-local, say) for a later call.
+    #[inline(always)]
+    pub const unsafe fn new() -> Self {
+        GilHeld {
+            in_block: Cell::new(false),
+            _not_send_or_copy: PhantomData,
+        }
+    }
+}
+
+// SAFETY: by `GilHeld::new`'s contract the calling thread holds the GIL when
+// a block starts on the token outside any other block on it; a block started
+// inside another block on the same token (which the `&mut` borrow forbids in
+// the common case, but not through a shared borrow of a `&mut GilHeld`) sees
+// `in_block` and releases nothing. So `release` calls `PyEval_SaveThread`
+// only while the GIL is held. The token is not `Send` or `Sync`, so the flag
+// is only ever touched by its one thread. The state saved is the one
+// restored, by `CPython`'s reacquire. `is_held` is `CPython`'s check.
+unsafe impl GilOps for &mut GilHeld {
+    type State = SavedThreadState;
+    type Gil = CPython;
+
+    #[inline(always)]
+    unsafe fn release(&self) -> Option<SavedThreadState> {
+        if self.in_block.get() {
+            return None;
+        }
+        #[cfg(debug_assertions)]
+        if crate::init().can_release() && !cpython::gil_is_held() {
+            misused();
+        }
+        // SAFETY: this thread holds the GIL (the token's contract, and no
+        // block on this token has released it: checked above).
+        let state = unsafe { cpython::release_unchecked() };
+        self.in_block.set(state.is_some());
+        state
+    }
+
+    #[inline(always)]
+    unsafe fn reacquire(&self, state: SavedThreadState) {
+        self.in_block.set(false);
+        // SAFETY: the caller passes the state this thread saved, once.
+        unsafe { CPython.reacquire(state) }
+    }
+
+    fn is_held(&self) -> bool {
+        cpython::gil_is_held()
+    }
+}
+
+#[cfg(debug_assertions)]
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn misused() -> ! {
+    panic!(
+        "nuwa_ffi::GilHeld: a block on this token started on a thread that does not hold the \
+         GIL (inside another nogil! block, or with a token kept beyond the call that made it); \
+         in a release build this would crash the interpreter. Use a checked block \
+         (`nogil! {{ .. }}`) there. (This check runs in debug builds only.)"
+    )
+}

@@ -1,0 +1,369 @@
+//! The strict form (`nuwa_core::nogil`), taking the GIL back inside a block
+//! (`with_gil!`, `Released::with_gil`, `Guard::with_gil`), `ReleaseIf`, and
+//! the self-checks of the std adapter, with exact mock counts.
+//!
+//! Proves that the strict form releases once and takes the GIL back on every
+//! way out; that taking the GIL back inside a block restores exactly the
+//! state the block saved and releases again on every way out of the inner
+//! part (end, `return`, `?`, `break`, panic); that where the block released
+//! nothing the inner part runs only if the GIL is held; that the names a
+//! block hides are usable again inside `with_gil!`; that an async function
+//! using the strict form is balanced across a suspension; and that
+//! `Panicked` is `Send + Sync` and `ThreadCheckedMock` checks itself on drop.
+
+use std::cell::{Cell, RefCell};
+use std::error::Error;
+use std::future::Future;
+use std::num::ParseIntError;
+use std::panic::{self, AssertUnwindSafe};
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use nuwa_core::mock::MockGil;
+use nuwa_core::{GilOps, GilUnavailable, Guard, ReleaseIf, nogil};
+use nuwa_std::{Panicked, ThreadCheckedMock, nogil_catch};
+use nuwa_tests::assert_held_after;
+
+// ---------------------------------------------------------------------------
+// The strict form
+// ---------------------------------------------------------------------------
+
+#[test]
+fn strict_form_releases_once_and_returns_the_value() {
+    let gil = ThreadCheckedMock::new();
+    let data = [3.0_f64, 4.0];
+    let (norm, held_inside) = nogil(&gil, |_| {
+        (
+            data.iter().map(|x| x * x).sum::<f64>().sqrt(),
+            gil.is_held_by_current(),
+        )
+    });
+    assert_eq!((norm, held_inside), (5.0, false));
+    assert!(gil.is_held_by_current());
+    assert_eq!((gil.releases(), gil.reacquires()), (1, 1));
+}
+
+#[test]
+fn strict_form_takes_the_gil_back_on_a_panic() {
+    let gil = MockGil::new();
+    let caught = panic::catch_unwind(AssertUnwindSafe(|| {
+        nogil(&gil, |_| -> u32 { panic!("strict boom") })
+    }));
+    assert!(caught.is_err());
+    assert_held_after(&gil, 1, 1, 0);
+}
+
+#[test]
+fn strict_form_nested_in_a_block_releases_nothing() {
+    let gil = MockGil::new();
+    let (value, again) = nuwa_core::nogil!(gil => {
+        nogil(&gil, |released| (7, released.with_gil(|| ())))
+    });
+    assert_eq!(value, 7);
+    assert_eq!(
+        again,
+        Err(GilUnavailable::new()),
+        "took back a GIL it did not release"
+    );
+    assert_held_after(&gil, 1, 1, 1);
+}
+
+#[test]
+fn strict_form_on_a_thread_that_never_held_the_gil() {
+    let gil = MockGil::never_held();
+    let again = nogil(&gil, |released| released.with_gil(|| unreachable!()));
+    assert_eq!(again, Err(GilUnavailable::new()));
+    assert_eq!((gil.releases(), gil.reacquires(), gil.skipped()), (0, 0, 1));
+}
+
+// ---------------------------------------------------------------------------
+// Released::with_gil (the strict form's inner part)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn released_with_gil_takes_back_each_time_and_releases_again() {
+    let gil = ThreadCheckedMock::new();
+    let mut seen = Vec::new();
+    let total = nogil(&gil, |released| {
+        let mut total = 0;
+        for step in 1..=3 {
+            total += step; // GIL released
+            let held = released
+                .with_gil(|| gil.is_held_by_current())
+                .expect("this block released, so it can take the GIL back");
+            seen.push((held, gil.is_held_by_current()));
+        }
+        total
+    });
+    assert_eq!(total, 6);
+    // Held inside each part, released again after it.
+    assert_eq!(seen, [(true, false); 3]);
+    assert!(gil.is_held_by_current());
+    // One release for the block, then one more per part; as many reacquires.
+    assert_eq!((gil.releases(), gil.reacquires()), (4, 4));
+}
+
+#[test]
+fn released_with_gil_releases_again_when_the_part_panics() {
+    let gil = MockGil::new();
+    let caught = panic::catch_unwind(AssertUnwindSafe(|| {
+        nogil(&gil, |released| {
+            let _ = released.with_gil(|| panic!("in the callback"));
+        })
+    }));
+    assert!(caught.is_err());
+    assert_held_after(&gil, 2, 2, 0);
+}
+
+#[test]
+fn nogil_catch_turns_a_panic_in_the_inner_part_into_an_error() {
+    let gil = MockGil::new();
+    let err = nogil_catch(&gil, |released| {
+        released.with_gil(|| -> () { panic!("callback raised") })
+    })
+    .unwrap_err();
+    assert_eq!(err.message(), Some("callback raised"));
+    assert_held_after(&gil, 2, 2, 0);
+}
+
+// ---------------------------------------------------------------------------
+// with_gil! (the in-place form's inner part)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn with_gil_in_place_restores_and_releases_again() {
+    let gil = MockGil::new();
+    let mut states = Vec::new();
+    nuwa_core::nogil!(gil => {
+        for _ in 0..2 {
+            let held = with_gil! { gil.is_held() }.unwrap();
+            states.push((held, gil.is_held()));
+        }
+    });
+    assert_eq!(states, [(true, false), (true, false)]);
+    assert_held_after(&gil, 3, 3, 0);
+}
+
+fn return_from_inside(gil: &MockGil) -> u32 {
+    nuwa_core::nogil!(gil => {
+        let _ = with_gil! {
+            return 5;
+        };
+        6
+    })
+}
+
+fn question_mark_from_inside(gil: &MockGil, text: &str) -> Result<u32, ParseIntError> {
+    nuwa_core::nogil!(gil => {
+        let n = with_gil! { text.parse::<u32>()? }.expect("released, so it can take back");
+        Ok(n + 1)
+    })
+}
+
+#[test]
+fn every_way_out_of_the_inner_part_releases_again_then_takes_back() {
+    let gil = MockGil::new();
+    assert_eq!(return_from_inside(&gil), 5);
+    assert_held_after(&gil, 2, 2, 0);
+    assert_eq!(question_mark_from_inside(&gil, "41"), Ok(42));
+    assert!(question_mark_from_inside(&gil, "x").is_err());
+    assert_held_after(&gil, 6, 6, 0);
+    let mut rounds = 0;
+    'outer: loop {
+        nuwa_core::nogil!(gil => {
+            rounds += 1;
+            let _ = with_gil! {
+                if rounds == 2 {
+                    break 'outer;
+                }
+            };
+        });
+    }
+    assert_eq!(rounds, 2);
+    assert_held_after(&gil, 10, 10, 0);
+    let caught = panic::catch_unwind(AssertUnwindSafe(|| {
+        nuwa_core::nogil!(gil => {
+            let _ = with_gil! { panic!("inner part") };
+        })
+    }));
+    assert!(caught.is_err());
+    assert_held_after(&gil, 12, 12, 0);
+}
+
+/// Stands for a Python handle.
+#[derive(Debug, PartialEq)]
+struct Python(u32);
+
+#[test]
+fn hidden_names_are_usable_again_inside_with_gil() {
+    let gil = MockGil::new();
+    let py = Python(7);
+    let log = RefCell::new(Vec::new());
+    let total = nuwa_core::nogil!(gil, hide(py, log) => {
+        let mut total = 0;
+        for i in 0..2 {
+            total += i;
+            // Twice in one part, once nested in a group: the same binding.
+            with_gil! {
+                log.borrow_mut().push(py.0 + total);
+                assert_eq!(*py, Python(7));
+            }
+            .unwrap();
+        }
+        total
+    });
+    assert_eq!(total, 1);
+    assert_eq!(*log.borrow(), [7, 8]);
+    assert_eq!(py, Python(7));
+    assert_held_after(&gil, 3, 3, 0);
+}
+
+#[test]
+fn with_gil_in_a_nested_block_cannot_take_back_and_does_not_run() {
+    let gil = MockGil::new();
+    let ran = Cell::new(false);
+    let inner = nuwa_core::nogil!(gil => {
+        nuwa_core::nogil!(gil => { with_gil! { ran.set(true) } })
+    });
+    assert_eq!(inner, Err(GilUnavailable::new()));
+    assert!(!ran.get());
+    assert_held_after(&gil, 1, 1, 1);
+}
+
+#[test]
+fn with_gil_on_a_thread_that_never_held_the_gil_does_not_run() {
+    let gil = ThreadCheckedMock::held_by_nobody();
+    let result = nuwa_core::nogil!(gil => { with_gil! { unreachable!() } });
+    assert_eq!(result, Err(GilUnavailable::new()));
+    assert_eq!(
+        result.unwrap_err().to_string(),
+        "the GIL cannot be taken back here: this block released nothing and the thread \
+         does not hold the GIL (a nested block, or a thread Python does not know)"
+    );
+}
+
+#[test]
+fn a_block_that_kept_the_gil_runs_with_gil_at_once() {
+    let gil = MockGil::new();
+    let kept = nuwa_core::nogil!(ReleaseIf::new(&gil, false) => { with_gil! { gil.is_held() } });
+    assert_eq!(kept, Ok(true));
+    assert_held_after(&gil, 0, 0, 0);
+    let released = nuwa_core::nogil!(ReleaseIf::new(&gil, true) => { gil.is_held() });
+    assert!(!released);
+    assert_held_after(&gil, 1, 1, 0);
+    // `Option::None` cannot tell whether the GIL is held: it refuses.
+    let none: Option<&MockGil> = None;
+    let refused = nuwa_core::nogil!(none => { with_gil! { () } });
+    assert_eq!(refused, Err(GilUnavailable::new()));
+}
+
+#[test]
+fn a_move_closure_in_a_block_captures_only_a_reference_to_the_guard() {
+    let gil = MockGil::new();
+    let mock = &gil;
+    nuwa_core::nogil!(gil => {
+        // Forgetting a closure that uses `with_gil!` forgets a reference,
+        // not the guard: the block still takes the GIL back at its end.
+        let keep = move || {
+            let _ = with_gil! { () };
+        };
+        #[allow(
+            clippy::forget_non_drop,
+            reason = "that the closure holds nothing with a Drop is the point"
+        )]
+        std::mem::forget(keep);
+    });
+    assert_held_after(&gil, 1, 1, 0);
+    nuwa_core::nogil!(gil => {
+        let mut call = move || with_gil! { mock.is_held() };
+        assert_eq!(call(), Ok(true));
+    });
+    nuwa_core::nogil!(gil => {
+        let mut handle = move || released!().with_gil(|| mock.is_held());
+        assert_eq!(handle(), Ok(true));
+    });
+    assert_held_after(&gil, 5, 5, 0);
+}
+
+#[test]
+fn guard_with_gil_by_hand() {
+    let gil = MockGil::new();
+    // SAFETY: dropped below, on this thread.
+    let mut guard = unsafe { Guard::release(&gil) };
+    assert_eq!(guard.with_gil(|| gil.is_held()), Ok(true));
+    assert!(guard.released(), "released again after the part");
+    drop(guard);
+    assert_held_after(&gil, 2, 2, 0);
+}
+
+// ---------------------------------------------------------------------------
+// Async: the strict form around a suspension
+// ---------------------------------------------------------------------------
+
+/// Pending once, then ready: a suspension point.
+struct YieldOnce(bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+    fn poll(mut self: std::pin::Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            Poll::Ready(())
+        } else {
+            self.0 = true;
+            Poll::Pending
+        }
+    }
+}
+
+async fn strict_in_async(gil: &ThreadCheckedMock, data: &[u32]) -> u32 {
+    let first = nogil(gil, |_| data.iter().sum::<u32>());
+    YieldOnce(false).await; // suspended with the GIL held: nothing outstanding
+    first + nuwa_core::nogil!(gil => { data.len() as u32 })
+}
+
+#[test]
+fn an_async_fn_using_the_strict_form_is_balanced_at_each_suspension() {
+    let gil = ThreadCheckedMock::new();
+    let data = [1, 2, 3];
+    let mut future = pin!(strict_in_async(&gil, &data));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(future.as_mut().poll(&mut cx).is_pending());
+    // Parked by its executor: the thread holds the GIL, nothing outstanding.
+    assert!(gil.is_held_by_current());
+    gil.done();
+    assert_eq!(future.as_mut().poll(&mut cx), Poll::Ready(9));
+    assert_eq!((gil.releases(), gil.reacquires()), (2, 2));
+}
+
+// ---------------------------------------------------------------------------
+// Panicked is Send + Sync; ThreadCheckedMock checks itself on drop
+// ---------------------------------------------------------------------------
+
+fn fallible(gil: &MockGil) -> Result<u32, Box<dyn Error + Send + Sync>> {
+    let value = nogil_catch(gil, |_| -> u32 { panic!("into a boxed error") })?;
+    Ok(value)
+}
+
+#[test]
+fn panicked_converts_into_a_send_sync_error_with_question_mark() {
+    let gil = MockGil::new();
+    let err = fallible(&gil).unwrap_err();
+    assert_eq!(err.to_string(), "into a boxed error");
+    assert!(err.downcast_ref::<Panicked>().is_some());
+    assert_held_after(&gil, 1, 1, 0);
+    // Shared between threads, its message reads the same.
+    let panicked = nogil_catch(&gil, |_| -> () { panic!("shared {}", 1) }).unwrap_err();
+    std::thread::scope(|s| {
+        let message = s.spawn(|| panicked.message().map(str::to_owned));
+        assert_eq!(message.join().unwrap().as_deref(), Some("shared 1"));
+    });
+}
+
+#[test]
+#[should_panic(expected = "ThreadCheckedMock: the GIL is still released (release #1 by thread")]
+fn thread_checked_mock_dropped_with_a_release_outstanding_fails_the_test() {
+    let gil = ThreadCheckedMock::new();
+    // SAFETY: ThreadCheckedMock is memory-safe under any call order; the
+    // outstanding release is the breach under test (no `done()` is called).
+    let _state = unsafe { gil.release() };
+}

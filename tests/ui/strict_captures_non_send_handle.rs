@@ -1,0 +1,25 @@
+//! A GIL token that is not `Send` (as PyO3's `Python<'py>` and `Bound<'py, T>`
+//! are not) cannot be captured by the strict form, nor by `nogil_catch`.
+
+use std::marker::PhantomData;
+
+/// Stands for PyO3's `Python<'py>`: not `Send`.
+#[derive(Clone, Copy)]
+struct Python<'py>(PhantomData<(&'py (), *mut ())>);
+
+impl Python<'_> {
+    fn eval(self) -> u32 {
+        1
+    }
+}
+
+struct Context<'py> {
+    py: Python<'py>,
+}
+
+fn main() {
+    let ctx = Context { py: Python(PhantomData) };
+    let gil = nuwa_ffi::ThreadCheckedMock::new();
+    let _ = nuwa_core::nogil(&gil, |_| ctx.py.eval());
+    let _ = nuwa_ffi::nogil_catch(|_| ctx.py.eval());
+}
