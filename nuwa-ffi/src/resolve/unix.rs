@@ -18,14 +18,13 @@
 //! (`RTLD_NODELETE`), so that a host's `dlclose` cannot unmap the functions
 //! nuwa keeps pointers to.
 
-use core::ffi::{CStr, c_char, c_int, c_void};
+use core::ffi::{CStr, c_void};
 use std::ffi::CString;
 use std::string::String;
 use std::vec::Vec;
 
 use super::Platform;
 use super::decide::{self, Lookup};
-use super::names;
 use super::report::{Resolution, State, Via};
 
 /// A `dlopen` handle, closed on drop.
@@ -175,13 +174,15 @@ pub(super) fn look_up(platform: Platform) -> Resolution {
         let loaded = loaded_objects();
         let candidates: Vec<&CString> = loaded
             .iter()
-            .filter(|p| names::is_libpython(p.as_bytes()) || names::is_libpypy(p.as_bytes()))
+            .filter(|p| {
+                super::names::is_libpython(p.as_bytes()) || super::names::is_libpypy(p.as_bytes())
+            })
             .collect();
         search
             .searched
             .push(format!("{} loaded libpython objects", candidates.len()));
         for path in candidates {
-            search.pypy |= names::is_libpypy(path.as_bytes());
+            search.pypy |= super::names::is_libpypy(path.as_bytes());
             if let Some(handle) = Handle::reopen(path)
                 && let Some(r) = search.try_place(&handle, Via::LoadedObject, platform)
             {
@@ -250,6 +251,8 @@ impl Search {
 /// The paths of the objects loaded in the process, in load order.
 #[cfg(nuwa_dl_iterate)]
 fn loaded_objects() -> Vec<CString> {
+    use core::ffi::{c_char, c_int};
+
     unsafe extern "C" fn visit(
         info: *mut libc::dl_phdr_info,
         _size: libc::size_t,
