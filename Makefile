@@ -25,7 +25,7 @@ help:
 	@echo "make demo    build the example extension (release) and run examples/demo.py"
 	@echo "make test    all tests, Rust and Python"
 	@echo "make bench   benchmarks (nuwa vs the raw CPython calls); see BENCHMARKS.md"
-	@echo "make test-matrix  the tests on every CPython 3.8-3.13 found, plus 3.13t and 3.13d"
+	@echo "make test-matrix  the tests on every CPython 3.8-3.15 found, 3.13t/3.13d/3.14d/3.15d, the system python3"
 	@echo "make test-valgrind  the Python tests under valgrind memcheck: no invalid access or leak in nuwa"
 	@echo "make clean   remove build output and .venv"
 
@@ -91,12 +91,17 @@ bench: ext
 bench-quick: ext
 	$(VPY) bench/bench.py --quick
 
-# The free-threaded (3.13t) and debug (3.13d) interpreters of the matrix,
-# built once from Debian's CPython 3.13.5 source into ~/.cache/nuwa-pythons.
+# The extra interpreters of the matrix, made once into ~/.cache/nuwa-pythons:
+# 3.13t and 3.13d built from Debian's CPython 3.13.5 source, and a Debian sid
+# root (debootstrap, run with chroot) with CPython 3.14, 3.14d, 3.15, 3.15d.
+# Both need root for apt-get; the sid root also for mount and chroot.
 pythons:
 	scripts/build-pythons.sh
+	scripts/sid-pythons.sh
 
 # Every test suite against every interpreter found; prints the support table.
+# my_extension is built once, as one abi3 wheel, and that wheel is tested on
+# every GIL interpreter from 3.9 on.
 test-matrix: venv pythons
 	$(VPY) scripts/test-matrix.py $(MATRIX_ARGS)
 

@@ -19,8 +19,14 @@ debug builds of CPython 3.13 and older (see README, Guarantees).
 
 Usage: scripts/cpython-shutdown-race.py PYTHON [RUNS]   (default 1500 runs,
 6 at a time). Measured here: CPython 3.13.5 --with-pydebug, 29 of 1500 exits
-failed (the assertion, or SIGSEGV in take_gil); CPython 3.13.0 (release), 0
-of 1500.
+failed (the assertion, or SIGSEGV in take_gil), and 23 of 1500 in a later
+session; CPython 3.13.0 (release), 0 of 1500. CPython 3.14 fixed it
+(gh-124878: reference-counted thread states): Debian sid's 3.14.10 and
+3.15.2 debug builds, 0 of 1500 each, run in the chroot of
+scripts/sid-pythons.sh:
+
+    scripts/sid-pythons.sh run -- /usr/bin/python3.14d \
+        scripts/cpython-shutdown-race.py /usr/bin/python3.14d
 """
 
 from __future__ import annotations

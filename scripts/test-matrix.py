@@ -4,16 +4,28 @@
 For each interpreter (GIL, free-threaded and debug builds):
   - nuwa-ffi's real-interpreter tests (Rust, embedding its libpython), 3.8+;
   - the C-ABI example's suite (the same .so in every interpreter), 3.8+;
-  - my_extension's suite (built for that interpreter with maturin), 3.9+
-    and not free-threaded (pyo3-ffi 0.30 supports neither 3.8 nor 3.13t).
-Prints a table (version, build, passed, failed per suite) and writes it to
-target/matrix/support.md; --write-readme also puts it into README.md between
-the support-table markers. Exits 1 if anything failed or an expected
-interpreter is missing.
+  - my_extension's suite, 3.9+ and not free-threaded, with ONE abi3 wheel
+    built once for all of them (free-threaded builds have no abi3, and
+    pyo3-ffi 0.30 refuses 3.13t); each row checks that the module it loaded
+    is that wheel's file, byte for byte.
+The Rust test binary, the C-ABI library and the wheel are built once, on the
+host, and run as they are everywhere.
 
-Interpreters: ~/.pyenv/versions/3.*/bin/python3 (3.8 and later) and the
-builds of scripts/build-pythons.sh (~/.cache/nuwa-pythons/*/bin/python3),
-or the paths in NUWA_MATRIX_PYTHONS (separated by ':').
+Interpreters:
+  - ~/.pyenv/versions/3.*/bin/python3 (3.8 and later);
+  - the builds of scripts/build-pythons.sh (3.13t, 3.13d:
+    ~/.cache/nuwa-pythons/*/bin/python3);
+  - the distribution's own /usr/bin/python3 (label "system": Debian 12's
+    3.11, statically linked with its symbols exported);
+  - CPython 3.14, 3.14d, 3.15 and 3.15d from Debian sid, run in the chroot
+    of scripts/sid-pythons.sh (their packages need a newer glibc);
+or the paths in NUWA_MATRIX_PYTHONS (separated by ':'; "sid:PATH" for one
+inside the chroot).
+
+Prints a table (version, build, where from, passed, failed per suite) and
+writes it to target/matrix/support.md; --write-readme also puts it into
+README.md between the support-table markers. Exits 1 if anything failed or an
+expected interpreter is missing.
 
 Run it with the project's .venv Python (it provides maturin): `make test-matrix`.
 """
@@ -22,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import hashlib
 import json
 import os
 import re
@@ -30,14 +43,28 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "target" / "matrix"
 PYTHONS_ROOT = Path(os.environ.get("NUWA_PYTHONS", Path.home() / ".cache" / "nuwa-pythons"))
-EXPECTED = ["3.8", "3.9", "3.10", "3.11", "3.12", "3.13", "3.13t", "3.13d"]
+SID = ROOT / "scripts" / "sid-pythons.sh"
+SID_PYTHONS = ["/usr/bin/python3.14", "/usr/bin/python3.14d", "/usr/bin/python3.15", "/usr/bin/python3.15d"]
+SYSTEM_PYTHON = "/usr/bin/python3"
+EXPECTED = ["3.8", "3.9", "3.10", "3.11", "3.12", "3.13", "3.13t", "3.13d",
+            "3.14", "3.14d", "3.15", "3.15d", "system"]
 STEP_TIMEOUT = 1800  # seconds for one suite on one interpreter
+
+
+# Where an interpreter comes from: (how the table says it, runs in the chroot).
+ORIGINS = {
+    "pyenv": ("pyenv", False),
+    "built": ("scripts/build-pythons.sh", False),
+    "system": ("the system's python3", False),
+    "sid": ("Debian sid, chroot", True),
+}
 
 
 @dataclass
@@ -45,11 +72,19 @@ class Interp:
     path: str
     version: str  # e.g. 3.13.0
     build: str  # "GIL", "free-threaded" or "debug"
+    origin: str = "pyenv"  # a key of ORIGINS
 
     @property
     def label(self) -> str:
+        if self.origin == "system":
+            return "system"
         mm = ".".join(self.version.split(".")[:2])
         return mm + {"GIL": "", "free-threaded": "t", "debug": "d"}[self.build]
+
+    @property
+    def prefix(self) -> list[str]:
+        """What runs a command where this interpreter lives."""
+        return [str(SID), "run", "--"] if ORIGINS[self.origin][1] else []
 
     @property
     def minor(self) -> tuple[int, int]:
@@ -87,39 +122,65 @@ class Row:
         return all(r.failed == 0 and (r.passed > 0 or not r.applicable) for r in self.results.values())
 
 
-def probe(path: str) -> Interp | None:
+def probe(path: str, origin: str) -> Interp | None:
     code = (
         "import platform, sys, sysconfig;"
         "ft = bool(sysconfig.get_config_var('Py_GIL_DISABLED'));"
         "dbg = hasattr(sys, 'gettotalrefcount');"
         "print(platform.python_version(), 'free-threaded' if ft else 'debug' if dbg else 'GIL')"
     )
+    prefix = Interp(path, "0.0", "GIL", origin).prefix
     try:
-        out = subprocess.run([path, "-c", code], capture_output=True, text=True, timeout=60)
+        out = subprocess.run(prefix + [path, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.TimeoutExpired):
         return None
     if out.returncode != 0:
+        print(f"probe: {path} ({origin}) does not run: {out.stderr.strip()[-300:]}", flush=True)
         return None
     version, build = out.stdout.split()
-    return Interp(path, version, build)
+    return Interp(path, version, build, origin)
+
+
+def sid_root_ready() -> bool:
+    root = subprocess.run([str(SID), "--print-root"], capture_output=True, text=True).stdout.strip()
+    return bool(root) and Path(root, ".nuwa-root-complete").is_file()
 
 
 def find_interpreters() -> list[Interp]:
+    candidates: list[tuple[str, str]] = []
     if os.environ.get("NUWA_MATRIX_PYTHONS"):
-        paths = [p for p in os.environ["NUWA_MATRIX_PYTHONS"].split(":") if p]
+        # PATH or sid:PATH entries, separated by ':'.
+        entries = os.environ["NUWA_MATRIX_PYTHONS"].split(":")
+        i = 0
+        while i < len(entries):
+            if entries[i] == "sid" and i + 1 < len(entries):
+                candidates.append((entries[i + 1], "sid"))
+                i += 2
+            else:
+                if entries[i]:
+                    candidates.append((entries[i], "pyenv"))
+                i += 1
     else:
-        paths = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.*/bin/python3")))
-        paths += sorted(glob.glob(str(PYTHONS_ROOT / "*" / "bin" / "python3")))
+        candidates += [(p, "pyenv") for p in sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.*/bin/python3")))]
+        candidates += [(p, "built") for p in sorted(glob.glob(str(PYTHONS_ROOT / "*" / "bin" / "python3")))]
+        if os.path.exists(SYSTEM_PYTHON):
+            candidates.append((SYSTEM_PYTHON, "system"))
+        if sid_root_ready():
+            candidates += [(p, "sid") for p in SID_PYTHONS]
     found: dict[str, Interp] = {}
-    for p in paths:
-        it = probe(p)
+    for path, origin in candidates:
+        it = probe(path, origin)
         if it and it.minor >= (3, 8):
             found.setdefault(it.label, it)
-    return sorted(found.values(), key=lambda i: (i.minor, i.build))
+    return sorted(found.values(), key=lambda i: (i.minor, i.build, i.origin == "system"))
 
 
-def run(cmd: list[str], env: dict | None = None, timeout: int = STEP_TIMEOUT) -> subprocess.CompletedProcess:
+def run(cmd: list[str], env: dict | None = None, timeout: int = STEP_TIMEOUT,
+        prefix: list[str] | None = None) -> subprocess.CompletedProcess:
+    """Runs cmd in the project root, on the host or (with the chroot's
+    prefix) in the sid root, where the project tree has the same path."""
     full_env = dict(os.environ, **(env or {}))
+    cmd = (prefix or []) + cmd
     try:
         return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as e:
@@ -128,26 +189,67 @@ def run(cmd: list[str], env: dict | None = None, timeout: int = STEP_TIMEOUT) ->
 
 
 def venv_for(it: Interp) -> Path:
-    """A venv of this interpreter with the test tools (pytest, pytest-timeout)."""
+    """A venv of this interpreter with the test tools (pytest, pytest-timeout),
+    under target/matrix (inside the project tree, so the chroot sees it at
+    the same path)."""
     venv = WORK / f"venv-{it.label}"
     python = venv / "bin" / "python"
     stamp = venv / ".installed"
     if not stamp.exists():
         shutil.rmtree(venv, ignore_errors=True)
-        r = run([it.path, "-m", "venv", str(venv)])
+        r = run([it.path, "-m", "venv", str(venv)], prefix=it.prefix)
         if r.returncode != 0:
-            raise RuntimeError(f"venv for {it.label} failed:\n{r.stderr}")
+            raise RuntimeError(f"venv for {it.label} failed:\n{r.stdout}{r.stderr}")
         r = run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                 "pytest>=8.3", "pytest-timeout>=2.3"])
+                 "pytest>=8.3", "pytest-timeout>=2.3"], prefix=it.prefix)
         if r.returncode != 0:
-            raise RuntimeError(f"pip install for {it.label} failed:\n{r.stderr}")
+            raise RuntimeError(f"pip install for {it.label} failed:\n{r.stdout}{r.stderr}")
         stamp.touch()
     return python
 
 
-def rust_suite(it: Interp) -> Result:
+@dataclass
+class Builds:
+    """What is built once, on the host, and used by every interpreter."""
+    real_python: Path  # nuwa-ffi's real-interpreter test binary
+    wheel: Path  # my_extension's abi3 wheel
+    module_name: str  # the extension's file name inside the wheel
+    module_sha256: str
+
+
+def build_once() -> Builds:
+    def check(r: subprocess.CompletedProcess, what: str) -> None:
+        if r.returncode != 0:
+            sys.exit(f"building {what} failed:\n{r.stdout[-3000:]}{r.stderr[-3000:]}")
+
+    t0 = time.monotonic()
+    check(run(["cargo", "build", "--release", "--quiet", "-p", "nuwa-c-abi-example", "-p", "nuwa-c-abi-host"]),
+          "the C-ABI example")
+    r = run(["cargo", "test", "--quiet", "-p", "nuwa-ffi", "--test", "real_python", "--no-run",
+             "--message-format=json"])
+    check(r, "nuwa-ffi's real-interpreter tests")
+    executables = [json.loads(line).get("executable") for line in r.stdout.splitlines() if line.startswith("{")]
+    executables = [e for e in executables if e and Path(e).name.startswith("real_python")]
+    if len(executables) != 1:
+        sys.exit(f"expected one real_python test binary, found {executables}")
+    wheels = WORK / "wheels"
+    shutil.rmtree(wheels, ignore_errors=True)
+    maturin = shutil.which("maturin") or str(Path(sys.executable).parent / "maturin")
+    check(run([maturin, "build", "--release", "--quiet", "-m", "examples/my_extension/Cargo.toml",
+               "--out", str(wheels)]), "my_extension's abi3 wheel")
+    [wheel] = wheels.glob("*.whl")
+    if "-abi3-" not in wheel.name:
+        sys.exit(f"{wheel.name} is not an abi3 wheel")
+    with zipfile.ZipFile(wheel) as z:
+        [name] = [n for n in z.namelist() if n.endswith(".so")]
+        digest = hashlib.sha256(z.read(name)).hexdigest()
+    print(f"built once in {time.monotonic() - t0:.0f} s: {executables[0]}, {wheel.name}", flush=True)
+    return Builds(Path(executables[0]), wheel, Path(name).name, digest)
+
+
+def rust_suite(it: Interp, builds: Builds) -> Result:
     env = {"NUWA_TEST_PYTHON": it.path, "NUWA_REQUIRE_PYTHON": "1"}
-    r = run(["cargo", "test", "--quiet", "-p", "nuwa-ffi", "--test", "real_python"], env=env)
+    r = run([str(builds.real_python)], env=env, prefix=it.prefix)
     text = r.stdout + r.stderr
     m = re.search(r"(\d+) passed, (\d+) failed, (\d+) skipped", text)
     if not m:
@@ -158,10 +260,11 @@ def rust_suite(it: Interp) -> Result:
     return Result(passed, failed, skipped, log=text)
 
 
-def pytest_suite(python: Path, suite: str, label: str, env: dict | None = None) -> Result:
-    junit = WORK / f"junit-{label}-{Path(suite).parent.name}.xml"
+def pytest_suite(it: Interp, python: Path, suite: str) -> Result:
+    junit = WORK / f"junit-{it.label}-{Path(suite).parent.name}.xml"
+    junit.unlink(missing_ok=True)
     r = run([str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", suite],
-            env=env)
+            prefix=it.prefix)
     text = r.stdout + r.stderr
     if not junit.exists():
         return Result(failed=1, note="pytest did not run", log=text)
@@ -174,40 +277,56 @@ def pytest_suite(python: Path, suite: str, label: str, env: dict | None = None) 
     return Result(total - failed - skipped, failed, skipped, log=text)
 
 
-def c_abi_suite(it: Interp, python: Path) -> Result:
-    return pytest_suite(python, "examples/c_abi/tests", it.label)
+def c_abi_suite(it: Interp, python: Path, builds: Builds) -> Result:
+    return pytest_suite(it, python, "examples/c_abi/tests")
 
 
-def extension_suite(it: Interp, python: Path) -> Result:
+LOADED_MODULE = (
+    "import hashlib, os, my_extension;"
+    "f = getattr(my_extension, 'my_extension', my_extension).__file__;"
+    "print(os.path.basename(f), hashlib.sha256(open(f, 'rb').read()).hexdigest())"
+)
+
+
+def extension_suite(it: Interp, python: Path, builds: Builds) -> Result:
     if it.minor < (3, 9):
-        return Result(applicable=False, note="pyo3-ffi 0.30 needs 3.9+")
+        return Result(applicable=False, note="the abi3 wheel needs 3.9+")
     if it.build == "free-threaded":
-        return Result(applicable=False, note="pyo3-ffi 0.30 refuses 3.13t")
-    maturin = shutil.which("maturin") or str(Path(sys.executable).parent / "maturin")
-    env = {"VIRTUAL_ENV": str(python.parent.parent)}
-    r = run([maturin, "develop", "--release", "--quiet", "-m", "examples/my_extension/Cargo.toml"], env=env)
+        return Result(applicable=False, note="no abi3 on free-threaded builds; pyo3-ffi 0.30 refuses 3.13t")
+    r = run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+             "--force-reinstall", str(builds.wheel)], prefix=it.prefix)
     if r.returncode != 0:
-        return Result(failed=1, note="build failed", log=r.stdout + r.stderr)
-    return pytest_suite(python, "examples/my_extension/tests", it.label)
+        return Result(failed=1, note="the wheel did not install", log=r.stdout + r.stderr)
+    # The very file of the wheel, not another build, is what the suite loads.
+    r = run([str(python), "-c", LOADED_MODULE], prefix=it.prefix)
+    if r.stdout.split() != [builds.module_name, builds.module_sha256]:
+        return Result(failed=1, note="loaded another module file",
+                      log=f"expected {builds.module_name} {builds.module_sha256}\n{r.stdout}{r.stderr}")
+    return pytest_suite(it, python, "examples/my_extension/tests")
 
 
 SUITES = {
     "nuwa-ffi real-interpreter (Rust)": rust_suite,
     "C-ABI example (pytest)": c_abi_suite,
-    "my_extension (pytest)": extension_suite,
+    "my_extension, one abi3 wheel (pytest)": extension_suite,
 }
 
 
-def table(rows: list[Row], missing: list[str]) -> str:
+def table(rows: list[Row], missing: list[str], builds: Builds | None) -> str:
     names = list(SUITES)
-    lines = ["| Python | build | " + " | ".join(names) + " | status |",
-             "|---" * (len(names) + 3) + "|"]
+    lines = ["| Python | build | from | " + " | ".join(names) + " | status |",
+             "|---" * (len(names) + 4) + "|"]
     for row in rows:
         cells = [row.results[n].cell() if n in row.results else "not run" for n in names]
         status = "pass" if row.ok else "**FAIL**"
-        lines.append(f"| {row.interp.version} | {row.interp.build} | " + " | ".join(cells) + f" | {status} |")
+        origin = ORIGINS[row.interp.origin][0]
+        lines.append(f"| {row.interp.version} | {row.interp.build} | {origin} | " + " | ".join(cells)
+                     + f" | {status} |")
     for label in missing:
-        lines.append(f"| {label} | not found | " + " | ".join("-" for _ in names) + " | **missing** |")
+        lines.append(f"| {label} | not found | - | " + " | ".join("-" for _ in names) + " | **missing** |")
+    if builds is not None:
+        lines += ["", f"Every my_extension row loaded the same file, `{builds.module_name}` from "
+                      f"`{builds.wheel.name}` (sha256 `{builds.module_sha256[:16]}...`)."]
     return "\n".join(lines)
 
 
@@ -225,9 +344,10 @@ def write_readme(text: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write-readme", action="store_true", help="put the table into README.md")
-    ap.add_argument("--only", help="labels to run, comma-separated (e.g. 3.11,3.13t)")
+    ap.add_argument("--only", help="labels to run, comma-separated (e.g. 3.11,3.13t,3.14d,system)")
     args = ap.parse_args()
 
+    started = time.monotonic()
     WORK.mkdir(parents=True, exist_ok=True)
     interps = find_interpreters()
     if args.only:
@@ -237,9 +357,7 @@ def main() -> None:
         [label for label in EXPECTED if label not in {i.label for i in interps}]
     print("interpreters: " + ", ".join(f"{i.label} ({i.path})" for i in interps), flush=True)
 
-    r = run(["cargo", "build", "--release", "--quiet", "-p", "nuwa-c-abi-example"])
-    if r.returncode != 0:
-        sys.exit(f"building the C-ABI example failed:\n{r.stderr}")
+    builds = build_once()
 
     rows = []
     for it in interps:
@@ -247,7 +365,7 @@ def main() -> None:
         python = venv_for(it)
         for name, suite in SUITES.items():
             t0 = time.monotonic()
-            res = suite(it) if suite is rust_suite else suite(it, python)
+            res = suite(it, builds) if suite is rust_suite else suite(it, python, builds)
             took = time.monotonic() - t0
             row.results[name] = res
             print(f"[{it.label}] {name}: {res.cell()} ({took:.0f} s)", flush=True)
@@ -258,10 +376,10 @@ def main() -> None:
                       flush=True)
         rows.append(row)
 
-    text = table(rows, missing)
+    text = table(rows, missing, builds)
     (WORK / "support.md").write_text(text + "\n")
     (WORK / "support.json").write_text(json.dumps(
-        [{"version": r.interp.version, "build": r.interp.build, "ok": r.ok,
+        [{"version": r.interp.version, "build": r.interp.build, "origin": r.interp.origin, "ok": r.ok,
           "suites": {n: vars(x) | {"log": ""} for n, x in r.results.items()}} for r in rows], indent=2))
     print("\n" + text)
     if args.write_readme:
@@ -269,7 +387,7 @@ def main() -> None:
     bad = [r.interp.label for r in rows if not r.ok] + missing
     if bad:
         sys.exit(f"\ntest-matrix: FAILED or missing: {', '.join(bad)}")
-    print("\ntest-matrix: all interpreters passed")
+    print(f"\ntest-matrix: all interpreters passed ({time.monotonic() - started:.0f} s)")
 
 
 if __name__ == "__main__":

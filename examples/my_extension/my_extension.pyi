@@ -115,3 +115,7 @@ def _test_block_released() -> bool:
 
 def _test_nuwa_info() -> str:
     """Not public API. What nuwa_ffi found in this process, in one line."""
+
+def _test_module_slots() -> list[str]:
+    """Not public API. The module slots declared for the running CPython:
+    'exec', then 'multiple_interpreters' (3.12+) and 'gil' (3.13+)."""

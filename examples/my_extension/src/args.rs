@@ -1,9 +1,14 @@
-//! Argument parsing for `METH_FASTCALL | METH_KEYWORDS` functions, with
+//! Argument parsing for `METH_VARARGS | METH_KEYWORDS` functions, with
 //! CPython's own error messages, and the conversions the functions need.
 //!
 //! A [`Signature`] describes `name(a, b=..., *, c=...)`; [`Signature::parse`]
 //! matches the positional and keyword arguments of one call to it, and the
 //! [`Args`] it returns converts each argument by name.
+//!
+//! The module is built against the stable ABI of CPython 3.9 (abi3), where
+//! `METH_FASTCALL` is not part of the limited API (it is from 3.10 on): the
+//! arguments come as a tuple and a dict, and only limited-API functions
+//! read them.
 
 use core::ffi::CStr;
 
@@ -11,14 +16,13 @@ use pyo3_ffi::*;
 
 use crate::py::{PyResult, Raised, display, raise, str_to_string, type_name};
 
-/// The arguments of one `METH_FASTCALL | METH_KEYWORDS` call, as CPython
-/// passes them: `nargs` positional values in `args[..nargs]`, then one value
-/// per name in the `kwnames` tuple (`NULL` when there are no keywords).
+/// The arguments of one `METH_VARARGS | METH_KEYWORDS` call, as CPython
+/// passes them: a tuple of the positional values, and a dict of the keyword
+/// ones (`NULL` when there are none). Both are borrowed for the call.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct FastArgs {
-    pub(crate) args: *const *mut PyObject,
-    pub(crate) nargs: Py_ssize_t,
-    pub(crate) kwnames: *mut PyObject,
+pub(crate) struct CallArgs {
+    pub(crate) args: *mut PyObject,
+    pub(crate) kwargs: *mut PyObject,
 }
 
 /// The parameters of a function: `params[..positional]` may be passed by
@@ -52,33 +56,38 @@ impl Signature {
     /// # Panics
     ///
     /// If `N` is not the number of parameters (a bug in this crate).
-    pub(crate) unsafe fn parse<const N: usize>(&'static self, call: FastArgs) -> PyResult<Args<N>> {
+    pub(crate) unsafe fn parse<const N: usize>(&'static self, call: CallArgs) -> PyResult<Args<N>> {
         assert_eq!(N, self.params.len(), "{}: wrong parameter count", self.name);
         let mut values = [core::ptr::null_mut(); N];
-        let nargs = call.nargs as usize;
+        // SAFETY: the GIL is held and `args` is a tuple.
+        let nargs = unsafe { PyTuple_Size(call.args) };
+        if nargs < 0 {
+            return Err(Raised);
+        }
+        let nargs = nargs as usize;
         if nargs > self.positional {
             // SAFETY: the GIL is held.
             return Err(unsafe { self.too_many_positional(nargs) });
         }
         for (i, value) in values.iter_mut().enumerate().take(nargs) {
-            // SAFETY: `args[..nargs]` are live objects.
-            *value = unsafe { *call.args.add(i) };
+            // SAFETY: the GIL is held and `i` is within the tuple; the item
+            // is borrowed from the tuple, which lives for the call.
+            *value = unsafe { PyTuple_GetItem(call.args, i as Py_ssize_t) };
+            if value.is_null() {
+                return Err(Raised);
+            }
         }
-        let nkw = if call.kwnames.is_null() {
-            0
-        } else {
-            // SAFETY: the GIL is held and `kwnames` is a tuple.
-            unsafe { PyTuple_GET_SIZE(call.kwnames) as usize }
-        };
-        for k in 0..nkw {
-            // SAFETY: `kwnames` is a tuple of `nkw` items, and their values
-            // follow the positional ones in `args`.
-            let (key, value) = unsafe {
-                (
-                    PyTuple_GET_ITEM(call.kwnames, k as Py_ssize_t),
-                    *call.args.add(nargs + k),
-                )
-            };
+        let mut position: Py_ssize_t = 0;
+        let (mut key, mut value) = (core::ptr::null_mut(), core::ptr::null_mut());
+        loop {
+            // SAFETY: the GIL is held and `kwargs`, when not `NULL`, is a
+            // dict that nothing changes while it is read; keys and values
+            // are borrowed from it, which lives for the call.
+            let more = !call.kwargs.is_null()
+                && unsafe { PyDict_Next(call.kwargs, &mut position, &mut key, &mut value) } != 0;
+            if !more {
+                break;
+            }
             // SAFETY: the GIL is held and `key` is a live object.
             let slot = unsafe { self.find(key) }?;
             if !values[slot].is_null() {
@@ -394,10 +403,14 @@ impl<const N: usize> Args<N> {
                 }
                 return Err(Raised);
             };
-            let len = PyTuple_GET_SIZE(items.as_ptr());
-            let mut out = Vec::with_capacity(len as usize);
+            let len = PyTuple_Size(items.as_ptr());
+            let mut out = Vec::with_capacity(len.max(0) as usize);
             for i in 0..len {
-                let item = PyTuple_GET_ITEM(items.as_ptr(), i);
+                // Borrowed from the tuple, which `items` keeps alive.
+                let item = PyTuple_GetItem(items.as_ptr(), i);
+                if item.is_null() {
+                    return Err(Raised);
+                }
                 let x = PyFloat_AsDouble(item);
                 if x == -1.0 && !PyErr_Occurred().is_null() {
                     if PyErr_ExceptionMatches(PyExc_TypeError) == 0 {

@@ -10,7 +10,7 @@ use core::mem::MaybeUninit;
 use nuwa_ffi::CPython;
 use pyo3_ffi::*;
 
-use crate::args::{FastArgs, Signature};
+use crate::args::{CallArgs, Signature};
 use crate::py::{Owned, PyResult, raise};
 use crate::{compute, method};
 
@@ -54,7 +54,7 @@ pub(crate) const METHODS: [PyMethodDef; 5] = [
     ),
 ];
 
-/// The `extern "C"` shape of every function: `METH_FASTCALL | METH_KEYWORDS`.
+/// The `extern "C"` shape of every function: `METH_VARARGS | METH_KEYWORDS`.
 /// The body gets the arguments, and the module object too if it asks.
 macro_rules! entry_point {
     ($(#[$doc:meta])* $name:ident => $body:path) => {
@@ -65,18 +65,17 @@ macro_rules! entry_point {
         ///
         /// # Safety
         ///
-        /// Called by CPython, with the GIL held, as a `METH_FASTCALL |
+        /// Called by CPython, with the GIL held, as a `METH_VARARGS |
         /// METH_KEYWORDS` function of this module.
         unsafe extern "C" fn $name(
             module: *mut PyObject,
-            args: *const *mut PyObject,
-            nargs: Py_ssize_t,
-            kwnames: *mut PyObject,
+            args: *mut PyObject,
+            kwargs: *mut PyObject,
         ) -> *mut PyObject {
-            let $call_args = $crate::args::FastArgs { args, nargs, kwnames };
+            let $call_args = $crate::args::CallArgs { args, kwargs };
             let $module = module;
             // SAFETY: CPython calls this with the GIL held, our module as
-            // `module`, and the arguments of a FASTCALL | KEYWORDS call,
+            // `module`, and the arguments of a VARARGS | KEYWORDS call,
             // which is what the body requires.
             unsafe { $crate::call(module, || $body) }
         }
@@ -117,7 +116,7 @@ static COMPUTE_PI: Signature = Signature {
 /// # Safety
 ///
 /// The GIL is held and `call_args` is what CPython passed.
-unsafe fn compute_pi_body(call_args: FastArgs) -> PyResult<Owned> {
+unsafe fn compute_pi_body(call_args: CallArgs) -> PyResult<Owned> {
     // SAFETY: the GIL is held and the arguments are live for the call.
     let (iterations, seed, release) = unsafe {
         let args = COMPUTE_PI.parse::<3>(call_args)?;
@@ -146,7 +145,7 @@ static PROCESS_IMAGE: Signature = Signature {
 /// # Safety
 ///
 /// The GIL is held and `call_args` is what CPython passed.
-unsafe fn process_image_body(call_args: FastArgs) -> PyResult<Owned> {
+unsafe fn process_image_body(call_args: CallArgs) -> PyResult<Owned> {
     // SAFETY: the GIL is held and the arguments are live for the call. The
     // result is a new `bytes` of the same length, not yet initialised and
     // not yet seen by anyone else, so we may write its buffer (only the
@@ -181,7 +180,7 @@ static EXPENSIVE_COMPUTATION: Signature = Signature {
 /// # Safety
 ///
 /// The GIL is held and `call_args` is what CPython passed.
-unsafe fn expensive_computation_body(call_args: FastArgs) -> PyResult<Owned> {
+unsafe fn expensive_computation_body(call_args: CallArgs) -> PyResult<Owned> {
     // SAFETY: the GIL is held and the arguments are live for the call.
     let (n, release) = unsafe {
         let args = EXPENSIVE_COMPUTATION.parse::<2>(call_args)?;
@@ -217,7 +216,7 @@ static GOOD_PATTERN: Signature = Signature {
 /// # Safety
 ///
 /// The GIL is held and `call_args` is what CPython passed.
-unsafe fn good_pattern_body(call_args: FastArgs) -> PyResult<Owned> {
+unsafe fn good_pattern_body(call_args: CallArgs) -> PyResult<Owned> {
     // SAFETY: the GIL is held and the arguments are live for the call.
     let (values, release) = unsafe {
         let args = GOOD_PATTERN.parse::<2>(call_args)?;
@@ -243,7 +242,7 @@ static BAD_PATTERN: Signature = Signature {
 /// # Safety
 ///
 /// The GIL is held and `call_args` is what CPython passed.
-unsafe fn bad_pattern_body(call_args: FastArgs) -> PyResult<Owned> {
+unsafe fn bad_pattern_body(call_args: CallArgs) -> PyResult<Owned> {
     // SAFETY: the GIL is held and the arguments are live for the call.
     let (values, release) = unsafe {
         let args = BAD_PATTERN.parse::<2>(call_args)?;

@@ -20,6 +20,7 @@
 use core::ffi::{c_int, c_void};
 use core::ptr;
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::Once;
 
 use pyo3_ffi::*;
 
@@ -214,20 +215,20 @@ unsafe extern "C" fn module_free(module: *mut c_void) {
     unsafe { module_clear(module.cast()) };
 }
 
-/// A `PyMethodDef` for a `METH_FASTCALL | METH_KEYWORDS` function. `doc`
-/// starts with the `__text_signature__` CPython reads for `help()` and
-/// `inspect.signature`.
+/// A `PyMethodDef` for a `METH_VARARGS | METH_KEYWORDS` function (the
+/// limited API of 3.9 has no `METH_FASTCALL`). `doc` starts with the
+/// `__text_signature__` CPython reads for `help()` and `inspect.signature`.
 const fn method(
     name: &'static core::ffi::CStr,
-    function: PyCFunctionFastWithKeywords,
+    function: PyCFunctionWithKeywords,
     doc: &'static core::ffi::CStr,
 ) -> PyMethodDef {
     PyMethodDef {
         ml_name: name.as_ptr(),
         ml_meth: PyMethodDefPointer {
-            PyCFunctionFastWithKeywords: function,
+            PyCFunctionWithKeywords: function,
         },
-        ml_flags: METH_FASTCALL | METH_KEYWORDS,
+        ml_flags: METH_VARARGS | METH_KEYWORDS,
         ml_doc: doc.as_ptr(),
     }
 }
@@ -251,34 +252,89 @@ static mut METHODS: [PyMethodDef; METHOD_COUNT + 1] = {
     all
 };
 
-const SLOT_COUNT: usize = 1 + cfg!(Py_3_12) as usize + cfg!(Py_3_13) as usize;
+/// `Py_MOD_PER_INTERPRETER_GIL_SUPPORTED`, the value of the
+/// `Py_mod_multiple_interpreters` slot (3.12+): each interpreter, with its
+/// own GIL, gets its own module. pyo3-ffi defines it only for 3.12+ builds;
+/// the value is part of the stable ABI.
+const PER_INTERPRETER_GIL_SUPPORTED: *mut c_void = ptr::without_provenance_mut(2);
 
-/// The slots: `Py_mod_exec`, per-interpreter GIL support (3.12+), and no
-/// need for the GIL (3.13+, free-threaded builds), then the zeroed sentinel.
-static mut SLOTS: [PyModuleDef_Slot; SLOT_COUNT + 1] = [
-    PyModuleDef_Slot {
+/// `Py_MOD_GIL_NOT_USED`, the value of the `Py_mod_gil` slot (3.13+): the
+/// functions share no mutable Python state (the flag registry of the test
+/// hooks is a mutex and atomics), so a free-threaded build keeps the GIL off.
+const GIL_NOT_USED: *mut c_void = ptr::without_provenance_mut(1);
+
+/// The slots for CPython `version` (major, minor), without the sentinel:
+/// `Py_mod_exec`, then `Py_mod_multiple_interpreters` from 3.12 and
+/// `Py_mod_gil` from 3.13.
+///
+/// One abi3 build serves every version, so this is decided at import time:
+/// CPython refuses a slot it does not know (3.9 to 3.11: `SystemError:
+/// module my_extension.my_extension uses unknown slot ID 3`; 3.12: `... ID
+/// 4`), and a build for 3.9's stable ABI has no `cfg(Py_3_12)` to decide it
+/// at compile time.
+fn slots_for(version: (u32, u32)) -> impl Iterator<Item = PyModuleDef_Slot> {
+    let exec = PyModuleDef_Slot {
         slot: Py_mod_exec,
         value: module_exec as unsafe extern "C" fn(*mut PyObject) -> c_int as *mut c_void,
-    },
-    // Only per-module state, no static Python objects: each interpreter,
-    // with its own GIL, gets its own module.
-    #[cfg(Py_3_12)]
-    PyModuleDef_Slot {
+    };
+    let interpreters = PyModuleDef_Slot {
         slot: Py_mod_multiple_interpreters,
-        value: Py_MOD_PER_INTERPRETER_GIL_SUPPORTED,
-    },
-    // The functions share no mutable Python state (the flag registry of the
-    // test hooks is a mutex and atomics).
-    #[cfg(Py_3_13)]
-    PyModuleDef_Slot {
+        value: PER_INTERPRETER_GIL_SUPPORTED,
+    };
+    let gil = PyModuleDef_Slot {
         slot: Py_mod_gil,
-        value: Py_MOD_GIL_NOT_USED,
-    },
-    PyModuleDef_Slot {
-        slot: 0,
-        value: ptr::null_mut(),
-    },
-];
+        value: GIL_NOT_USED,
+    };
+    core::iter::once(exec)
+        .chain((version >= (3, 12)).then_some(interpreters))
+        .chain((version >= (3, 13)).then_some(gil))
+}
+
+/// The running CPython's (major, minor), read from `Py_GetVersion()` (in the
+/// stable ABI on every version; `Py_Version` is 3.11+). `(0, 0)` if the text
+/// cannot be read, which declares only `Py_mod_exec`.
+///
+/// # Safety
+///
+/// Python is initialised (an import is running).
+unsafe fn running_version() -> (u32, u32) {
+    // SAFETY: `Py_GetVersion` returns a static NUL-terminated string such as
+    // "3.14.0 (main, ...)"; Python is initialised.
+    let text = unsafe { core::ffi::CStr::from_ptr(Py_GetVersion()) };
+    let text = text.to_str().unwrap_or("");
+    let mut parts = text.split(|c: char| !c.is_ascii_digit());
+    match (parts.next(), parts.next()) {
+        (Some(major), Some(minor)) => (major.parse().unwrap_or(0), minor.parse().unwrap_or(0)),
+        _ => (0, 0),
+    }
+}
+
+/// The slots of `MODULE_DEF`, filled once by [`PyInit_my_extension`] for the
+/// running CPython: at most three slots and the zeroed sentinel. CPython
+/// only reads it.
+static mut SLOTS: [PyModuleDef_Slot; 4] = [PyModuleDef_Slot {
+    slot: 0,
+    value: ptr::null_mut(),
+}; 4];
+
+/// Guards the one write to [`SLOTS`] (imports in several interpreters, each
+/// with its own GIL, may run `PyInit_my_extension` at the same time).
+static SLOTS_FILLED: Once = Once::new();
+
+/// The slot IDs this module declared in this process, for the tests (the
+/// `_test_module_slots` hook).
+pub(crate) fn declared_slots() -> Vec<c_int> {
+    let mut ids = Vec::new();
+    if !SLOTS_FILLED.is_completed() {
+        return ids;
+    }
+    // SAFETY: `SLOTS` is written only inside `SLOTS_FILLED.call_once`, which
+    // has completed (and so happens-before this read); it is never written
+    // again.
+    let slots = unsafe { (&raw const SLOTS).read() };
+    ids.extend(slots.iter().take_while(|s| s.slot != 0).map(|s| s.slot));
+    ids
+}
 
 /// The module definition; `PyModuleDef_Init` and the import machinery write
 /// to its header, so it is a `static mut` reached through raw pointers only.
@@ -305,8 +361,25 @@ static mut MODULE_DEF: PyModuleDef = PyModuleDef {
 #[allow(non_snake_case, reason = "CPython looks for PyInit_<module name>")]
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn PyInit_my_extension() -> *mut PyObject {
+    SLOTS_FILLED.call_once(|| {
+        // SAFETY: Python is initialised (an import is running). `SLOTS` is
+        // written here only, once, before any module is made from
+        // `MODULE_DEF`; `slots_for` gives at most three slots, so the last
+        // entry stays the zeroed sentinel.
+        unsafe {
+            let mut slots = [PyModuleDef_Slot {
+                slot: 0,
+                value: ptr::null_mut(),
+            }; 4];
+            for (entry, slot) in slots[..3].iter_mut().zip(slots_for(running_version())) {
+                *entry = slot;
+            }
+            (&raw mut SLOTS).write(slots);
+        }
+    });
     // SAFETY: called by the import machinery with the GIL held;
     // `MODULE_DEF` is a valid definition that lives forever, reached by raw
-    // pointer. `PyModuleDef_Init` only initialises its object header.
+    // pointer, and its slots are filled. `PyModuleDef_Init` only initialises
+    // its object header.
     unsafe { PyModuleDef_Init(&raw mut MODULE_DEF) }
 }

@@ -1,7 +1,7 @@
 //! Small helpers over the raw C API: owned references and raising
 //! exceptions. Everything here needs the GIL.
 
-use core::ffi::{CStr, c_char};
+use core::ffi::c_char;
 use core::ptr::NonNull;
 
 use pyo3_ffi::*;
@@ -80,16 +80,31 @@ pub(crate) unsafe fn raise(exception: *mut PyObject, message: &str) -> Raised {
     Raised
 }
 
-/// The type name of `obj` as CPython's messages show it (`bytearray`).
+/// The type name of `obj` for messages (`bytearray`): its type's
+/// `__name__`. The limited API has no `tp_name`; the two agree for built-in
+/// types and classes defined in Python.
 ///
 /// # Safety
 ///
 /// The GIL is held and `obj` is a live object.
 pub(crate) unsafe fn type_name(obj: *mut PyObject) -> String {
-    // SAFETY: a live object has a live type whose `tp_name` is a
-    // NUL-terminated string that lives as long as the type.
-    let name = unsafe { CStr::from_ptr((*Py_TYPE(obj)).tp_name) };
-    name.to_string_lossy().into_owned()
+    // SAFETY: the GIL is held and `obj` is live, so is its type; the name
+    // is a new reference owned by `Owned`.
+    let name = unsafe {
+        Owned::new(PyObject_GetAttrString(
+            Py_TYPE(obj).cast(),
+            c"__name__".as_ptr(),
+        ))
+    };
+    let text = name.and_then(|name| {
+        // SAFETY: the GIL is held; `__name__` of a type is a `str`.
+        unsafe { str_to_string(name.as_ptr()) }
+    });
+    text.unwrap_or_else(|Raised| {
+        // SAFETY: the GIL is held; this error is not the one to report.
+        unsafe { PyErr_Clear() };
+        String::from("<unknown type>")
+    })
 }
 
 /// `str(obj)`, for messages; never fails (falls back to a placeholder).
@@ -118,12 +133,14 @@ pub(crate) unsafe fn display(obj: *mut PyObject) -> String {
 ///
 /// The GIL is held and `obj` is a `str`.
 pub(crate) unsafe fn str_to_string(obj: *mut PyObject) -> PyResult<String> {
-    let mut size: Py_ssize_t = 0;
-    // SAFETY: the GIL is held and `obj` is a `str`; the buffer is owned by
-    // `obj` and stays valid while we copy it.
+    // SAFETY: the GIL is held and `obj` is a `str`. `PyUnicode_AsUTF8String`
+    // (the limited API's way before 3.10) returns a new `bytes`, owned by
+    // `utf8`, whose buffer holds `PyBytes_Size` bytes while we copy them.
     unsafe {
-        let data = PyUnicode_AsUTF8AndSize(obj, &mut size);
-        if data.is_null() {
+        let utf8 = Owned::new(PyUnicode_AsUTF8String(obj))?;
+        let data = PyBytes_AsString(utf8.as_ptr());
+        let size = PyBytes_Size(utf8.as_ptr());
+        if data.is_null() || size < 0 {
             return Err(Raised);
         }
         let bytes = core::slice::from_raw_parts(data.cast::<u8>(), size as usize);

@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 use nuwa_ffi::CPython;
 use pyo3_ffi::*;
 
-use crate::args::{FastArgs, Signature};
+use crate::args::{CallArgs, Signature};
 use crate::functions::entry_point;
 use crate::method;
 use crate::py::{Owned, PyResult, bool_object, none_object, raise};
 
 /// The hooks, for the module's method table.
-pub(crate) const METHODS: [PyMethodDef; 8] = [
+pub(crate) const METHODS: [PyMethodDef; 9] = [
     method(
         c"_test_panic",
         test_panic,
@@ -76,6 +76,13 @@ pub(crate) const METHODS: [PyMethodDef; 8] = [
         c"_test_nuwa_info($module, /)\n--\n\n\
           Not public API. What nuwa_ffi found in this process, in one line.",
     ),
+    method(
+        c"_test_module_slots",
+        test_module_slots,
+        c"_test_module_slots($module, /)\n--\n\n\
+          Not public API. The module slots declared for the running CPython, by name:\n\
+          'exec', then 'multiple_interpreters' (3.12+) and 'gil' (3.13+).",
+    ),
 ];
 
 entry_point!(test_panic => |module, call_args| panic_body(module, call_args));
@@ -86,6 +93,7 @@ entry_point!(test_wait_for_flag => wait_for_flag_body);
 entry_point!(test_sleep_in_block => sleep_in_block_body);
 entry_point!(test_block_released => block_released_body);
 entry_point!(test_nuwa_info => nuwa_info_body);
+entry_point!(test_module_slots => module_slots_body);
 
 static PANIC: Signature = Signature {
     name: "_test_panic",
@@ -99,7 +107,7 @@ static PANIC: Signature = Signature {
 /// # Safety
 ///
 /// The GIL is held; `module` and `call_args` are what CPython passed.
-unsafe fn panic_body(module: *mut PyObject, call_args: FastArgs) -> PyResult<Owned> {
+unsafe fn panic_body(module: *mut PyObject, call_args: CallArgs) -> PyResult<Owned> {
     // SAFETY: the GIL is held and the arguments are live for the call.
     let (message, in_place) = unsafe {
         let args = PANIC.parse::<2>(call_args)?;
@@ -143,7 +151,7 @@ static NEW_FLAG: Signature = Signature {
 /// # Safety
 ///
 /// The GIL is held and `call_args` is what CPython passed.
-unsafe fn new_flag_body(call_args: FastArgs) -> PyResult<Owned> {
+unsafe fn new_flag_body(call_args: CallArgs) -> PyResult<Owned> {
     // SAFETY: the GIL is held and the arguments are live for the call.
     unsafe { NEW_FLAG.parse::<0>(call_args)? };
     let id = {
@@ -182,7 +190,7 @@ static SET_FLAG: Signature = Signature {
 /// # Safety
 ///
 /// The GIL is held and `call_args` is what CPython passed.
-unsafe fn set_flag_body(call_args: FastArgs) -> PyResult<Owned> {
+unsafe fn set_flag_body(call_args: CallArgs) -> PyResult<Owned> {
     // SAFETY: the GIL is held and the arguments are live for the call.
     unsafe {
         let args = SET_FLAG.parse::<1>(call_args)?;
@@ -203,7 +211,7 @@ static FLAG_IS_SET: Signature = Signature {
 /// # Safety
 ///
 /// The GIL is held and `call_args` is what CPython passed.
-unsafe fn flag_is_set_body(call_args: FastArgs) -> PyResult<Owned> {
+unsafe fn flag_is_set_body(call_args: CallArgs) -> PyResult<Owned> {
     // SAFETY: the GIL is held and the arguments are live for the call.
     unsafe {
         let args = FLAG_IS_SET.parse::<1>(call_args)?;
@@ -247,7 +255,7 @@ static WAIT_FOR_FLAG: Signature = Signature {
 /// # Safety
 ///
 /// The GIL is held and `call_args` is what CPython passed.
-unsafe fn wait_for_flag_body(call_args: FastArgs) -> PyResult<Owned> {
+unsafe fn wait_for_flag_body(call_args: CallArgs) -> PyResult<Owned> {
     // SAFETY: the GIL is held and the arguments are live for the call.
     let (flag, timeout, release, entered) = unsafe {
         let args = WAIT_FOR_FLAG.parse::<4>(call_args)?;
@@ -292,7 +300,7 @@ static SLEEP_IN_BLOCK: Signature = Signature {
 /// # Safety
 ///
 /// The GIL is held and `call_args` is what CPython passed.
-unsafe fn sleep_in_block_body(call_args: FastArgs) -> PyResult<Owned> {
+unsafe fn sleep_in_block_body(call_args: CallArgs) -> PyResult<Owned> {
     // SAFETY: the GIL is held and the arguments are live for the call.
     let seconds = unsafe {
         let args = SLEEP_IN_BLOCK.parse::<1>(call_args)?;
@@ -317,7 +325,7 @@ static BLOCK_RELEASED: Signature = Signature {
 /// # Safety
 ///
 /// The GIL is held and `call_args` is what CPython passed.
-unsafe fn block_released_body(call_args: FastArgs) -> PyResult<Owned> {
+unsafe fn block_released_body(call_args: CallArgs) -> PyResult<Owned> {
     // SAFETY: the GIL is held and the arguments are live for the call.
     unsafe { BLOCK_RELEASED.parse::<0>(call_args)? };
     // SAFETY: the guard is a temporary, dropped (taking the GIL back) at
@@ -339,7 +347,7 @@ static NUWA_INFO: Signature = Signature {
 /// # Safety
 ///
 /// The GIL is held and `call_args` is what CPython passed.
-unsafe fn nuwa_info_body(call_args: FastArgs) -> PyResult<Owned> {
+unsafe fn nuwa_info_body(call_args: CallArgs) -> PyResult<Owned> {
     // SAFETY: the GIL is held and the arguments are live for the call.
     unsafe { NUWA_INFO.parse::<0>(call_args)? };
     let info = nuwa_ffi::init().to_string();
@@ -349,5 +357,48 @@ unsafe fn nuwa_info_body(call_args: FastArgs) -> PyResult<Owned> {
             info.as_ptr().cast(),
             info.len() as Py_ssize_t,
         ))
+    }
+}
+
+static MODULE_SLOTS: Signature = Signature {
+    name: "_test_module_slots",
+    params: &[],
+    positional: 0,
+    required: 0,
+};
+
+/// The body of `_test_module_slots`.
+///
+/// # Safety
+///
+/// The GIL is held and `call_args` is what CPython passed.
+unsafe fn module_slots_body(call_args: CallArgs) -> PyResult<Owned> {
+    // SAFETY: the GIL is held and the arguments are live for the call.
+    unsafe { MODULE_SLOTS.parse::<0>(call_args)? };
+    let names: Vec<&core::ffi::CStr> = crate::declared_slots()
+        .into_iter()
+        .map(|id| {
+            if id == Py_mod_exec {
+                c"exec"
+            } else if id == Py_mod_multiple_interpreters {
+                c"multiple_interpreters"
+            } else if id == Py_mod_gil {
+                c"gil"
+            } else {
+                c"unknown"
+            }
+        })
+        .collect();
+    // SAFETY: the GIL is held; every new reference is owned by an `Owned`
+    // (`PyList_Append` does not steal).
+    unsafe {
+        let list = Owned::new(PyList_New(0))?;
+        for name in names {
+            let name = Owned::new(PyUnicode_FromString(name.as_ptr()))?;
+            if PyList_Append(list.as_ptr(), name.as_ptr()) < 0 {
+                return Err(crate::py::Raised);
+            }
+        }
+        Ok(list)
     }
 }

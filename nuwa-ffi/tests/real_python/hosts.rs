@@ -54,24 +54,36 @@ fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
     ))
 }
 
-/// The static library of `tests/hosts/testlib`, built with cargo.
+/// The static library of `tests/hosts/testlib`, built with cargo. Where
+/// there is no cargo (the matrix runs this binary in a chroot for some
+/// interpreters), the one an earlier run built is used.
 fn testlib(root: &Path) -> Built {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let target = root.join("target").join("embed-hosts").join("cargo");
-    run(
-        Command::new(cargo)
-            .current_dir(root)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "nuwa-embed-testlib",
-                "--target-dir",
-            ])
-            .arg(&target),
-        "cargo build -p nuwa-embed-testlib",
-    )?;
-    Ok(target.join("debug").join("libnuwa_embed_testlib.a"))
+    let lib = target.join("debug").join("libnuwa_embed_testlib.a");
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "nuwa-embed-testlib",
+            "--target-dir",
+        ])
+        .arg(&target);
+    match cmd.stdin(Stdio::null()).output() {
+        Ok(out) if out.status.success() => Ok(lib),
+        Ok(out) => Err(format!(
+            "cargo build -p nuwa-embed-testlib failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(_) if lib.is_file() => Ok(lib),
+        Err(e) => Err(format!(
+            "no cargo here ({e}) and no {} built by an earlier run",
+            lib.display()
+        )),
+    }
 }
 
 /// The native libraries a Rust static library needs on Linux.
