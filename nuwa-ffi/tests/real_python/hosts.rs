@@ -25,7 +25,14 @@ pub(crate) struct BuildVars {
     pub(crate) library: String,
     pub(crate) libs: String,
     pub(crate) syslibs: String,
+    /// The libraries of the modules built into `libpython3.X.a` (zlib,
+    /// expat, ... on Debian's).
+    pub(crate) modlibs: String,
 }
+
+/// Why the static host was not built when the interpreter's static
+/// libpython needs libraries its build does not provide.
+pub(crate) const UNLINKABLE: &str = "this static libpython does not link as shipped";
 
 /// A host that was built, or why not.
 pub(crate) type Built = Result<PathBuf, String>;
@@ -93,8 +100,10 @@ fn cc() -> Command {
     Command::new(env::var("CC").unwrap_or_else(|_| "cc".into()))
 }
 
+/// The words of a sysconfig flags variable, without the `\\` of Makefile
+/// line continuations that some builds leave in (Debian's `MODLIBS`).
 fn split(flags: &str) -> impl Iterator<Item = &str> {
-    flags.split_whitespace()
+    flags.split_whitespace().filter(|w| *w != "\\")
 }
 
 /// Builds both hosts; either may fail on its own.
@@ -165,13 +174,25 @@ fn static_host(vars: &BuildVars, lib: &Path, out: &Path, root: &Path) -> Built {
             .arg(format!("-I{}", vars.include))
             .arg(lib)
             .arg(&archive)
+            .args(split(&vars.modlibs))
             .args(split(&vars.libs))
             .args(split(&vars.syslibs))
             .args(RUST_LIBS);
         cmd
     };
     // A libpython3.X.a built without -fPIC cannot go into a PIE.
-    run(&mut link(true), "linking static_host")
-        .or_else(|_| run(&mut link(false), "linking static_host (-no-pie)"))?;
-    Ok(exe)
+    match run(&mut link(true), "linking static_host")
+        .or_else(|_| run(&mut link(false), "linking static_host (-no-pie)"))
+    {
+        Ok(()) => Ok(exe),
+        // The archive itself needs what its build does not ship or name
+        // (Debian sid's 3.14 refers to CPython's HACL archives, its 3.15 to
+        // libzstd): it cannot be embedded as it is.
+        Err(why)
+            if why.contains(&format!("{}(", vars.library)) || why.contains("cannot find -l") =>
+        {
+            Err(format!("{UNLINKABLE}: {why}"))
+        }
+        Err(why) => Err(why),
+    }
 }

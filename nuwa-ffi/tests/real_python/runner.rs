@@ -103,7 +103,7 @@ print("abiflags=" + getattr(sys, "abiflags", ""))
 print("prefix=" + sys.prefix)
 print("exec_prefix=" + sys.exec_prefix)
 for name in ("LIBDIR", "LDLIBRARY", "INSTSONAME", "Py_ENABLE_SHARED", "Py_GIL_DISABLED", "Py_DEBUG",
-             "INCLUDEPY", "LIBPL", "LIBRARY", "LIBS", "SYSLIBS"):
+             "INCLUDEPY", "LIBPL", "LIBRARY", "LIBS", "SYSLIBS", "MODLIBS"):
     print(name + "=" + v(name))
 "#;
 
@@ -182,6 +182,7 @@ pub(crate) fn discover(python: &str) -> Result<PythonInfo, String> {
             library: get("LIBRARY"),
             libs: get("LIBS"),
             syslibs: get("SYSLIBS"),
+            modlibs: get("MODLIBS"),
         },
     })
 }
