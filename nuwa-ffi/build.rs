@@ -1,21 +1,57 @@
 //! Builds the C frame that keeps CPython's thread exit at shutdown from
-//! unwinding Rust frames (see `src/restore_shim.c`).
+//! unwinding Rust frames (see `src/restore_shim.c`), and tells the code what
+//! the target's dynamic loader and C library can do.
 //!
-//! Unix `pthread_exit` may unwind the stack (glibc and the BSDs do); the shim
-//! catches that. On Windows, `ExitThread` does not unwind, so no shim.
+//! - `nuwa_restore_shim`: the C frame is linked (Unix, not wasm).
+//! - `nuwa_exit_unwinds`: `pthread_exit` unwinds the stack, so the frame's
+//!   cleanup runs (glibc, FreeBSD). Elsewhere (musl, macOS, the other BSDs)
+//!   the thread just ends, and nuwa checks for finalization instead.
+//! - `nuwa_dl_noload`: `dlopen` has `RTLD_NOLOAD` and `RTLD_NODELETE`.
+//! - `nuwa_dl_iterate`: the C library has `dl_iterate_phdr`.
+//!
 //! This needs a C compiler, and no Python.
 
 fn main() {
-    println!("cargo::rustc-check-cfg=cfg(nuwa_restore_shim)");
+    for cfg in [
+        "nuwa_restore_shim",
+        "nuwa_exit_unwinds",
+        "nuwa_dl_noload",
+        "nuwa_dl_iterate",
+    ] {
+        println!("cargo::rustc-check-cfg=cfg({cfg})");
+    }
     println!("cargo::rerun-if-changed=src/restore_shim.c");
-    let family = std::env::var("CARGO_CFG_TARGET_FAMILY").unwrap_or_default();
-    let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
-    if family.split(',').any(|f| f == "unix") && !arch.starts_with("wasm") {
+    let var = |name: &str| std::env::var(name).unwrap_or_default();
+    let (family, arch, os, env) = (
+        var("CARGO_CFG_TARGET_FAMILY"),
+        var("CARGO_CFG_TARGET_ARCH"),
+        var("CARGO_CFG_TARGET_OS"),
+        var("CARGO_CFG_TARGET_ENV"),
+    );
+    let unix = family.split(',').any(|f| f == "unix");
+    if unix && !arch.starts_with("wasm") {
         cc::Build::new()
             .file("src/restore_shim.c")
             .flag("-fexceptions")
             .warnings(true)
             .compile("nuwa_ffi_restore_shim");
         println!("cargo::rustc-cfg=nuwa_restore_shim");
+        if (os == "linux" && env == "gnu") || os == "freebsd" {
+            println!("cargo::rustc-cfg=nuwa_exit_unwinds");
+        }
+    }
+    let elf_dl = [
+        "linux",
+        "android",
+        "freebsd",
+        "dragonfly",
+        "netbsd",
+        "openbsd",
+    ];
+    if unix && (elf_dl.contains(&os.as_str()) || os == "macos" || os == "ios") {
+        println!("cargo::rustc-cfg=nuwa_dl_noload");
+    }
+    if unix && elf_dl.contains(&os.as_str()) {
+        println!("cargo::rustc-cfg=nuwa_dl_iterate");
     }
 }

@@ -1,10 +1,11 @@
 //! The CPython backends.
 
+use core::ffi::c_ulong;
 use core::ptr::NonNull;
 
 use nuwa_core::GilOps;
 
-use crate::resolve::{self, RestoreThreadFn, ThreadStatePtr};
+use crate::resolve::{self, Api, Check, Reacquire, RestoreThreadFn, ThreadIdField, ThreadStatePtr};
 
 /// The GIL of the CPython interpreter in this process.
 ///
@@ -17,10 +18,20 @@ use crate::resolve::{self, RestoreThreadFn, ThreadStatePtr};
 ///
 /// A reacquire waits for the GIL like `Py_END_ALLOW_THREADS`. If another
 /// thread is finalizing the interpreter meanwhile, CPython 3.13 and older end
-/// the waiting thread; nuwa parks it instead, for good (as CPython 3.14 does
-/// itself): the block never returns, no Rust frame is unwound, and the
-/// process exits normally. A thread that must finish its work should not be
-/// a daemon thread.
+/// the waiting thread; where that exit unwinds the stack (glibc, FreeBSD)
+/// nuwa parks the thread instead, for good, as CPython 3.14 does itself: the
+/// block never returns, no Rust frame is unwound, and the process exits
+/// normally. A thread that must finish its work should not be a daemon
+/// thread. See [`RestorePath`](crate::RestorePath) for the other targets.
+///
+/// # Panics
+///
+/// The reacquire panics if, inside the block, a Python thread state was
+/// attached on this thread and not released (a `PyGILState_Ensure` whose
+/// `PyGILState_Release` was skipped): taking the GIL back would deadlock
+/// (CPython 3.12 and older) or abort the process (3.13 and later). The thread then
+/// holds the GIL through that state. If the thread is already panicking, the
+/// message is printed and the process aborts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CPython;
 
@@ -34,8 +45,9 @@ pub struct SavedThreadState(NonNull<core::ffi::c_void>);
 // SAFETY: `release` calls `PyEval_SaveThread` only after checking that the
 // calling thread's own thread state is the one that holds the GIL (see
 // `HeldCheck`), and returns the state it saved; `reacquire` restores exactly
-// that state with `PyEval_RestoreThread`. Without the functions or the check,
-// nothing is released.
+// that state with `PyEval_RestoreThread`, unless the thread holds the GIL
+// again already (then it panics, and restores nothing). Without the
+// functions or the check, nothing is released.
 unsafe impl GilOps for CPython {
     type State = SavedThreadState;
     type Gil = CPython;
@@ -49,6 +61,7 @@ unsafe impl GilOps for CPython {
         // SAFETY: the calling thread holds the GIL (checked above), which is
         // what `PyEval_SaveThread` requires.
         let saved = unsafe { (api.save)() };
+        let saved = mark_finalizer(api, saved);
         NonNull::new(saved).map(SavedThreadState)
     }
 
@@ -58,7 +71,7 @@ unsafe impl GilOps for CPython {
         // functions, so they are resolved.
         let api = unsafe { resolve::api_resolved() };
         // SAFETY: the caller passes the state this thread saved, once.
-        unsafe { restore_thread(api.restore, state.0.as_ptr()) }
+        unsafe { reacquire_with(api, state.0.as_ptr()) }
     }
 
     fn is_held(&self) -> bool {
@@ -66,10 +79,146 @@ unsafe impl GilOps for CPython {
     }
 }
 
+/// Takes the GIL back with `tstate`, unless this thread holds it already.
+///
+/// # Safety
+///
+/// `tstate` is what this thread's release saved (possibly marked, see
+/// [`mark_finalizer`]), not restored yet.
+#[inline(always)]
+unsafe fn reacquire_with(api: &Api, tstate: ThreadStatePtr) {
+    // SAFETY: the current-state getter may be called on any thread, with or
+    // without the GIL; it only reads the current thread state.
+    let current = unsafe { (api.current)() };
+    let attached = match api.check {
+        // Thread-local: this thread has some state attached.
+        Check::ThreadLocal => !current.is_null(),
+        // Process-global: the block's own state is attached again, which
+        // only this thread can have done (what `PyGILState_Ensure` does).
+        Check::Compare { .. } => current == unmarked(tstate),
+    };
+    if attached {
+        attached_inside_block();
+    }
+    // SAFETY: the caller's contract, and this thread has no state attached
+    // (checked above); the entry is the one chosen for this version.
+    unsafe { (api.restore_entry)(api.restore, tstate) }
+}
+
+/// The function a block calls to take the GIL back, for `reacquire`.
+pub(crate) fn restore_entry(reacquire: Reacquire) -> resolve::RestoreEntryFn {
+    match reacquire {
+        #[cfg(nuwa_restore_shim)]
+        Reacquire::Shim => nuwa_ffi_0_1_restore_thread,
+        #[cfg(not(nuwa_restore_shim))]
+        Reacquire::Shim => restore_direct,
+        Reacquire::Direct => restore_direct,
+        Reacquire::CheckFinalizing(_) => restore_unless_finalizing,
+    }
+}
+
+/// `restore(tstate)`.
+///
+/// # Safety
+///
+/// `tstate` is the state this thread saved, not restored yet, with no
+/// thread state attached.
+unsafe extern "C-unwind" fn restore_direct(restore: RestoreThreadFn, tstate: ThreadStatePtr) {
+    // SAFETY: the caller's contract.
+    unsafe { restore(tstate) }
+}
+
+/// A thread state was attached inside the block and is still attached: the
+/// GIL is not taken back (that would deadlock, or abort on 3.13+). Panics, or
+/// aborts if the thread is already panicking.
+#[cold]
+#[inline(never)]
+fn attached_inside_block() {
+    const WHAT: &str = "nuwa: a Python thread state was attached on this thread inside a \
+        nogil! block and is still attached at the end of the block (a PyGILState_Ensure \
+        without its PyGILState_Release?). Taking the GIL back now would deadlock \
+        (CPython 3.12 and older) or abort the process (3.13 and later), so nuwa does not: \
+        the thread holds the GIL \
+        through the state attached inside the block. Release every thread state you attach \
+        inside a block before the block ends.";
+    if std::thread::panicking() {
+        std::eprintln!("{WHAT} (already panicking: aborting)");
+        std::process::abort();
+    }
+    panic!("{WHAT}");
+}
+
+/// The state without the mark of [`mark_finalizer`].
+#[inline(always)]
+fn unmarked(tstate: ThreadStatePtr) -> ThreadStatePtr {
+    #[cfg(not(nuwa_exit_unwinds))]
+    return tstate.map_addr(|a| a & !FINALIZER_MARK);
+    #[cfg(nuwa_exit_unwinds)]
+    tstate
+}
+
+/// Set in a saved state's (aligned, so otherwise zero) lowest bit when the
+/// interpreter was already finalizing at the release: only the finalizing
+/// thread holds the GIL then, so the block is the finalizer's own.
+#[cfg(not(nuwa_exit_unwinds))]
+const FINALIZER_MARK: usize = 1;
+
+/// Marks `saved` if finalization had started (see [`FINALIZER_MARK`]), on
+/// the targets that check for it; elsewhere it returns `saved` as it is.
+/// Every release that hands its state to [`CPython`]'s reacquire calls it
+/// right after `PyEval_SaveThread`.
+#[inline(always)]
+pub(crate) fn mark_finalizer(api: &Api, saved: ThreadStatePtr) -> ThreadStatePtr {
+    #[cfg(not(nuwa_exit_unwinds))]
+    if let Reacquire::CheckFinalizing(is_finalizing) = api.reacquire
+        && !saved.is_null()
+        // SAFETY: `Py_IsFinalizing` may be called at any time.
+        && unsafe { is_finalizing() } != 0
+    {
+        return saved.map_addr(|a| a | FINALIZER_MARK);
+    }
+    #[cfg(nuwa_exit_unwinds)]
+    let _ = api;
+    saved
+}
+
+/// Whether a block that released with `marked` must not take the GIL back
+/// now: finalization started while it ran, and the block is not the
+/// finalizing thread's. CPython 3.13 and older would end this thread in
+/// `PyEval_RestoreThread`.
+pub(crate) fn must_park(finalizing_now: bool, marked: ThreadStatePtr) -> bool {
+    finalizing_now && (marked.addr() & 1) == 0
+}
+
+/// `PyEval_RestoreThread(tstate)`, unless the interpreter started finalizing
+/// during the block: then the thread is parked for good instead.
+///
+/// # Safety
+///
+/// As for [`restore_direct`]; `marked` may carry [`mark_finalizer`]'s mark.
+unsafe extern "C-unwind" fn restore_unless_finalizing(
+    restore: RestoreThreadFn,
+    marked: ThreadStatePtr,
+) {
+    // SAFETY: this entry is only chosen once the functions are resolved.
+    let api = unsafe { resolve::api_resolved() };
+    if let Reacquire::CheckFinalizing(is_finalizing) = api.reacquire {
+        // SAFETY: `Py_IsFinalizing` may be called at any time.
+        let finalizing_now = unsafe { is_finalizing() } != 0;
+        if must_park(finalizing_now, marked) {
+            loop {
+                std::thread::park();
+            }
+        }
+    }
+    // SAFETY: the caller's contract.
+    unsafe { restore(unmarked(marked)) }
+}
+
 /// Whether the calling thread holds the GIL: its own thread state is the one
 /// that holds it (see [`HeldCheck`](crate::HeldCheck)).
 #[inline(always)]
-fn holds_gil(api: &resolve::Api) -> bool {
+fn holds_gil(api: &Api) -> bool {
     // SAFETY: these CPython functions may be called from any thread, with or
     // without the GIL, before and after initialisation; they only read the
     // current thread state.
@@ -78,11 +227,87 @@ fn holds_gil(api: &resolve::Api) -> bool {
         if current.is_null() {
             return false;
         }
-        match api.this_thread {
-            Some(this_thread) => this_thread() == current,
-            None => true,
+        match api.check {
+            Check::ThreadLocal => true,
+            Check::Compare {
+                this_thread,
+                thread_id,
+            } => {
+                let mine = this_thread();
+                if mine == current {
+                    return true;
+                }
+                match thread_id {
+                    Some(field) if !mine.is_null() => made_on_this_thread(current, mine, field),
+                    _ => false,
+                }
+            }
         }
     }
+}
+
+/// 3.8-3.11, when the current state is not this thread's GIL-state state:
+/// whether it was made on this thread (a legacy subinterpreter's state), by
+/// its `thread_id`. The offset is checked first on this thread's own state
+/// (`mine`), whose `thread_id` is this thread's; if that read disagrees, the
+/// layout is not the expected one and nothing is released.
+///
+/// Neither state is dereferenced: `current` belongs to whichever thread holds
+/// the GIL, which may be deleting it at this moment, and `mine` is freed by
+/// `Py_FinalizeEx` while a daemon thread still runs. Both fields are copied
+/// by the kernel (`process_vm_readv` on this process), which reports memory
+/// that is no longer mapped instead of faulting. A stale value is another
+/// thread's id (or this thread's own, from its own freed state, which the
+/// `current` read can never be while another thread holds the GIL), so the
+/// answer is "not held". Where the call is refused (a seccomp filter), the
+/// answer is "not held" too.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cold]
+#[inline(never)]
+fn made_on_this_thread(
+    current: ThreadStatePtr,
+    mine: ThreadStatePtr,
+    field: ThreadIdField,
+) -> bool {
+    const SIZE: usize = core::mem::size_of::<c_ulong>();
+    let mut ids: [c_ulong; 2] = [0; 2];
+    let local = [
+        libc::iovec {
+            iov_base: (&raw mut ids[0]).cast(),
+            iov_len: SIZE,
+        },
+        libc::iovec {
+            iov_base: (&raw mut ids[1]).cast(),
+            iov_len: SIZE,
+        },
+    ];
+    let remote = [
+        libc::iovec {
+            iov_base: mine.wrapping_byte_add(field.offset),
+            iov_len: SIZE,
+        },
+        libc::iovec {
+            iov_base: current.wrapping_byte_add(field.offset),
+            iov_len: SIZE,
+        },
+    ];
+    // SAFETY: `PyThread_get_thread_ident` may be called from any thread;
+    // `process_vm_readv` writes only into `ids` (through `local`), and reads
+    // the remote addresses with the kernel's checks: an unmapped address is an
+    // error or a short count, never a fault.
+    let (ident, copied) = unsafe {
+        let ident = (field.ident)();
+        let copied =
+            libc::process_vm_readv(libc::getpid(), local.as_ptr(), 2, remote.as_ptr(), 2, 0);
+        (ident, copied)
+    };
+    copied == (2 * SIZE) as isize && ids[0] == ident && ids[1] == ident
+}
+
+/// Elsewhere the fallback is not chosen (see `Platform::thread_id_read`).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn made_on_this_thread(_: ThreadStatePtr, _: ThreadStatePtr, _: ThreadIdField) -> bool {
+    false
 }
 
 /// Whether the calling thread holds the GIL of the CPython interpreter in
@@ -119,34 +344,34 @@ pub(crate) unsafe fn release_unchecked() -> Option<SavedThreadState> {
     let api = resolve::api()?;
     // SAFETY: the caller's contract: this thread holds the GIL.
     let saved = unsafe { (api.save)() };
+    let saved = mark_finalizer(api, saved);
     NonNull::new(saved).map(SavedThreadState)
 }
 
 #[cfg(nuwa_restore_shim)]
-unsafe extern "C" {
-    /// `restore(tstate)`, parking the thread for good if `restore` starts a
-    /// forced unwind (see `src/restore_shim.c`). It never unwinds.
+unsafe extern "C-unwind" {
+    /// `restore(tstate)` through the C frame of `src/restore_shim.c`: at
+    /// interpreter shutdown, where CPython 3.13 and older end the thread with
+    /// an unwinding `pthread_exit`, the thread is parked for good and no Rust
+    /// frame is unwound. It never unwinds (declared `C-unwind` only to share
+    /// the entry type with the Rust entries).
     fn nuwa_ffi_0_1_restore_thread(restore: RestoreThreadFn, tstate: ThreadStatePtr);
 }
 
-/// Calls `PyEval_RestoreThread(tstate)`; at interpreter shutdown, where
-/// CPython 3.13 and older end the thread instead of returning, the thread is
-/// parked for good and no Rust frame is unwound.
-///
-/// # Safety
-///
-/// `tstate` is the state this thread saved, not restored yet.
-#[inline(always)]
-unsafe fn restore_thread(restore: RestoreThreadFn, tstate: ThreadStatePtr) {
-    #[cfg(nuwa_restore_shim)]
-    // SAFETY: the shim calls `restore(tstate)`, whose contract the caller keeps.
-    unsafe {
-        nuwa_ffi_0_1_restore_thread(restore, tstate)
-    }
-    #[cfg(not(nuwa_restore_shim))]
-    // SAFETY: the caller's contract. Here (Windows) the thread exit at
-    // shutdown ends the thread without unwinding the stack.
-    unsafe {
-        restore(tstate)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parks_only_blocks_that_finalization_overtook() {
+        let tstate = 0x1000 as ThreadStatePtr;
+        let marked = tstate.map_addr(|a| a | 1);
+        assert!(!must_park(false, tstate));
+        assert!(must_park(true, tstate), "a daemon thread's block");
+        assert!(
+            !must_park(true, marked),
+            "the finalizing thread's own block"
+        );
+        assert!(!must_park(false, marked));
     }
 }

@@ -2,11 +2,12 @@
 #![deny(missing_docs, missing_debug_implementations)]
 
 mod cpython;
+pub mod embed;
 mod resolve;
 mod token;
 
 pub use cpython::{CPython, SavedThreadState, gil_is_held};
-pub use resolve::{HeldCheck, Resolution};
+pub use resolve::{HeldCheck, Resolution, RestorePath, Status, Via};
 pub use token::GilHeld;
 
 pub use nuwa_core::{

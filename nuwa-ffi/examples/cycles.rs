@@ -1,0 +1,74 @@
+//! `cycles LIBPYTHON MODE N`: embeds the CPython of LIBPYTHON, then runs N
+//! empty release/reacquire cycles on the main thread and exits. For
+//! counting instructions per cycle with callgrind, whose totals are
+//! deterministic: run N = 100000 and N = 200000 and divide the difference
+//! of the two totals by 100000 (start-up and shutdown cancel out).
+//!
+//! MODE: `raw` (`PyEval_SaveThread` / `PyEval_RestoreThread` through
+//! function pointers, what an extension's calls into libpython cost) or
+//! `nogil` (`nuwa_ffi::nogil! {}`). PYTHONHOME must name the interpreter's
+//! prefix. See `nuwa-ffi/README.md` (Measuring).
+
+use std::ffi::{c_int, c_void};
+use std::hint::black_box;
+use std::process::ExitCode;
+
+use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
+
+type InitFn = unsafe extern "C" fn(c_int);
+type SaveFn = unsafe extern "C" fn() -> *mut c_void;
+type RestoreFn = unsafe extern "C" fn(*mut c_void);
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [lib, mode, n] = args.as_slice() else {
+        eprintln!("usage: cycles LIBPYTHON raw|nogil N");
+        return ExitCode::from(2);
+    };
+    let Ok(n) = n.parse::<u64>() else {
+        eprintln!("N is not a number: {n}");
+        return ExitCode::from(2);
+    };
+    // SAFETY: libpython's initialisers only set up its own static data; the
+    // library stays loaded (leaked) and the signatures are CPython's.
+    let (init, save, restore) = unsafe {
+        let lib = Box::leak(Box::new(
+            Library::open(Some(lib), RTLD_NOW | RTLD_GLOBAL).expect("dlopen libpython"),
+        ));
+        (
+            *lib.get::<InitFn>(b"Py_InitializeEx")
+                .expect("Py_InitializeEx"),
+            *lib.get::<SaveFn>(b"PyEval_SaveThread")
+                .expect("PyEval_SaveThread"),
+            *lib.get::<RestoreFn>(b"PyEval_RestoreThread")
+                .expect("PyEval_RestoreThread"),
+        )
+    };
+    // SAFETY: once, on the main thread, before any other call.
+    unsafe { init(0) };
+    assert!(nuwa_ffi::init().can_release(), "{}", nuwa_ffi::init());
+    match mode.as_str() {
+        "raw" => {
+            for i in 0..n {
+                // SAFETY: this thread holds the GIL, and takes it back with
+                // the state it saved.
+                unsafe {
+                    let state = save();
+                    black_box(i);
+                    restore(state);
+                }
+            }
+        }
+        "nogil" => {
+            for i in 0..n {
+                nuwa_ffi::nogil! { black_box(i); }
+            }
+        }
+        other => {
+            eprintln!("unknown mode {other}");
+            return ExitCode::from(2);
+        }
+    }
+    assert!(nuwa_ffi::gil_is_held());
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,302 @@
+//! What was found: the public report, [`Resolution`].
+
+use core::fmt;
+
+use super::{Api, Reacquire};
+
+/// How nuwa tells whether the calling thread holds the GIL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HeldCheck {
+    /// CPython 3.12 and later: the current thread state, read with the named
+    /// function, is thread-local, so "not null" means "this thread holds it".
+    ThreadLocal {
+        /// `PyThreadState_GetUnchecked` (3.13+) or `_PyThreadState_UncheckedGet` (3.12).
+        symbol: &'static str,
+    },
+    /// CPython 3.11 and older: the current thread state names the GIL holder,
+    /// whichever thread it is, so it is compared with this thread's own state
+    /// (`PyGILState_GetThisThreadState`). A thread running on a state that the
+    /// GIL-state API does not know (the thread that made a legacy
+    /// subinterpreter) releases nothing: safe, but without parallelism.
+    CompareWithThisThread {
+        /// `_PyThreadState_UncheckedGet`.
+        symbol: &'static str,
+    },
+    /// CPython 3.8 to 3.11 on 64-bit Linux: as
+    /// [`CompareWithThisThread`](HeldCheck::CompareWithThisThread), and when
+    /// that fails on a thread that has a GIL-state state, the current state's
+    /// `thread_id` field is compared with `PyThread_get_thread_ident()`, so
+    /// that the thread running a legacy subinterpreter releases too.
+    CompareWithThisThreadOrThreadId {
+        /// `_PyThreadState_UncheckedGet`.
+        symbol: &'static str,
+        /// The byte offset of `thread_id` in `PyThreadState` on this version.
+        offset: usize,
+    },
+    /// No way to check was found: nothing is ever released.
+    Unavailable,
+}
+
+/// Where the functions were found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Via {
+    /// The process's global scope (`dlopen(NULL)`): the interpreter that
+    /// loaded the extension, or a libpython loaded `RTLD_GLOBAL`.
+    GlobalScope,
+    /// The object that contains nuwa's code, and the objects it depends on
+    /// (`dladdr`, then `dlopen(RTLD_NOLOAD)`): where the library's own calls
+    /// into libpython are bound, even if the host loaded libpython
+    /// `RTLD_LOCAL`.
+    OwnObject,
+    /// A loaded object whose file name looks like libpython (found with
+    /// `dl_iterate_phdr`, opened with `RTLD_NOLOAD`); on Windows, a loaded
+    /// `python3*.dll`.
+    LoadedObject,
+    /// Handed over by the embedder with [`embed::provide`](crate::embed::provide).
+    Embedder,
+    /// Nowhere: every place above was searched.
+    Nowhere,
+}
+
+/// What [`Resolution`] amounts to, for a `match`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Status {
+    /// No Python: blocks run and release nothing.
+    NotFound,
+    /// PyPy's C API emulation (`PyPy*` symbols) was found. PyPy is not
+    /// supported: blocks run and release nothing.
+    PyPyNotSupported,
+    /// CPython's GIL functions were found, but no way to tell whether a
+    /// thread holds the GIL: blocks release nothing.
+    FoundWithoutHeldCheck,
+    /// Blocks release the GIL on the threads that hold it.
+    Ready,
+}
+
+/// How a block takes the GIL back (chosen once, by version and target).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RestorePath {
+    /// `PyEval_RestoreThread` through nuwa's C frame, which parks a thread
+    /// that CPython 3.13 and older end with an unwinding `pthread_exit` at
+    /// shutdown (glibc, FreeBSD).
+    ParkingFrame,
+    /// `PyEval_RestoreThread` called directly: CPython 3.14 and later hang
+    /// such a thread themselves; on Windows the thread exit does not unwind.
+    Direct,
+    /// CPython 3.13 and older where `pthread_exit` does not unwind (musl,
+    /// macOS, ...): a thread whose block ends after finalization started is
+    /// parked before `PyEval_RestoreThread`. A thread already waiting for the
+    /// GIL when finalization starts is still ended by CPython.
+    CheckFinalizing,
+}
+
+/// The one state a resolution is in.
+pub(crate) enum State {
+    NotFound {
+        pypy: bool,
+    },
+    NoHeldCheck {
+        version: Option<(u8, u8)>,
+        missing: &'static [&'static str],
+    },
+    Ready {
+        version: Option<(u8, u8)>,
+        held_check: HeldCheck,
+        api: Api,
+    },
+}
+
+/// What [`init`](crate::init) found in the process.
+///
+/// Its `Display` form is one line for logs, for example
+/// `CPython 3.12 found: held check _PyThreadState_UncheckedGet (thread-local)`;
+/// the alternate form (`{:#}`) adds where the functions came from:
+/// `...; via the global scope (dlopen(NULL)) (/usr/lib/libpython3.12.so.1.0)`.
+pub struct Resolution {
+    pub(crate) state: State,
+    pub(crate) via: Via,
+    /// Where the search went, or the object the functions came from.
+    pub(crate) place: String,
+}
+
+impl Resolution {
+    pub(crate) fn not_found(pypy: bool, place: String) -> Resolution {
+        Resolution {
+            state: State::NotFound { pypy },
+            via: Via::Nowhere,
+            place,
+        }
+    }
+
+    /// What this resolution amounts to.
+    pub fn status(&self) -> Status {
+        match self.state {
+            State::NotFound { pypy: false } => Status::NotFound,
+            State::NotFound { pypy: true } => Status::PyPyNotSupported,
+            State::NoHeldCheck { .. } => Status::FoundWithoutHeldCheck,
+            State::Ready { .. } => Status::Ready,
+        }
+    }
+
+    /// Whether CPython's GIL functions were found in the process.
+    ///
+    /// They are found as soon as libpython is loaded, whether or not the
+    /// interpreter is initialised (yet, or still): a block releases only on a
+    /// thread that holds the GIL at that moment, which
+    /// [`gil_is_held`](crate::gil_is_held) tells.
+    pub fn python_found(&self) -> bool {
+        matches!(self.state, State::NoHeldCheck { .. } | State::Ready { .. })
+    }
+
+    /// Whether blocks can release the GIL: Python was found along with a way
+    /// to check that the GIL is held. They do release on the threads that
+    /// hold it.
+    pub fn can_release(&self) -> bool {
+        matches!(self.state, State::Ready { .. })
+    }
+
+    /// The interpreter's `(major, minor)` version, if it could be read.
+    pub fn version(&self) -> Option<(u8, u8)> {
+        match self.state {
+            State::NotFound { .. } => None,
+            State::NoHeldCheck { version, .. } | State::Ready { version, .. } => version,
+        }
+    }
+
+    /// How the calling thread's hold on the GIL is checked
+    /// ([`HeldCheck::Unavailable`] unless [`can_release`](Self::can_release)).
+    pub fn held_check(&self) -> HeldCheck {
+        match self.state {
+            State::Ready { held_check, .. } => held_check,
+            _ => HeldCheck::Unavailable,
+        }
+    }
+
+    /// How blocks take the GIL back, if they can release it.
+    pub fn restore_path(&self) -> Option<RestorePath> {
+        self.api().map(|api| match api.reacquire {
+            Reacquire::Shim => RestorePath::ParkingFrame,
+            Reacquire::Direct => RestorePath::Direct,
+            Reacquire::CheckFinalizing(_) => RestorePath::CheckFinalizing,
+        })
+    }
+
+    /// Which way the functions were found ([`Via::Nowhere`] if they were not).
+    pub fn via(&self) -> Via {
+        self.via
+    }
+
+    /// The object the functions came from (its path, as the loader names
+    /// it), or, if none was found, the places searched.
+    pub fn source(&self) -> &str {
+        &self.place
+    }
+
+    /// Symbols that were needed but not found (empty when everything was).
+    pub fn missing(&self) -> &'static [&'static str] {
+        match self.state {
+            State::NotFound { pypy: false } => &["PyEval_SaveThread", "PyEval_RestoreThread"],
+            State::NotFound { pypy: true } => &[],
+            State::NoHeldCheck { missing, .. } => missing,
+            State::Ready { .. } => &[],
+        }
+    }
+
+    pub(crate) fn api(&self) -> Option<&Api> {
+        match &self.state {
+            State::Ready { api, .. } => Some(api),
+            _ => None,
+        }
+    }
+
+    /// Whether `api` uses the given check kind (for tests).
+    #[cfg(test)]
+    pub(crate) fn compares(&self) -> Option<bool> {
+        self.api()
+            .map(|api| matches!(api.check, super::Check::Compare { .. }))
+    }
+}
+
+impl fmt::Display for Via {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Via::GlobalScope => "the global scope (dlopen(NULL))",
+            Via::OwnObject => "the object that contains nuwa's code and its dependencies",
+            Via::LoadedObject => "a loaded libpython",
+            Via::Embedder => "the embedder (nuwa_ffi::embed::provide)",
+            Via::Nowhere => "nowhere",
+        })
+    }
+}
+
+impl fmt::Display for Resolution {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (version, detail) = match &self.state {
+            State::NotFound { pypy: false } => {
+                return write!(
+                    f,
+                    "no Python found in the process (searched {}): blocks run without releasing anything",
+                    self.place
+                );
+            }
+            State::NotFound { pypy: true } => {
+                return write!(
+                    f,
+                    "PyPy found ({}): PyPy is not supported, blocks run without releasing anything",
+                    self.place
+                );
+            }
+            State::NoHeldCheck { version, .. } => (version, None),
+            State::Ready {
+                version,
+                held_check,
+                ..
+            } => (version, Some(*held_check)),
+        };
+        match version {
+            Some((major, minor)) => write!(f, "CPython {major}.{minor} found")?,
+            None => f.write_str("CPython (version unknown) found")?,
+        }
+        match detail {
+            Some(HeldCheck::ThreadLocal { symbol }) => {
+                write!(f, ": held check {symbol} (thread-local)")?
+            }
+            Some(HeldCheck::CompareWithThisThread { symbol }) => write!(
+                f,
+                ": held check {symbol} == PyGILState_GetThisThreadState (global current state)"
+            )?,
+            Some(HeldCheck::CompareWithThisThreadOrThreadId { symbol, .. }) => write!(
+                f,
+                ": held check {symbol} == PyGILState_GetThisThreadState, \
+                 else its thread_id == PyThread_get_thread_ident (global current state)"
+            )?,
+            Some(HeldCheck::Unavailable) | None => write!(
+                f,
+                ": no held check available (missing {}): blocks run without releasing anything",
+                self.missing().join(", ")
+            )?,
+        }
+        if f.alternate() {
+            write!(f, "; via {} ({})", self.via, self.place)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Resolution {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resolution")
+            .field("status", &self.status())
+            .field("version", &self.version())
+            .field("held_check", &self.held_check())
+            .field("restore_path", &self.restore_path())
+            .field("missing", &self.missing())
+            .field("via", &self.via)
+            .field("source", &self.place)
+            .finish()
+    }
+}

@@ -1,0 +1,278 @@
+//! The lookup on Unix: three places, in a fixed order, every name from one
+//! object.
+//!
+//! 1. The global scope (`dlopen(NULL)`): an interpreter that loaded the
+//!    extension, or a libpython loaded `RTLD_GLOBAL`.
+//! 2. The object that contains nuwa's code, found with `dladdr` on one of
+//!    nuwa's functions and reopened with `RTLD_NOLOAD`: `dlsym` on that
+//!    handle searches the object and the objects it depends on, which is
+//!    where the library's own references to libpython are bound, even when
+//!    the host loaded libpython `RTLD_LOCAL`.
+//! 3. The loaded objects whose file name looks like libpython
+//!    (`dl_iterate_phdr`, where the C library has it), reopened with
+//!    `RTLD_NOLOAD`.
+//!
+//! In each place, a symbol counts only if `dladdr` puts it in the same object
+//! as `PyEval_SaveThread`: the functions and the version always come from
+//! one libpython. The object they came from is then pinned
+//! (`RTLD_NODELETE`), so that a host's `dlclose` cannot unmap the functions
+//! nuwa keeps pointers to.
+
+use core::ffi::{CStr, c_void};
+use std::ffi::CString;
+use std::string::String;
+use std::vec::Vec;
+
+use super::Platform;
+use super::decide::{self, Lookup};
+use super::report::{Resolution, State, Via};
+
+/// A `dlopen` handle, closed on drop.
+struct Handle(*mut c_void);
+
+impl Handle {
+    /// The global scope.
+    fn global() -> Option<Handle> {
+        // SAFETY: a null file name loads nothing new, so no initialisation
+        // routine runs; it returns the handle of the running program.
+        let h = unsafe { libc::dlopen(core::ptr::null(), libc::RTLD_LAZY) };
+        Handle::checked(h)
+    }
+
+    /// An object that is already loaded, by the name the loader knows it by.
+    #[cfg(nuwa_dl_noload)]
+    fn reopen(path: &CStr) -> Option<Handle> {
+        // SAFETY: `RTLD_NOLOAD` never loads anything: it returns a new
+        // reference to an object already loaded (no initialiser runs), or
+        // null.
+        let h = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD) };
+        Handle::checked(h)
+    }
+
+    fn checked(h: *mut c_void) -> Option<Handle> {
+        if h.is_null() {
+            clear_dlerror();
+            None
+        } else {
+            Some(Handle(h))
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from a successful `dlopen` and is closed
+        // once; it only drops the reference this `Handle` added.
+        unsafe { libc::dlclose(self.0) };
+    }
+}
+
+impl Lookup for Handle {
+    fn lookup(&self, name: &CStr) -> Option<*mut c_void> {
+        // SAFETY: the handle is open; the symbol is only read as an address.
+        let p = unsafe { libc::dlsym(self.0, name.as_ptr()) };
+        if p.is_null() {
+            clear_dlerror();
+            None
+        } else {
+            Some(p)
+        }
+    }
+}
+
+/// Forgets a failed call's message, so that the host's own `dlerror` after
+/// a later failure of its own is not confused by ours.
+fn clear_dlerror() {
+    // SAFETY: `dlerror` only reads and clears this thread's error state.
+    unsafe { libc::dlerror() };
+}
+
+/// The object an address lies in: its load address and its path.
+fn object_of(addr: *const c_void) -> Option<(usize, CString)> {
+    let mut info = core::mem::MaybeUninit::<libc::Dl_info>::zeroed();
+    // SAFETY: `dladdr` only reads the loader's tables and fills `info`.
+    let found = unsafe { libc::dladdr(addr, info.as_mut_ptr()) };
+    if found == 0 {
+        return None;
+    }
+    // SAFETY: `dladdr` succeeded, so it filled `info`.
+    let info = unsafe { info.assume_init() };
+    let path = if info.dli_fname.is_null() {
+        CString::default()
+    } else {
+        // SAFETY: `dli_fname` is the loader's NUL-terminated name of the
+        // object, valid while the object is loaded (it is, we are in it or
+        // looking at it); it is copied at once.
+        unsafe { CStr::from_ptr(info.dli_fname) }.to_owned()
+    };
+    Some((info.dli_fbase as usize, path))
+}
+
+/// Only the symbols of the object at `base`, looked up through `inner`.
+struct OneObject<'a> {
+    inner: &'a dyn Lookup,
+    base: usize,
+}
+
+impl Lookup for OneObject<'_> {
+    fn lookup(&self, name: &CStr) -> Option<*mut c_void> {
+        let p = self.inner.lookup(name)?;
+        match object_of(p) {
+            Some((base, _)) if base == self.base => Some(p),
+            _ => None,
+        }
+    }
+}
+
+/// Keeps the object that contains `addr` loaded for the rest of the
+/// process, and returns its path.
+pub(crate) fn pin_object_of(addr: *const c_void) -> Option<String> {
+    let (_, path) = object_of(addr)?;
+    #[cfg(nuwa_dl_noload)]
+    if !path.as_bytes().is_empty() {
+        // SAFETY: `RTLD_NOLOAD` loads nothing; `RTLD_NODELETE` marks the
+        // already loaded object so that no `dlclose` unloads it. The handle
+        // itself is then closed: the mark stays.
+        let h = unsafe {
+            libc::dlopen(
+                path.as_ptr(),
+                libc::RTLD_LAZY | libc::RTLD_NOLOAD | libc::RTLD_NODELETE,
+            )
+        };
+        drop(Handle::checked(h));
+    }
+    Some(path.to_string_lossy().into_owned())
+}
+
+pub(super) fn look_up(platform: Platform) -> Resolution {
+    let mut search = Search::default();
+
+    search.searched.push("the global scope".into());
+    if let Some(global) = Handle::global()
+        && let Some(r) = search.try_place(&global, Via::GlobalScope, platform)
+    {
+        return r;
+    }
+
+    #[cfg(nuwa_dl_noload)]
+    {
+        let own = look_up as fn(Platform) -> Resolution as *const c_void;
+        if let Some((_, path)) = object_of(own) {
+            search
+                .searched
+                .push(format!("nuwa's own object ({})", path.to_string_lossy()));
+            if let Some(handle) = Handle::reopen(&path)
+                && let Some(r) = search.try_place(&handle, Via::OwnObject, platform)
+            {
+                return r;
+            }
+        }
+    }
+
+    #[cfg(all(nuwa_dl_noload, nuwa_dl_iterate))]
+    {
+        let loaded = loaded_objects();
+        let candidates: Vec<&CString> = loaded
+            .iter()
+            .filter(|p| {
+                super::names::is_libpython(p.as_bytes()) || super::names::is_libpypy(p.as_bytes())
+            })
+            .collect();
+        search
+            .searched
+            .push(format!("{} loaded libpython objects", candidates.len()));
+        for path in candidates {
+            search.pypy |= super::names::is_libpypy(path.as_bytes());
+            if let Some(handle) = Handle::reopen(path)
+                && let Some(r) = search.try_place(&handle, Via::LoadedObject, platform)
+            {
+                return r;
+            }
+        }
+    }
+
+    search.finish()
+}
+
+/// What the search has seen so far.
+#[derive(Default)]
+struct Search {
+    pypy: bool,
+    searched: Vec<String>,
+    /// The first place with CPython's GIL pair but no held check: the answer
+    /// if no later place has one.
+    without_check: Option<Resolution>,
+}
+
+impl Search {
+    /// Tries one place: the resolution if it is ready to release.
+    fn try_place(
+        &mut self,
+        symbols: &dyn Lookup,
+        via: Via,
+        platform: Platform,
+    ) -> Option<Resolution> {
+        let Some(save) = symbols.lookup(decide::GIL_PAIR[0]) else {
+            self.pypy |= symbols.lookup(decide::PYPY_MARK).is_some();
+            return None;
+        };
+        let (base, _) = object_of(save)?;
+        let one = OneObject {
+            inner: symbols,
+            base,
+        };
+        let state = decide::decide(&one, platform);
+        match state {
+            State::NotFound { .. } => None,
+            State::NoHeldCheck { .. } => {
+                if self.without_check.is_none() {
+                    let place = object_of(save)
+                        .map(|(_, p)| p.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    self.without_check = Some(Resolution { state, via, place });
+                }
+                None
+            }
+            State::Ready { .. } => {
+                let place = pin_object_of(save).unwrap_or_default();
+                Some(Resolution { state, via, place })
+            }
+        }
+    }
+
+    fn finish(self) -> Resolution {
+        match self.without_check {
+            Some(found) => found,
+            None => Resolution::not_found(self.pypy, self.searched.join(", ")),
+        }
+    }
+}
+
+/// The paths of the objects loaded in the process, in load order.
+#[cfg(nuwa_dl_iterate)]
+fn loaded_objects() -> Vec<CString> {
+    use core::ffi::{c_char, c_int};
+
+    unsafe extern "C" fn visit(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut c_void,
+    ) -> c_int {
+        // SAFETY: `data` is the `Vec` passed below, borrowed for the call;
+        // `info` is valid for this callback, and `dlpi_name` is null or a
+        // NUL-terminated string, copied at once.
+        unsafe {
+            let paths = &mut *data.cast::<Vec<CString>>();
+            let name: *const c_char = (*info).dlpi_name;
+            if !name.is_null() && *name != 0 {
+                paths.push(CStr::from_ptr(name).to_owned());
+            }
+        }
+        0
+    }
+    let mut paths: Vec<CString> = Vec::new();
+    // SAFETY: `visit` matches the callback type, does not unwind (it only
+    // copies strings) and uses `data` as the `Vec` it is.
+    unsafe { libc::dl_iterate_phdr(Some(visit), (&raw mut paths).cast()) };
+    paths
+}

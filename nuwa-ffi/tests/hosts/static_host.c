@@ -1,0 +1,119 @@
+/*
+ * A program with CPython linked in statically (libpython3.X.a, no
+ * --export-dynamic), so that nuwa finds none of its functions, and a
+ * built-in module, nuwa_embed, whose functions run nuwa blocks (from the
+ * static library of tests/hosts/testlib). Built and run by real_python's
+ * embedding scenarios; PYTHONHOME must point at the interpreter's prefix.
+ *
+ *   static_host provide   hand nuwa the functions, then prove a block
+ *                         releases; provide again (same: ok; other: error)
+ *   static_host control   no handover: the block releases nothing (its wait
+ *                         for the Python thread times out)
+ *   static_host late      a block first, then the handover: a clear error
+ *
+ * Prints "key: value" lines; exits 0 if the mode ran to the end.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdio.h>
+#include <string.h>
+
+int nuwa_testlib_block_wait(int entered, int done, int timeout_ms);
+size_t nuwa_testlib_describe(char *buf, size_t len);
+int nuwa_testlib_via(void);
+int nuwa_testlib_provide(int major, int minor, const void *save, const void *restore,
+                         const void *current, const void *gilstate_this_thread,
+                         const void *thread_ident, const void *is_finalizing,
+                         char *err, size_t err_len);
+
+#if PY_VERSION_HEX >= 0x030d0000
+#define CURRENT_STATE ((const void *)&PyThreadState_GetUnchecked)
+#define IS_FINALIZING ((const void *)&Py_IsFinalizing)
+#else
+#define CURRENT_STATE ((const void *)&_PyThreadState_UncheckedGet)
+#define IS_FINALIZING ((const void *)&_Py_IsFinalizing)
+#endif
+
+static PyObject *block_wait(PyObject *self, PyObject *args) {
+    int entered, done, timeout_ms;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iii", &entered, &done, &timeout_ms)) return NULL;
+    return PyLong_FromLong(nuwa_testlib_block_wait(entered, done, timeout_ms));
+}
+
+static PyObject *describe(PyObject *self, PyObject *args) {
+    char buf[512];
+    (void)self;
+    (void)args;
+    nuwa_testlib_describe(buf, sizeof buf);
+    return PyUnicode_FromString(buf);
+}
+
+static PyMethodDef methods[] = {
+    {"block_wait", block_wait, METH_VARARGS, "nuwa block: write entered, wait for done"},
+    {"describe", describe, METH_NOARGS, "what nuwa_ffi::init() found"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "nuwa_embed", NULL, -1, methods,
+                                    NULL, NULL, NULL, NULL};
+
+static PyObject *init_module(void) { return PyModule_Create(&module); }
+
+/* Hands nuwa this interpreter's functions; prints the outcome under `key`. */
+static int handover(const char *key, int minor) {
+    char err[512] = "";
+    int rc = nuwa_testlib_provide(
+        PY_MAJOR_VERSION, minor, (const void *)&PyEval_SaveThread,
+        (const void *)&PyEval_RestoreThread, CURRENT_STATE,
+        (const void *)&PyGILState_GetThisThreadState, (const void *)&PyThread_get_thread_ident,
+        IS_FINALIZING, err, sizeof err);
+    printf("%s: %d %s\n", key, rc, err);
+    return rc;
+}
+
+/* A Python thread that writes to `done` once it ran gc.collect(), which it
+ * can only do while the main thread's block has released the GIL. */
+static const char *PROOF =
+    "import os, gc, _thread\n"
+    "e_r, e_w = os.pipe()\n"
+    "d_r, d_w = os.pipe()\n"
+    "def helper():\n"
+    "    os.read(e_r, 1)\n"
+    "    gc.collect()\n"
+    "    os.write(d_w, b'd')\n"
+    "_thread.start_new_thread(helper, ())\n"
+    "import nuwa_embed\n"
+    "r = nuwa_embed.block_wait(e_w, d_r, %d)\n"
+    "print('proof: done=%%d released=%%d' %% (r & 1, (r >> 1) & 1), flush=True)\n"
+    "print('describe: ' + nuwa_embed.describe(), flush=True)\n";
+
+static int prove(int timeout_ms) {
+    char code[2048];
+    snprintf(code, sizeof code, PROOF, timeout_ms);
+    return PyRun_SimpleString(code);
+}
+
+int main(int argc, char **argv) {
+    const char *mode = argc > 1 ? argv[1] : "";
+    setvbuf(stdout, NULL, _IONBF, 0);
+    if (PyImport_AppendInittab("nuwa_embed", init_module) != 0) return 3;
+    if (strcmp(mode, "provide") == 0 && handover("provide", PY_MINOR_VERSION) != 0) return 4;
+    Py_InitializeEx(0);
+    if (strcmp(mode, "provide") == 0) {
+        if (prove(10000) != 0) return 5;
+        handover("again_same", PY_MINOR_VERSION);
+        handover("again_other", PY_MINOR_VERSION + 1);
+    } else if (strcmp(mode, "control") == 0) {
+        if (prove(1500) != 0) return 5;
+    } else if (strcmp(mode, "late") == 0) {
+        if (prove(1500) != 0) return 5;
+        handover("late", PY_MINOR_VERSION);
+    } else {
+        fprintf(stderr, "usage: static_host provide|control|late\n");
+        return 2;
+    }
+    printf("end: %s\n", mode);
+    if (Py_FinalizeEx() != 0) return 6;
+    return 0;
+}

@@ -1,0 +1,71 @@
+//! nuwa-ffi against a real CPython, embedded in this test's processes.
+//!
+//! A `harness = false` test: `main` is the runner. Every scenario runs in a
+//! child process (this binary again, with `--scenario NAME`) under a hard
+//! timeout, because what it looks for are deadlocks, aborts and crashes.
+//!
+//! - `NUWA_TEST_PYTHON` names the interpreter whose shared libpython is
+//!   embedded (default `python3`); it is asked for the library's path. With no
+//!   such interpreter or no shared libpython, the test prints
+//!   `real_python: SKIPPED (...)` and passes, or fails if
+//!   `NUWA_REQUIRE_PYTHON=1`.
+//! - Arguments without a dash filter the scenarios by substring (`--exact`:
+//!   by name), so `cargo test -p nuwa-ffi --test real_python -- shutdown`
+//!   runs the shutdown ones. libtest's other flags are accepted and ignored;
+//!   `--list` lists the scenarios the way `cargo nextest` expects.
+//!
+//! The scenarios (each one can fail; every wait in them is bounded):
+//!
+//! - `release_proven`, `assume_gil_held`: a block on the main thread lets a
+//!   Python thread run `gc.collect()` and set the flag the block waits for;
+//!   `nuwa_ffi::init()` reports the version and held check expected.
+//! - `python_threads_call_in`: four Python threads call a Rust function whose
+//!   block waits for all four (and for a fifth thread's `gc.collect()`).
+//! - `ensured_rust_thread`: a Rust thread attached with `PyGILState_Ensure`
+//!   releases; a nested block does not.
+//! - `nested`: the outer block releases, the inner one does not.
+//! - `foreign_thread`, `foreign_thread_while_released`: a thread without a
+//!   Python thread state never releases, 1000 times, while the main thread
+//!   holds the GIL, or has released it to nobody or to a busy Python thread.
+//! - `panic_in_block`: the GIL is held again after a caught panic and after
+//!   `nogil_catch`.
+//! - `before_init`, `after_finalize`: without an interpreter, blocks run and
+//!   release nothing.
+//! - `shutdown_daemon_block_ends` (10 children), `shutdown_tight_loop` (3): a
+//!   daemon thread's block ends while `Py_FinalizeEx` runs; CPython 3.13 and
+//!   older end such a thread in its reacquire, and no Rust frame may unwind.
+//! - `stop_the_world` (free-threaded builds only): `gc.collect()` gets through
+//!   while four attached threads run blocks, and, as a control, does not while
+//!   they spin without releasing.
+//!
+//! No pyo3 and no link to libpython: the child opens libpython with
+//! `RTLD_NOW | RTLD_GLOBAL` before any block runs (so that nuwa-ffi's own
+//! `dlsym` finds it), and the few C API functions used here are declared below
+//! and looked up with libloading. Python calls back into Rust through
+//! `ctypes.PYFUNCTYPE` (the GIL stays held during the call, as for an
+//! extension function) at addresses passed in as integers.
+
+#[cfg(unix)]
+#[macro_use]
+mod harness;
+#[cfg(unix)]
+mod hosts;
+#[cfg(unix)]
+mod runner;
+#[cfg(unix)]
+mod scenarios;
+
+#[cfg(unix)]
+fn main() -> std::process::ExitCode {
+    runner::main()
+}
+
+#[cfg(not(unix))]
+fn main() -> std::process::ExitCode {
+    println!("real_python: SKIPPED (embedding CPython is tested on Unix only)");
+    if std::env::var("NUWA_REQUIRE_PYTHON").is_ok_and(|v| v == "1") {
+        println!("real_python: FAILED: NUWA_REQUIRE_PYTHON=1");
+        return std::process::ExitCode::FAILURE;
+    }
+    std::process::ExitCode::SUCCESS
+}

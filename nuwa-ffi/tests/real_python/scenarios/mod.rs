@@ -1,0 +1,175 @@
+//! The scenarios, by theme; each runs in its own child process.
+
+use crate::harness::{Outcome, Target};
+
+mod embedding;
+mod foreign;
+mod free_threaded;
+mod panics;
+mod reattach;
+mod release;
+pub(crate) mod shutdown;
+mod subinterpreters;
+
+use embedding::*;
+use foreign::*;
+use free_threaded::*;
+use panics::*;
+use reattach::*;
+use release::*;
+use shutdown::*;
+use subinterpreters::*;
+
+/// A scenario: its name, how many children run it, and its body.
+pub(crate) struct Scenario {
+    pub(crate) name: &'static str,
+    /// How many children run it (each must pass).
+    pub(crate) runs: u32,
+    pub(crate) run: fn(&Target) -> Outcome,
+    /// It needs the embedding hosts (built by the runner first).
+    pub(crate) hosts: bool,
+}
+
+pub(crate) const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "release_proven",
+        runs: 1,
+        run: release_proven,
+        hosts: false,
+    },
+    Scenario {
+        name: "python_threads_call_in",
+        runs: 1,
+        run: python_threads_call_in,
+        hosts: false,
+    },
+    Scenario {
+        name: "ensured_rust_thread",
+        runs: 1,
+        run: ensured_rust_thread,
+        hosts: false,
+    },
+    Scenario {
+        name: "nested",
+        runs: 1,
+        run: nested,
+        hosts: false,
+    },
+    Scenario {
+        name: "foreign_thread",
+        runs: 1,
+        run: foreign_thread,
+        hosts: false,
+    },
+    Scenario {
+        name: "foreign_thread_while_released",
+        runs: 1,
+        run: foreign_thread_while_released,
+        hosts: false,
+    },
+    Scenario {
+        name: "panic_in_block",
+        runs: 1,
+        run: panic_in_block,
+        hosts: false,
+    },
+    Scenario {
+        name: "before_init",
+        runs: 1,
+        run: before_init,
+        hosts: false,
+    },
+    Scenario {
+        name: "after_finalize",
+        runs: 1,
+        run: after_finalize,
+        hosts: false,
+    },
+    Scenario {
+        name: "shutdown_daemon_block_ends",
+        runs: 10,
+        run: shutdown_daemon_block_ends,
+        hosts: false,
+    },
+    Scenario {
+        name: "shutdown_tight_loop",
+        runs: 3,
+        run: shutdown_tight_loop,
+        hosts: false,
+    },
+    Scenario {
+        name: "assume_gil_held",
+        runs: 1,
+        run: assume_gil_held,
+        hosts: false,
+    },
+    Scenario {
+        name: "stop_the_world",
+        runs: 1,
+        run: stop_the_world,
+        hosts: false,
+    },
+    Scenario {
+        name: "rtld_local_host",
+        runs: 1,
+        run: rtld_local_host,
+        hosts: true,
+    },
+    Scenario {
+        name: "static_embedding",
+        runs: 1,
+        run: static_embedding,
+        hosts: true,
+    },
+    Scenario {
+        name: "dlclose_then_block",
+        runs: 1,
+        run: dlclose_then_block,
+        hosts: false,
+    },
+    Scenario {
+        name: "dlclose_unloads_without_nuwa",
+        runs: 1,
+        run: dlclose_unloads_without_nuwa,
+        hosts: false,
+    },
+    Scenario {
+        name: "nested_blocks_while_threads_churn",
+        runs: 1,
+        run: nested_blocks_while_threads_churn,
+        hosts: false,
+    },
+    Scenario {
+        name: "legacy_subinterpreter",
+        runs: 1,
+        run: legacy_subinterpreter,
+        hosts: false,
+    },
+    Scenario {
+        name: "state_made_for_another_thread",
+        runs: 1,
+        run: state_made_for_another_thread,
+        hosts: false,
+    },
+    Scenario {
+        name: "state_attached_in_block",
+        runs: 1,
+        run: state_attached_in_block,
+        hosts: false,
+    },
+    Scenario {
+        name: "state_attached_while_panicking",
+        runs: 1,
+        run: state_attached_while_panicking,
+        hosts: false,
+    },
+];
+
+/// Scenarios that other scenarios run in a child of their own; the runner
+/// does not list them.
+pub(crate) const HELPERS: &[Scenario] = &[Scenario {
+    name: "attached_while_panicking_child",
+    runs: 1,
+    run: attached_while_panicking_child,
+    hosts: false,
+}];

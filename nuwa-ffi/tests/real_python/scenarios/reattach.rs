@@ -1,0 +1,125 @@
+//! A thread state attached inside a block and still attached at its end
+//! (`PyGILState_Ensure` without `PyGILState_Release`): a clear error, never
+//! a hang.
+
+use std::ffi::c_void;
+use std::panic::{self, AssertUnwindSafe};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::harness::*;
+
+type StateFn = unsafe extern "C" fn() -> *mut c_void;
+type RestoreFn = unsafe extern "C" fn(*mut c_void);
+
+const MESSAGE: &str =
+    "nuwa: a Python thread state was attached on this thread inside a nogil! block";
+
+/// The block's guard panics with nuwa's message instead of restoring, the
+/// thread holds the GIL afterwards, and the interpreter keeps working.
+pub(crate) fn state_attached_in_block(target: &Target) -> Outcome {
+    let py = start(target)?;
+    // Balanced inside a block: no error, and the block took the GIL back.
+    let balanced = nuwa_ffi::nogil! {
+        let state = py.gilstate_ensure();
+        let inside = py.gil_check();
+        py.gilstate_release(state);
+        (inside, py.gil_check())
+    };
+    ensure!(
+        balanced == (1, 0) && py.gil_check() == 1,
+        "a balanced PyGILState_Ensure/Release inside a block: PyGILState_Check() {balanced:?} \
+         inside, {} after",
+        py.gil_check()
+    );
+    let previous = panic::take_hook();
+    panic::set_hook(Box::new(|info| eprintln!("(expected) {info}")));
+    let mut ensured = None;
+    let caught = panic::catch_unwind(AssertUnwindSafe(|| {
+        nuwa_ffi::nogil! {
+            ensured = Some(py.gilstate_ensure());
+            // ... and an early exit skips PyGILState_Release.
+        }
+    }));
+    // `nogil_catch` catches this panic too (it is raised while taking the
+    // GIL back, inside its catch) and returns it as a value.
+    let second = nuwa_ffi::nogil_catch(|_| {
+        let _leaked = py.gilstate_ensure();
+    });
+    panic::set_hook(previous);
+    let message = match &caught {
+        Ok(()) => return Err("the block ended normally with a state still attached".into()),
+        Err(payload) => payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default(),
+    };
+    ensure!(
+        message.starts_with(MESSAGE) && message.contains("PyGILState_Ensure"),
+        "the panic's message: {message:?}"
+    );
+    ensure!(py.gil_check() == 1, "the GIL is not held after the panic");
+    let second = match second {
+        Ok(()) => "nogil_catch returned Ok".to_string(),
+        Err(panicked) => panicked.message().unwrap_or_default().to_string(),
+    };
+    ensure!(second.starts_with(MESSAGE), "nogil_catch: {second:?}");
+    ensure!(py.gil_check() == 1, "the GIL is not held after nogil_catch");
+    // Undo the two leaked Ensures the way the block would have: release
+    // (which detaches), then take the thread's state back.
+    // SAFETY: the C signatures of these CPython 3.8+ functions.
+    let (this_thread, restore) = unsafe {
+        (
+            api::<StateFn>("PyGILState_GetThisThreadState")?,
+            api::<RestoreFn>("PyEval_RestoreThread")?,
+        )
+    };
+    let state = ensured.ok_or("the block did not run")?;
+    for _ in 0..2 {
+        py.gilstate_release(state);
+        if py.gil_check() == 0 {
+            // SAFETY: this thread's own state, detached by the release.
+            unsafe { restore(this_thread()) };
+        }
+    }
+    ensure!(py.gil_check() == 1, "the GIL is not held after the cleanup");
+    py.run("nuwa_x = [i for i in range(100)]")?;
+    prove_release(py, &nuwa_ffi::CPython, "after the reattach errors")?;
+    py.finalize()?;
+    passed()
+}
+
+/// Run in a grandchild: the state is attached, then the block panics, so
+/// the check runs while unwinding.
+pub(crate) fn attached_while_panicking_child(target: &Target) -> Outcome {
+    let py = start(target)?;
+    panic::set_hook(Box::new(|_| {}));
+    nuwa_ffi::nogil! {
+        let _leaked = py.gilstate_ensure();
+        panic!("a panic in the block");
+    }
+}
+
+/// While the thread is already panicking, nuwa prints its message and
+/// aborts (a second panic would abort without saying why).
+pub(crate) fn state_attached_while_panicking(_target: &Target) -> Outcome {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let (status, _, stderr) = run_bounded(
+        Command::new(exe).args(["--scenario", "attached_while_panicking_child"]),
+        Duration::from_secs(30),
+    )
+    .map_err(|e| format!("the process did not abort: {e}"))?;
+    use std::os::unix::process::ExitStatusExt;
+    ensure!(
+        status.signal() == Some(6),
+        "expected SIGABRT, got {status}; stderr: {}",
+        stderr.replace('\n', " | ")
+    );
+    ensure!(
+        stderr.contains(MESSAGE) && stderr.contains("(already panicking: aborting)"),
+        "stderr: {}",
+        stderr.replace('\n', " | ")
+    );
+    Ok(Pass::Ok("aborted with nuwa's message".into()))
+}
