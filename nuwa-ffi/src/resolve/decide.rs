@@ -118,6 +118,9 @@ pub(crate) fn decide(symbols: &dyn Lookup, platform: Platform) -> State {
             check,
             reacquire,
             restore_entry: crate::cpython::restore_entry(reacquire),
+            check_signals: symbols
+                .lookup(c"PyErr_CheckSignals")
+                .map(|f| as_fn::<super::CheckSignalsFn>(f)),
         }
     };
     State::Ready {

@@ -34,6 +34,9 @@ pub(crate) type RestoreThreadFn = unsafe extern "C-unwind" fn(ThreadStatePtr);
 pub(crate) type GetThreadStateFn = unsafe extern "C" fn() -> ThreadStatePtr;
 pub(crate) type ThreadIdentFn = unsafe extern "C" fn() -> c_ulong;
 pub(crate) type IsFinalizingFn = unsafe extern "C" fn() -> c_int;
+/// `PyErr_CheckSignals`: runs the Python signal handlers (main thread of the
+/// main interpreter), `-1` with an exception set if one raised.
+pub(crate) type CheckSignalsFn = unsafe extern "C" fn() -> c_int;
 /// How a block calls `PyEval_RestoreThread`: `entry(restore, tstate)`.
 pub(crate) type RestoreEntryFn = unsafe extern "C-unwind" fn(RestoreThreadFn, ThreadStatePtr);
 
@@ -50,6 +53,9 @@ pub(crate) struct Api {
     /// The function for `reacquire`, chosen once: one indirect call on the
     /// fast path instead of a branch on `reacquire` each time.
     pub(crate) restore_entry: RestoreEntryFn,
+    /// `PyErr_CheckSignals`, for signal checks inside blocks (not on the
+    /// fast path); `None` if the object does not define it.
+    pub(crate) check_signals: Option<CheckSignalsFn>,
 }
 
 /// How `current` tells whether the calling thread holds the GIL.
@@ -115,6 +121,12 @@ pub(crate) unsafe fn api_resolved() -> &'static Api {
             None => core::hint::unreachable_unchecked(),
         }
     }
+}
+
+/// `PyErr_CheckSignals` of the interpreter found, if any (off the fast path).
+#[allow(dead_code, reason = "the signal checks inside blocks use it")]
+pub(crate) fn check_signals() -> Option<CheckSignalsFn> {
+    api()?.check_signals
 }
 
 /// Resolves (once per process) and returns what was found.
