@@ -27,7 +27,9 @@
 //!
 //! On CPython 3.11 and older, also hand over `PyGILState_GetThisThreadState`
 //! (required) and `PyThread_get_thread_ident` (so that blocks in legacy
-//! subinterpreters release too).
+//! subinterpreters release too). Hand over `PyErr_CheckSignals`
+//! ([`EmbeddedPython::with_check_signals`]) to let Ctrl-C stop long blocks
+//! ([`SignalCheck`](crate::SignalCheck)).
 
 use core::ffi::{CStr, c_ulong, c_void};
 use core::fmt;
@@ -52,6 +54,7 @@ pub struct EmbeddedPython {
     gilstate_this_thread: usize,
     thread_ident: usize,
     is_finalizing: usize,
+    check_signals: usize,
 }
 
 impl EmbeddedPython {
@@ -74,6 +77,7 @@ impl EmbeddedPython {
             gilstate_this_thread: 0,
             thread_ident: 0,
             is_finalizing: 0,
+            check_signals: 0,
         }
     }
 
@@ -96,6 +100,14 @@ impl EmbeddedPython {
     /// [`RestorePath`](crate::RestorePath)).
     pub fn with_is_finalizing(mut self, f: *const c_void) -> Self {
         self.is_finalizing = f.addr();
+        self
+    }
+
+    /// `PyErr_CheckSignals`: lets a [`SignalCheck`](crate::SignalCheck)
+    /// run the Python signal handlers inside blocks (without it, checks do
+    /// nothing and Ctrl-C waits for the block to end).
+    pub fn with_check_signals(mut self, f: *const c_void) -> Self {
+        self.check_signals = f.addr();
         self
     }
 }
@@ -274,6 +286,7 @@ impl Lookup for Table<'_> {
             b"PyGILState_GetThisThreadState" => p.gilstate_this_thread,
             b"PyThread_get_thread_ident" => p.thread_ident,
             b"Py_IsFinalizing" | b"_Py_IsFinalizing" => p.is_finalizing,
+            b"PyErr_CheckSignals" => p.check_signals,
             b"Py_Version" => return Some((&raw const self.packed).cast_mut().cast()),
             n if n == self.current.to_bytes() => p.current_thread_state,
             _ => 0,
@@ -356,6 +369,22 @@ mod tests {
             held(&old),
             HeldCheck::CompareWithThisThreadOrThreadId { offset: 176, .. }
         ));
+    }
+
+    #[test]
+    fn check_signals_is_used_only_when_handed_over() {
+        let check_signals = |p: &EmbeddedPython| match check(p) {
+            Ok(State::Ready { api, .. }) => api.check_signals.map(|f| f as usize),
+            _ => None,
+        };
+        assert_eq!(check_signals(&fake((3, 13))), None);
+        let with = fake((3, 13)).with_check_signals(0x6000 as *const c_void);
+        assert_eq!(check_signals(&with), Some(0x6000));
+        assert_ne!(
+            with,
+            fake((3, 13)),
+            "a second provide with it is another call"
+        );
     }
 
     #[test]

@@ -4,10 +4,12 @@
 mod cpython;
 pub mod embed;
 mod resolve;
+mod signals;
 mod token;
 
 pub use cpython::{CPython, SavedThreadState, gil_is_held};
 pub use resolve::{HeldCheck, Resolution, RestorePath, Status, Via};
+pub use signals::{Interrupted, SignalCheck};
 pub use token::GilHeld;
 
 pub use nuwa_core::{

@@ -124,7 +124,6 @@ pub(crate) unsafe fn api_resolved() -> &'static Api {
 }
 
 /// `PyErr_CheckSignals` of the interpreter found, if any (off the fast path).
-#[allow(dead_code, reason = "the signal checks inside blocks use it")]
 pub(crate) fn check_signals() -> Option<CheckSignalsFn> {
     api()?.check_signals
 }
