@@ -37,6 +37,13 @@
 //! - `stop_the_world` (free-threaded builds only): `gc.collect()` gets through
 //!   while four attached threads run blocks, and, as a control, does not while
 //!   they spin without releasing.
+//! - `signal_check_stops_a_block`: SIGINT sent while a block on the main
+//!   thread works stops it at its next `SignalCheck`, in place and strict,
+//!   with `KeyboardInterrupt` set; in a nested block a check does nothing and
+//!   the signal stays pending for the outer one.
+//! - `with_gil_restores_the_saved_state`: `with_gil!` and `Released::with_gil`
+//!   in a block in a `Py_NewInterpreter` subinterpreter run Python code in
+//!   that subinterpreter, with the GIL held, and release it again after.
 //!
 //! No pyo3 and no link to libpython: the child opens libpython with
 //! `RTLD_NOW | RTLD_GLOBAL` before any block runs (so that nuwa-ffi's own

@@ -9,6 +9,7 @@ mod panics;
 mod reattach;
 mod release;
 pub(crate) mod shutdown;
+mod signals;
 mod subinterpreters;
 
 use embedding::*;
@@ -18,6 +19,7 @@ use panics::*;
 use reattach::*;
 use release::*;
 use shutdown::*;
+use signals::*;
 use subinterpreters::*;
 
 /// A scenario: its name, how many children run it, and its body.
@@ -161,6 +163,18 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         name: "state_attached_while_panicking",
         runs: 1,
         run: state_attached_while_panicking,
+        hosts: false,
+    },
+    Scenario {
+        name: "signal_check_stops_a_block",
+        runs: 1,
+        run: signal_check_stops_a_block,
+        hosts: false,
+    },
+    Scenario {
+        name: "with_gil_restores_the_saved_state",
+        runs: 1,
+        run: with_gil_restores_the_saved_state,
         hosts: false,
     },
 ];
