@@ -19,7 +19,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
-use nuwa_core::mock::MockGil;
+use nuwa_core::mock::{MockGil, MockState};
 use nuwa_core::{GilOps, GilUnavailable, Guard, ReleaseIf, nogil};
 use nuwa_std::{Panicked, ThreadCheckedMock, nogil_catch};
 use nuwa_tests::assert_held_after;
@@ -366,4 +366,117 @@ fn thread_checked_mock_dropped_with_a_release_outstanding_fails_the_test() {
     // SAFETY: ThreadCheckedMock is memory-safe under any call order; the
     // outstanding release is the breach under test (no `done()` is called).
     let _state = unsafe { gil.release() };
+}
+
+// ---------------------------------------------------------------------------
+// The mocks check the inner reacquires and releases
+// ---------------------------------------------------------------------------
+
+/// Forwards to a `MockGil`, and records which release each reacquire
+/// consumes.
+struct Recording<'a> {
+    mock: &'a MockGil,
+    reacquired: RefCell<Vec<usize>>,
+}
+
+// SAFETY: every call is forwarded unchanged to the mock.
+unsafe impl GilOps for Recording<'_> {
+    type State = MockState;
+    type Gil = MockGil;
+
+    unsafe fn release(&self) -> Option<MockState> {
+        // SAFETY: the caller's obligations are passed on unchanged.
+        unsafe { self.mock.release() }
+    }
+
+    unsafe fn reacquire(&self, state: MockState) {
+        self.reacquired.borrow_mut().push(state.serial());
+        // SAFETY: the caller's obligations are passed on unchanged.
+        unsafe { self.mock.reacquire(state) }
+    }
+
+    fn is_held(&self) -> bool {
+        self.mock.is_held()
+    }
+}
+
+#[test]
+fn each_inner_part_takes_back_the_state_of_the_release_before_it() {
+    for form in ["in place", "strict"] {
+        let gil = MockGil::new();
+        let ops = Recording {
+            mock: &gil,
+            reacquired: RefCell::new(Vec::new()),
+        };
+        let mut parts = 0;
+        if form == "in place" {
+            nuwa_core::nogil!(ops => {
+                for _ in 0..3 {
+                    parts += with_gil! { usize::from(gil.is_held()) }.unwrap();
+                }
+            });
+        } else {
+            // A strict closure cannot capture the mock (it is not `Sync`):
+            // it counts the parts only.
+            nogil(&ops, |released| {
+                for _ in 0..3 {
+                    released.with_gil(|| parts += 1).unwrap();
+                }
+            });
+        }
+        assert_eq!(parts, 3, "{form}");
+        // The block's release is #1; part n takes back release #n and
+        // releases #n+1; the block's end takes back #4.
+        assert_eq!(*ops.reacquired.borrow(), [1, 2, 3, 4], "{form}");
+        assert_held_after(&gil, 4, 4, 0);
+    }
+}
+
+/// A broken backend: it takes the GIL back twice in a row with the same
+/// state (as a `with_gil` that forgot it had already taken the GIL back).
+struct ReacquiresTwice<'a, G: GilOps<State = S>, S: Clone>(&'a G);
+
+// SAFETY: not sound on purpose, only for the mocks to catch: `reacquire`
+// breaks the contract by reacquiring twice, which the mocks report by
+// panicking (they are memory-safe under any call order).
+unsafe impl<G: GilOps<State = S>, S: Clone> GilOps for ReacquiresTwice<'_, G, S> {
+    type State = S;
+    type Gil = G::Gil;
+
+    unsafe fn release(&self) -> Option<S> {
+        // SAFETY: passed on unchanged.
+        unsafe { self.0.release() }
+    }
+
+    unsafe fn reacquire(&self, state: S) {
+        // SAFETY: the second call is the breach under test.
+        unsafe {
+            self.0.reacquire(state.clone());
+            self.0.reacquire(state);
+        }
+    }
+}
+
+#[test]
+#[should_panic(
+    expected = "MockGil: reacquire without a release: the GIL is already held (state of release #1)"
+)]
+fn mock_gil_catches_an_inner_part_that_takes_the_gil_back_twice() {
+    let gil = MockGil::new();
+    nogil(ReacquiresTwice(&gil), |released| {
+        let _ = released.with_gil(|| ());
+    });
+}
+
+#[test]
+#[should_panic(
+    expected = "ThreadCheckedMock: reacquire without a release (state of release #1; nothing is \
+                outstanding"
+)]
+fn thread_checked_mock_catches_an_in_place_part_that_takes_the_gil_back_twice() {
+    let gil = ThreadCheckedMock::new();
+    let broken = ReacquiresTwice(&gil);
+    nuwa_core::nogil!(broken => {
+        let _ = with_gil! { () };
+    });
 }
