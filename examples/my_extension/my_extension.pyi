@@ -10,7 +10,7 @@ only; default ``True``). ``release=False`` runs the very same computation
 with the GIL held, for comparisons.
 """
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import SupportsFloat, SupportsIndex
 
 __all__ = [
@@ -29,7 +29,13 @@ class PanicError(RuntimeError):
     stays usable.
     """
 
-def compute_pi(iterations: SupportsIndex, seed: SupportsIndex = 0, *, release: bool = True) -> float:
+def compute_pi(
+    iterations: SupportsIndex,
+    seed: SupportsIndex = 0,
+    *,
+    release: bool = True,
+    progress: Callable[[float], object] | None = None,
+) -> float:
     """Estimate pi from ``iterations`` random points in the unit square (Monte Carlo).
 
     The generator is a PCG64 (``rand_pcg::Pcg64``) seeded from ``seed`` on
@@ -37,10 +43,20 @@ def compute_pi(iterations: SupportsIndex, seed: SupportsIndex = 0, *, release: b
     and in any order. Each coordinate is the top 53 bits of one 64-bit
     output, scaled to [0, 1).
 
+    ``progress``, if given, is called with the fraction of the points done (a
+    float in (0, 1]; the last call gets 1.0) at most 100 times, from inside
+    the computation, with the GIL held, on the calling thread; its result is
+    ignored. If it raises, the computation stops and the exception
+    propagates (nothing is returned). Ctrl-C stops the computation within
+    about 0.1 s when it runs on the main thread (KeyboardInterrupt); on
+    other threads, stop it through ``progress`` (raise from it).
+
     Raises:
-        TypeError: ``iterations`` or ``seed`` is not an int (a float is refused).
+        TypeError: ``iterations`` or ``seed`` is not an int (a float is refused),
+            or ``progress`` is neither callable nor None (before any work).
         ValueError: ``iterations`` < 1, or ``seed`` < 0.
         OverflowError: either is 2**64 or more.
+        KeyboardInterrupt: Ctrl-C (or any exception a Python signal handler raised).
     """
 
 def process_image(data: bytes, *, release: bool = True) -> bytes:
@@ -115,6 +131,20 @@ def _test_block_released() -> bool:
 
 def _test_nuwa_info() -> str:
     """Not public API. What nuwa_ffi found in this process, in one line."""
+
+def _test_work_until_interrupted(
+    steps: int,
+    *,
+    entered: int | None = None,
+    check: bool = True,
+    interval: float = 0.01,
+    strict: bool = False,
+) -> int:
+    """Not public API. In one block: set ``entered``, then ``steps`` steps of 100 us,
+    checking for signals every ``interval`` s unless ``check=False``; returns the steps."""
+
+def _test_work_done() -> int:
+    """Not public API. Steps done by the last ``_test_work_until_interrupted`` on this thread."""
 
 def _test_module_slots() -> list[str]:
     """Not public API. The module slots declared for the running CPython:

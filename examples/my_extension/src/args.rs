@@ -14,7 +14,7 @@ use core::ffi::CStr;
 
 use pyo3_ffi::*;
 
-use crate::py::{PyResult, Raised, display, raise, str_to_string, type_name};
+use crate::py::{Owned, PyResult, Raised, display, raise, str_to_string, type_name};
 
 /// The arguments of one `METH_VARARGS | METH_KEYWORDS` call, as CPython
 /// passes them: a tuple of the positional values, and a dict of the keyword
@@ -299,6 +299,31 @@ impl<const N: usize> Args<N> {
         }
     }
 
+    /// An optional callable argument: `None` if it was not passed or is
+    /// `None`, otherwise a new strong reference to it (so that it stays alive
+    /// for as long as the function needs it, whatever the callable itself
+    /// does). Raises `TypeError` for anything that is not callable.
+    ///
+    /// # Safety
+    ///
+    /// The GIL is held.
+    pub(crate) unsafe fn callable_or_none(&self, name: &str) -> PyResult<Option<Owned>> {
+        let value = match self.get(name) {
+            // SAFETY: the GIL is held; `None` is live.
+            Some(value) if value != unsafe { Py_None() } => value,
+            _ => return Ok(None),
+        };
+        // SAFETY: the GIL is held and `value` is a live argument; the new
+        // reference taken by `Py_INCREF` is handed to `Owned`.
+        unsafe {
+            if PyCallable_Check(value) == 0 {
+                return Err(self.wrong_type(name, "callable or None", value));
+            }
+            Py_INCREF(value);
+            Owned::new(value).map(Some)
+        }
+    }
+
     /// A `bool` argument (only `True` or `False`), or `default`.
     ///
     /// # Safety
@@ -328,6 +353,30 @@ impl<const N: usize> Args<N> {
     /// The GIL is held.
     pub(crate) unsafe fn f64(&self, name: &str) -> PyResult<f64> {
         let value = self.required(name);
+        // SAFETY: the GIL is held and `value` is a live argument.
+        unsafe { self.to_f64(name, value) }
+    }
+
+    /// A real-number argument, as [`f64`](Self::f64), or `default` if it
+    /// was not passed.
+    ///
+    /// # Safety
+    ///
+    /// The GIL is held.
+    pub(crate) unsafe fn f64_or(&self, name: &str, default: f64) -> PyResult<f64> {
+        match self.get(name) {
+            // SAFETY: the GIL is held and `value` is a live argument.
+            Some(value) => unsafe { self.to_f64(name, value) },
+            None => Ok(default),
+        }
+    }
+
+    /// Converts `value`, the argument `name`, with `PyFloat_AsDouble`.
+    ///
+    /// # Safety
+    ///
+    /// The GIL is held and `value` is live.
+    unsafe fn to_f64(&self, name: &str, value: *mut PyObject) -> PyResult<f64> {
         // SAFETY: the GIL is held and `value` is live.
         unsafe {
             let x = PyFloat_AsDouble(value);

@@ -13,22 +13,50 @@ fn unit_f64(bits: u64) -> f64 {
     (bits >> 11) as f64 * SCALE
 }
 
-/// Estimates π by throwing `iterations` points into the unit square and
-/// counting those inside the quarter circle.
+/// A Monte Carlo estimate of π, made in steps: `iterations` points thrown
+/// into the unit square, counting those inside the quarter circle.
 ///
-/// The generator is a PCG64 seeded from `seed` on each call, so the result
-/// depends on the arguments only: not on the thread, nor on other calls.
-pub(crate) fn monte_carlo_pi(iterations: u64, seed: u64) -> f64 {
-    let mut rng = Pcg64::seed_from_u64(seed);
-    let mut inside: u64 = 0;
-    for _ in 0..iterations {
-        let x = unit_f64(rng.next_u64());
-        let y = unit_f64(rng.next_u64());
-        if x * x + y * y <= 1.0 {
-            inside += 1;
+/// The generator is a PCG64 seeded from `seed`, so the result depends on the
+/// seed and the total number of points only: not on the thread, on other
+/// calls, nor on how the work is split into steps.
+pub(crate) struct PiEstimate {
+    rng: Pcg64,
+    inside: u64,
+    thrown: u64,
+}
+
+impl PiEstimate {
+    pub(crate) fn new(seed: u64) -> Self {
+        PiEstimate {
+            rng: Pcg64::seed_from_u64(seed),
+            inside: 0,
+            thrown: 0,
         }
     }
-    4.0 * inside as f64 / iterations as f64
+
+    /// Throws `points` more points.
+    pub(crate) fn throw(&mut self, points: u64) {
+        let mut inside = 0;
+        for _ in 0..points {
+            let x = unit_f64(self.rng.next_u64());
+            let y = unit_f64(self.rng.next_u64());
+            if x * x + y * y <= 1.0 {
+                inside += 1;
+            }
+        }
+        self.inside += inside;
+        self.thrown += points;
+    }
+
+    /// How many points were thrown so far.
+    pub(crate) fn thrown(&self) -> u64 {
+        self.thrown
+    }
+
+    /// The estimate from the points thrown so far (NaN before the first).
+    pub(crate) fn pi(&self) -> f64 {
+        4.0 * self.inside as f64 / self.thrown as f64
+    }
 }
 
 /// Writes every byte of `input`, inverted (`b ^ 0xff`), into `output`.

@@ -7,22 +7,26 @@
 
 use core::mem::MaybeUninit;
 
-use nuwa_ffi::CPython;
+use nuwa_ffi::{CPython, ReleaseIf, SignalCheck};
 use pyo3_ffi::*;
 
 use crate::args::{CallArgs, Signature};
 use crate::py::{Owned, PyResult, raise};
-use crate::{compute, method};
+use crate::{compute, method, progress};
 
 /// The entry points, for the module's method table.
 pub(crate) const METHODS: [PyMethodDef; 5] = [
     method(
         c"compute_pi",
         compute_pi,
-        c"compute_pi($module, /, iterations, seed=0, *, release=True)\n--\n\n\
+        c"compute_pi($module, /, iterations, seed=0, *, release=True, progress=None)\n--\n\n\
           Estimate pi from `iterations` random points (Monte Carlo), with the GIL released.\n\n\
           The generator is a PCG64 seeded from `seed` on every call: the same arguments\n\
-          give the same result in any thread, in any order.",
+          give the same result in any thread, in any order.\n\n\
+          `progress`, if given, is called with the fraction done (a float in (0, 1], the\n\
+          last 1.0) at most 100 times, with the GIL held; if it raises, the computation\n\
+          stops and the exception propagates. Ctrl-C (KeyboardInterrupt) stops the\n\
+          computation within about 0.1 s when it runs on the main thread.",
     ),
     method(
         c"process_image",
@@ -84,7 +88,7 @@ macro_rules! entry_point {
 pub(crate) use entry_point;
 
 entry_point!(
-    /// `compute_pi(iterations, seed=0, *, release=True) -> float`
+    /// `compute_pi(iterations, seed=0, *, release=True, progress=None) -> float`
     compute_pi => compute_pi_body
 );
 entry_point!(
@@ -106,28 +110,63 @@ entry_point!(
 
 static COMPUTE_PI: Signature = Signature {
     name: "compute_pi",
-    params: &[c"iterations", c"seed", c"release"],
+    params: &[c"iterations", c"seed", c"release", c"progress"],
     positional: 2,
     required: 1,
 };
 
 /// The body of `compute_pi`.
 ///
+/// The block takes the GIL back for a moment (`with_gil!`) to call
+/// `progress`, and checks for signals every [`progress::STEP`] points; both
+/// can leave the function from inside the block with `?`, an exception set.
+///
 /// # Safety
 ///
 /// The GIL is held and `call_args` is what CPython passed.
 unsafe fn compute_pi_body(call_args: CallArgs) -> PyResult<Owned> {
     // SAFETY: the GIL is held and the arguments are live for the call.
-    let (iterations, seed, release) = unsafe {
-        let args = COMPUTE_PI.parse::<3>(call_args)?;
+    let (iterations, seed, release, callback) = unsafe {
+        let args = COMPUTE_PI.parse::<4>(call_args)?;
         (
             args.u64("iterations", None, 1)?,
             args.u64("seed", Some(0), 0)?,
             args.flag("release", true)?,
+            args.callable_or_none("progress")?,
         )
     };
-    let pi = nuwa_ffi::nogil!(release.then_some(CPython), hide(call_args) => {
-        compute::monte_carlo_pi(iterations, seed)
+    let reporting = callback.is_some();
+    if reporting {
+        // SAFETY: the GIL is held.
+        unsafe { progress::can_call_back()? };
+    }
+    let reports = if reporting { progress::MAX_REPORTS } else { 1 };
+    // `ReleaseIf`, not `Option`: with release=False the block keeps the GIL
+    // and `with_gil!` runs its part at once.
+    let pi = nuwa_ffi::nogil!(ReleaseIf::new(CPython, release), hide(call_args, callback) => {
+        let mut estimate = compute::PiEstimate::new(seed);
+        let mut signals = SignalCheck::new();
+        for end in progress::report_points(iterations, reports) {
+            while estimate.thrown() < end {
+                estimate.throw((end - estimate.thrown()).min(progress::STEP));
+                // Ctrl-C: leaves the function, KeyboardInterrupt set.
+                signals.check(&mut released!())?;
+            }
+            if reporting {
+                let fraction = estimate.thrown() as f64 / iterations as f64;
+                with_gil! {
+                    if let Some(callback) = callback {
+                        // SAFETY: the GIL is held in this part; `callback`
+                        // is ours until the end of the function. If it
+                        // raises, `?` leaves the function: the GIL is
+                        // released again, then taken back by the block.
+                        unsafe { progress::report(callback, fraction)? };
+                    }
+                }
+                .expect(progress::HELD);
+            }
+        }
+        estimate.pi()
     });
     // SAFETY: the GIL is held again.
     unsafe { Owned::new(PyFloat_FromDouble(pi)) }

@@ -27,6 +27,7 @@ use pyo3_ffi::*;
 mod args;
 mod compute;
 mod functions;
+mod progress;
 mod py;
 mod testing;
 

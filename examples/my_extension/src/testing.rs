@@ -6,12 +6,13 @@
 //! panic comes back as `PanicError`, and that threads still inside a block
 //! at interpreter shutdown do not crash the process.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nuwa_ffi::CPython;
+use nuwa_ffi::{CPython, SignalCheck};
 use pyo3_ffi::*;
 
 use crate::args::{CallArgs, Signature};
@@ -20,7 +21,7 @@ use crate::method;
 use crate::py::{Owned, PyResult, bool_object, none_object, raise};
 
 /// The hooks, for the module's method table.
-pub(crate) const METHODS: [PyMethodDef; 9] = [
+pub(crate) const METHODS: [PyMethodDef; 11] = [
     method(
         c"_test_panic",
         test_panic,
@@ -77,6 +78,25 @@ pub(crate) const METHODS: [PyMethodDef; 9] = [
           Not public API. What nuwa_ffi found in this process, in one line.",
     ),
     method(
+        c"_test_work_until_interrupted",
+        test_work_until_interrupted,
+        c"_test_work_until_interrupted($module, /, steps, *, entered=None, check=True,\n\
+          interval=0.01, strict=False)\n--\n\n\
+          Not public API. Inside one block that released the GIL: set the flag `entered`\n\
+          (if given), then do `steps` steps of work (a 100 us sleep each), checking for\n\
+          signals after each (a SignalCheck every `interval` s) unless check=False. Return\n\
+          the steps done; if a signal handler raised, its exception propagates and\n\
+          _test_work_done() tells how far the work got. strict=True uses the closure\n\
+          form (nuwa_ffi::nogil) instead of the in-place nogil! block.",
+    ),
+    method(
+        c"_test_work_done",
+        test_work_done,
+        c"_test_work_done($module, /)\n--\n\n\
+          Not public API. The steps done by the last _test_work_until_interrupted call on\n\
+          this thread.",
+    ),
+    method(
         c"_test_module_slots",
         test_module_slots,
         c"_test_module_slots($module, /)\n--\n\n\
@@ -94,6 +114,8 @@ entry_point!(test_sleep_in_block => sleep_in_block_body);
 entry_point!(test_block_released => block_released_body);
 entry_point!(test_nuwa_info => nuwa_info_body);
 entry_point!(test_module_slots => module_slots_body);
+entry_point!(test_work_until_interrupted => work_until_interrupted_body);
+entry_point!(test_work_done => work_done_body);
 
 static PANIC: Signature = Signature {
     name: "_test_panic",
@@ -401,4 +423,96 @@ unsafe fn module_slots_body(call_args: CallArgs) -> PyResult<Owned> {
         }
         Ok(list)
     }
+}
+
+thread_local! {
+    /// The steps done by the last `_test_work_until_interrupted` call on
+    /// this thread (kept up to date inside the block, so that it is right
+    /// however the block is left).
+    static WORK_DONE: Cell<u64> = const { Cell::new(0) };
+}
+
+static WORK_UNTIL_INTERRUPTED: Signature = Signature {
+    name: "_test_work_until_interrupted",
+    params: &[c"steps", c"entered", c"check", c"interval", c"strict"],
+    positional: 1,
+    required: 1,
+};
+
+/// One step of `_test_work_until_interrupted`'s work.
+const WORK_STEP: Duration = Duration::from_micros(100);
+
+/// The body of `_test_work_until_interrupted`.
+///
+/// # Safety
+///
+/// The GIL is held and `call_args` is what CPython passed.
+unsafe fn work_until_interrupted_body(call_args: CallArgs) -> PyResult<Owned> {
+    // SAFETY: the GIL is held and the arguments are live for the call.
+    let (steps, entered, check, interval, strict) = unsafe {
+        let args = WORK_UNTIL_INTERRUPTED.parse::<5>(call_args)?;
+        let steps = args.u64("steps", None, 0)?;
+        let entered = match args.u64_or_none("entered")? {
+            Some(id) => Some(flag(id)?),
+            None => None,
+        };
+        let check = args.flag("check", true)?;
+        let interval = duration("interval", args.f64_or("interval", 0.01)?)?;
+        (steps, entered, check, interval, args.flag("strict", false)?)
+    };
+    let mut signals = SignalCheck::every(interval);
+    WORK_DONE.set(0);
+    let done = if strict {
+        // The strict form: the closure's argument takes the GIL back, and
+        // `?` leaves the closure only.
+        nuwa_ffi::nogil(|gil| {
+            if let Some(entered) = &entered {
+                entered.store(true, Ordering::Release);
+            }
+            for done in 1..=steps {
+                thread::sleep(WORK_STEP);
+                WORK_DONE.set(done);
+                if check {
+                    signals.check(gil)?;
+                }
+            }
+            Ok::<u64, nuwa_ffi::Interrupted>(steps)
+        })?
+    } else {
+        // In place: `?` leaves this function from inside the block.
+        nuwa_ffi::nogil!(hide(call_args) => {
+            if let Some(entered) = &entered {
+                entered.store(true, Ordering::Release);
+            }
+            for done in 1..=steps {
+                thread::sleep(WORK_STEP);
+                WORK_DONE.set(done);
+                if check {
+                    signals.check(&mut released!())?;
+                }
+            }
+            steps
+        })
+    };
+    // SAFETY: the GIL is held again.
+    unsafe { Owned::new(PyLong_FromUnsignedLongLong(done)) }
+}
+
+static WORK_DONE_ARGS: Signature = Signature {
+    name: "_test_work_done",
+    params: &[],
+    positional: 0,
+    required: 0,
+};
+
+/// The body of `_test_work_done`.
+///
+/// # Safety
+///
+/// The GIL is held and `call_args` is what CPython passed.
+unsafe fn work_done_body(call_args: CallArgs) -> PyResult<Owned> {
+    // SAFETY: the GIL is held and the arguments are live for the call.
+    unsafe { WORK_DONE_ARGS.parse::<0>(call_args)? };
+    // SAFETY: the GIL is held.
+    unsafe { Owned::new(PyLong_FromUnsignedLongLong(WORK_DONE.get())) }
 }

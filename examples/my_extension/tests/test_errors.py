@@ -103,7 +103,7 @@ def test_module_still_works_after_errors():
 def test_signatures_are_introspectable():
     import inspect
 
-    assert str(inspect.signature(m.compute_pi)) == "(iterations, seed=0, *, release=True)"
+    assert str(inspect.signature(m.compute_pi)) == "(iterations, seed=0, *, release=True, progress=None)"
     assert str(inspect.signature(m.process_image)) == "(data, *, release=True)"
     assert str(inspect.signature(m.expensive_computation)) == "(n, *, release=True)"
     assert str(inspect.signature(m.good_pattern)) == "(data, *, release=True)"

@@ -1,0 +1,225 @@
+"""Ctrl-C (SIGINT) during a long block stops it: the block's signal checks
+(nuwa_ffi::SignalCheck) run the Python handlers, and the block leaves with
+the handler's exception (KeyboardInterrupt) set.
+
+Each test runs in a fresh interpreter (the signal goes to that process, not
+to pytest's), whose main thread runs the block while a helper thread sends
+the signal once the block has started. "Stopped early" is proved by the work
+counted (steps done, callbacks made) against what the full run would do,
+never by timing; every wait is bounded (the helper's, and the child's
+timeout). The negative control runs the same work without checks: then the
+whole work is done first, and KeyboardInterrupt comes only after it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import run_python
+
+pytestmark = pytest.mark.timeout(300)
+
+PRELUDE = r"""
+import json, os, signal, sys, threading, time, traceback
+import my_extension
+native = getattr(my_extension, "my_extension", my_extension)
+
+def when(condition, action, timeout=30):
+    "On a helper thread: wait (bounded) until condition() is true, then action()."
+    def run():
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                print("helper: the condition never came true", flush=True)
+                os._exit(3)
+            time.sleep(0.001)
+        action()
+    helper = threading.Thread(target=run, daemon=True)
+    helper.start()
+    return helper
+
+def sigint():
+    signal.raise_signal(signal.SIGINT)
+
+def report(**values):
+    print("RESULT " + json.dumps(values), flush=True)
+"""
+
+
+def run(body: str, timeout: float = 120) -> dict:
+    """Runs the prelude and `body` in a fresh interpreter; returns what it
+    reported."""
+    result = run_python(PRELUDE + body, timeout=timeout)
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    assert len(lines) == 1, result.stdout + result.stderr
+    return json.loads(lines[0][len("RESULT ") :])
+
+
+# The block's work: STEPS steps of 100 us, far more than can be done before
+# the child's timeout: only a check that works stops it.
+STEPS = 10**9
+
+
+@pytest.mark.parametrize("form", ["in_place", "strict"])
+@pytest.mark.parametrize("how", ["raise_signal", "os_kill"])
+def test_sigint_stops_a_long_block_on_the_main_thread(form, how):
+    send = "sigint" if how == "raise_signal" else "lambda: os.kill(os.getpid(), signal.SIGINT)"
+    out = run(
+        f"""
+entered = native._test_new_flag()
+when(lambda: native._test_flag_is_set(entered), {send})
+try:
+    done = native._test_work_until_interrupted({STEPS}, entered=entered, strict={form == "strict"})
+    report(raised=None, done=done)
+except KeyboardInterrupt as e:
+    frames = [f.name for f in traceback.extract_tb(e.__traceback__)]
+    report(raised="KeyboardInterrupt", done=native._test_work_done(), frames=frames)
+"""
+    )
+    assert out["raised"] == "KeyboardInterrupt", out
+    assert 1 <= out["done"] < STEPS, out
+    # Raised by the extension's call, not by Python code around it.
+    assert out["frames"] == ["<module>"], out
+
+
+def test_without_checks_the_block_runs_to_its_end_first():
+    """The negative control: the same block, same signal, no checks. All
+    the work is done, and KeyboardInterrupt comes after the call returned."""
+    out = run(
+        """
+entered = native._test_new_flag()
+when(lambda: native._test_flag_is_set(entered), sigint)
+try:
+    native._test_work_until_interrupted(2000, entered=entered, check=False)
+    while True:  # the handler runs at the next bytecodes, if not already
+        time.sleep(0.01)
+except KeyboardInterrupt:
+    report(done=native._test_work_done())
+""",
+    )
+    assert out == {"done": 2000}
+
+
+def test_a_handler_that_raises_another_exception():
+    """Any Python handler that raises stops the block, with its exception."""
+    out = run(
+        f"""
+class Alarm(Exception):
+    pass
+def on_usr1(signum, frame):
+    raise Alarm("from the handler")
+signal.signal(signal.SIGUSR1, on_usr1)
+entered = native._test_new_flag()
+when(lambda: native._test_flag_is_set(entered), lambda: os.kill(os.getpid(), signal.SIGUSR1))
+try:
+    native._test_work_until_interrupted({STEPS}, entered=entered)
+    report(raised=None)
+except Alarm as e:
+    report(raised=str(e), done=native._test_work_done())
+"""
+    )
+    assert out["raised"] == "from the handler" and 1 <= out["done"] < STEPS, out
+
+
+def test_ctrl_c_stops_compute_pi():
+    """compute_pi's own checks: its progress callback is a C function
+    (list.append), so no Python code runs on the main thread during the call
+    and only the block's checks can run the handler. 10**9 points: the full
+    run reports 100 times."""
+    out = run(
+        """
+calls = []
+when(lambda: len(calls) >= 1, sigint)
+try:
+    my_extension.compute_pi(10**9, progress=calls.append)
+    report(raised=None, calls=len(calls))
+except KeyboardInterrupt as e:
+    frames = [f.name for f in traceback.extract_tb(e.__traceback__)]
+    report(raised="KeyboardInterrupt", calls=len(calls), frames=frames)
+"""
+    )
+    assert out["raised"] == "KeyboardInterrupt" and 1 <= out["calls"] < 100, out
+    assert out["frames"] == ["<module>"], out
+
+
+def test_ctrl_c_stops_compute_pi_holding_the_gil():
+    """release=False: the block keeps the GIL (no Python thread can run, so
+    the signal comes from a timer), and its checks still run the handler."""
+    out = run(
+        """
+calls = []
+signal.signal(signal.SIGALRM, signal.default_int_handler)
+signal.setitimer(signal.ITIMER_REAL, 0.5)
+try:
+    my_extension.compute_pi(10**9, release=False, progress=calls.append)
+    report(raised=None, calls=len(calls))
+except KeyboardInterrupt:
+    report(raised="KeyboardInterrupt", calls=len(calls))
+"""
+    )
+    assert out["raised"] == "KeyboardInterrupt" and out["calls"] < 100, out
+
+
+def test_sigint_while_the_callback_runs():
+    """The signal arrives while the callback (Python code, GIL held) runs:
+    KeyboardInterrupt is raised inside the callback and stops the call."""
+    out = run(
+        """
+entered = threading.Event()
+calls = []
+def progress(fraction):
+    calls.append(fraction)
+    entered.set()
+    time.sleep(60)  # interrupted by the signal
+# To the process, as Ctrl-C is: it interrupts the main thread's sleep (a
+# signal raised on the helper thread would be seen only after the sleep).
+when(entered.is_set, lambda: os.kill(os.getpid(), signal.SIGINT))
+try:
+    my_extension.compute_pi(10**9, progress=progress)
+    report(raised=None)
+except KeyboardInterrupt as e:
+    frames = [f.name for f in traceback.extract_tb(e.__traceback__)]
+    report(raised="KeyboardInterrupt", calls=len(calls), frames=frames)
+"""
+    )
+    assert out == {"raised": "KeyboardInterrupt", "calls": 1, "frames": ["<module>", "progress"]}
+
+
+def test_ctrl_c_in_a_pool_stops_the_workers_through_their_callbacks():
+    """The main thread gets KeyboardInterrupt (worker threads get no
+    signals: their checks run no handler); it sets a flag that the workers'
+    callbacks read, and they stop (the demo's pattern)."""
+    out = run(
+        """
+from concurrent.futures import ThreadPoolExecutor, wait
+class Stopped(Exception):
+    pass
+stop = threading.Event()
+counts = [[] for _ in range(4)]
+def call(seed):
+    def progress(fraction):
+        counts[seed].append(fraction)
+        if stop.is_set():
+            raise Stopped
+    return my_extension.compute_pi(10**9, seed, progress=progress)
+# To the process, as Ctrl-C is: the main thread gets it and leaves wait().
+when(lambda: all(counts), lambda: os.kill(os.getpid(), signal.SIGINT))
+pool = ThreadPoolExecutor(max_workers=4)
+futures = [pool.submit(call, seed) for seed in range(4)]
+try:
+    wait(futures)
+    interrupted = False
+except KeyboardInterrupt:
+    interrupted = True
+    stop.set()
+pool.shutdown(wait=True)
+outcomes = [type(f.exception(timeout=60)).__name__ for f in futures]
+report(interrupted=interrupted, outcomes=outcomes, calls=[len(c) for c in counts])
+"""
+    )
+    assert out["interrupted"] is True, out
+    assert out["outcomes"] == ["Stopped"] * 4, out
+    assert all(1 <= n < 100 for n in out["calls"]), out
