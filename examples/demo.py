@@ -1,13 +1,20 @@
 """nuwa demo: does compute_pi release the GIL, and what does that buy?
 
-First the proof, which the machine's load cannot flip: another Python thread
-counts how many times it runs during one compute_pi call, with the GIL
-released (release=True) and held (release=False). Then the timings: four
-Monte Carlo estimates of pi on a thread pool, which run in parallel only if
-each call releases the GIL.
+The demo runs in sections, in this order:
+
+- release: the proof, which the machine's load cannot flip: another Python
+  thread counts how many times it runs during one compute_pi call, with the
+  GIL released (release=True) and held (release=False).
+- timings: four Monte Carlo estimates of pi on a thread pool, which run in
+  parallel only if each call releases the GIL; then one block for a whole
+  loop against one block per element.
+- progress: the pool again, with a text progress bar drawn by a callback
+  that compute_pi calls from inside its block (taking the GIL back for it);
+  Ctrl-C stops the workers.
 
 Run it with `make demo` (builds examples/my_extension in release mode first);
-`make demo DEMO_ARGS=--verbose` also says what nuwa found in this process.
+`make demo DEMO_ARGS=--verbose` also says what nuwa found in this process,
+`make demo DEMO_ARGS="--only progress"` runs one section.
 """
 
 from __future__ import annotations
@@ -114,17 +121,8 @@ def explain_resolution(info: str) -> str:
     return textwrap.fill(text, width=88, initial_indent="  ", subsequent_indent="  ")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--verbose", action="store_true", help="also say what nuwa found")
-    args = parser.parse_args()
-    if args.verbose:
-        # The `_test_` hooks are not public API; they live on the extension
-        # module itself, inside the package maturin builds around it.
-        native = getattr(my_extension, "my_extension", my_extension)
-        info = native._test_nuwa_info()
-        print(f"nuwa: {info}\n{explain_resolution(info)}\n")
-
+def section_release() -> None:
+    """The proof that compute_pi releases the GIL (counts, not timings)."""
     estimate(0, release=True)  # warm up: page in the code, start the clock
     proof = ITERATIONS // 3
     print(
@@ -136,7 +134,10 @@ def main() -> None:
         count = runs_during(lambda: my_extension.compute_pi(proof, 1, release=release))
         verdict = "GIL released" if count else "GIL held"
         print(f"  release={release!s:5}  the other thread ran {count:>6_} times: {verdict}")
-    print()
+
+
+def section_timings() -> None:
+    """The pool with the GIL released and held; one block vs one per element."""
     print(
         f"{len(SEEDS)} x compute_pi({ITERATIONS:_}, seed) on {len(SEEDS)} workers, "
         f"{os.cpu_count()} CPU cores"
@@ -169,6 +170,122 @@ def main() -> None:
         f"good_pattern vs bad_pattern on {len(data):_} floats: {good_time * 1e3:.0f} ms vs "
         f"{bad_time * 1e3:.0f} ms (one block vs one block per element)"
     )
+
+
+class Stopped(Exception):
+    """Raised by a worker's progress callback once Ctrl-C was pressed."""
+
+
+class ProgressBar:
+    """One line for the whole pool: the mean of the workers' fractions.
+
+    The workers' callbacks call `update` with the GIL held (compute_pi takes
+    it back for them), on their own threads; the lock keeps two of them from
+    drawing at once. On a terminal the line is redrawn in place; otherwise
+    (a log, a pipe) a line is printed at every quarter.
+    """
+
+    WIDTH = 40
+
+    def __init__(self, workers: int):
+        self.fractions = [0.0] * workers
+        self.lock = threading.Lock()
+        self.tty = sys.stdout.isatty()
+        self.drawn = -1
+
+    def update(self, worker: int, fraction: float) -> None:
+        with self.lock:
+            self.fractions[worker] = fraction
+            percent = int(100 * sum(self.fractions) / len(self.fractions))
+            step = percent if self.tty else percent // 25 * 25
+            if step == self.drawn:
+                return
+            self.drawn = step
+            filled = self.WIDTH * percent // 100
+            bar = "#" * filled + "-" * (self.WIDTH - filled)
+            each = " ".join(f"{int(100 * f):3d}%" for f in self.fractions)
+            line = f"  [{bar}] {percent:3d}%   workers: {each}"
+            if self.tty:
+                print("\r" + line, end="", flush=True)
+            else:
+                print(line, flush=True)
+
+    def finish(self) -> None:
+        if self.tty:
+            print(flush=True)
+
+
+# Long enough to press Ctrl-C: a few seconds on 2 cores.
+PROGRESS_ITERATIONS = 250_000_000
+
+
+def section_progress() -> None:
+    """compute_pi on the pool with a progress callback; Ctrl-C stops it."""
+    print(
+        f"{len(SEEDS)} x compute_pi({PROGRESS_ITERATIONS:_}, seed, progress=...) on "
+        f"{len(SEEDS)} workers. Each call\n"
+        "reports the fraction done (at most 100 times) from inside its block, which takes\n"
+        "the GIL back for the callback."
+    )
+    print(
+        "  Press Ctrl-C to stop. The main thread gets KeyboardInterrupt (worker threads get\n"
+        "  no signals, so their blocks' signal checks run no handler): it sets a flag, and\n"
+        "  each worker's callback raises at its next call, which stops that computation.\n"
+        "  (A compute_pi call on the main thread stops on Ctrl-C by itself.)"
+    )
+    bar = ProgressBar(len(SEEDS))
+    stop = threading.Event()
+
+    def run(worker: int, seed: int) -> float:
+        def progress(fraction: float) -> None:
+            if stop.is_set():
+                raise Stopped
+            bar.update(worker, fraction)
+
+        return my_extension.compute_pi(PROGRESS_ITERATIONS, seed, progress=progress)
+
+    executor = ThreadPoolExecutor(max_workers=len(SEEDS))
+    try:
+        futures = [executor.submit(run, i, seed) for i, seed in enumerate(SEEDS)]
+        results = [f.result() for f in futures]
+    except KeyboardInterrupt:
+        stop.set()
+        executor.shutdown(wait=True)
+        bar.finish()
+        stopped = sum(isinstance(f.exception(), Stopped) for f in futures if f.done())
+        print(f"  Ctrl-C: {stopped} of {len(SEEDS)} computations stopped by their callbacks.")
+        return
+    executor.shutdown(wait=True)
+    bar.finish()
+    for seed, pi in zip(SEEDS, results):
+        print(f"  seed {seed}: pi ~ {pi:.6f}")
+
+
+# The sections, in the order they run (`--only NAME` runs one).
+SECTIONS = {
+    "release": section_release,
+    "timings": section_timings,
+    "progress": section_progress,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--verbose", action="store_true", help="also say what nuwa found")
+    parser.add_argument("--only", choices=sorted(SECTIONS), help="run this section only")
+    args = parser.parse_args()
+    if args.verbose:
+        # The `_test_` hooks are not public API; they live on the extension
+        # module itself, inside the package maturin builds around it.
+        native = getattr(my_extension, "my_extension", my_extension)
+        info = native._test_nuwa_info()
+        print(f"nuwa: {info}\n{explain_resolution(info)}\n")
+
+    names = [args.only] if args.only else list(SECTIONS)
+    for i, name in enumerate(names):
+        if i:
+            print()
+        SECTIONS[name]()
 
 
 if __name__ == "__main__":

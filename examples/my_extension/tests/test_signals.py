@@ -14,6 +14,11 @@ whole work is done first, and KeyboardInterrupt comes only after it.
 from __future__ import annotations
 
 import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -223,3 +228,31 @@ report(interrupted=interrupted, outcomes=outcomes, calls=[len(c) for c in counts
     assert out["interrupted"] is True, out
     assert out["outcomes"] == ["Stopped"] * 4, out
     assert all(1 <= n < 100 for n in out["calls"]), out
+
+
+def test_the_demo_stops_its_workers_on_ctrl_c():
+    """`examples/demo.py --only progress`, interrupted once its progress bar
+    shows: every worker stops through its callback, and the demo says so."""
+    demo = pathlib.Path(__file__).resolve().parents[2] / "demo.py"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    child = subprocess.Popen(
+        [sys.executable, str(demo), "--only", "progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        seen = []
+        for line in child.stdout:  # ends when the demo does (bounded: a few seconds)
+            seen.append(line)
+            if line.startswith("  [") and not any("Ctrl-C:" in s for s in seen):
+                child.send_signal(signal.SIGINT)
+                break
+        rest, errors = child.communicate(timeout=120)
+    finally:
+        child.kill()
+    output = "".join(seen) + rest
+    assert child.returncode == 0, output + errors
+    assert "Press Ctrl-C to stop" in output
+    assert "Ctrl-C: 4 of 4 computations stopped by their callbacks." in output, output
