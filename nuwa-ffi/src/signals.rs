@@ -10,8 +10,9 @@
 //!
 //! # The countdown
 //!
-//! A call that is not due costs one decrement and one branch: no CPython
-//! call, no clock read. Every `stride` calls the clock is read; `stride`
+//! A call that is not due only counts down (load, compare, branch,
+//! decrement, store): no CPython call, no clock read. Every `stride` calls
+//! the clock is read; `stride`
 //! adapts so that this happens about four times per interval while the calls
 //! take similar times (it at most quadruples at each read, and shrinks at
 //! once when calls get slower; between 1 and 2²⁴). A check is made at the
@@ -73,48 +74,28 @@ use crate::resolve;
 /// for Ctrl-C): leave the block and return `NULL` from the extension
 /// function, with nothing else in between that calls Python.
 ///
-/// # Cost
+/// # Cost, and choosing the interval
 ///
-/// A call that is not due is a countdown: load, compare, branch,
-/// decrement, store (5 instructions counted with callgrind, 0.6 to 0.7 ns
-/// here), plus a clock read every few thousand to 2²⁴ calls. A due check
-/// (once per interval) reads the clock twice, takes the GIL back and
-/// releases it again, and calls `PyErr_CheckSignals`: 841 instructions and
-/// about 110 ns on CPython 3.11, 943 and 135 ns on 3.13, when no other
-/// thread wants the GIL; when a Python thread is running, the wait for the
-/// GIL can last up to CPython's switch interval (5 ms by default). The
-/// figures and the command that measures them (`examples/signal_cost.rs`)
-/// are in the README, "Callbacks and Ctrl-C inside a block".
-///
-/// # Choosing the interval
-///
-/// The interval bounds how long Ctrl-C waits: about 1.25 intervals while
-/// the calls take similar times. Each due check takes the GIL back, which
-/// costs about 0.1 µs when no other thread wants it, but can wait up to
-/// CPython's switch interval (`sys.getswitchinterval()`, 5 ms by default)
-/// while another thread runs Python code, and for as long as another thread
-/// holds the GIL in a C call. So the default,
-/// [`DEFAULT_INTERVAL`](Self::DEFAULT_INTERVAL) (100 ms), answers in what a
-/// person feels as at once, and gives at most one such wait per 100 ms: up
-/// to about 5 % of the block's time next to a busy Python thread, nothing
-/// measurable otherwise. Shorter intervals answer faster and pay that wait
-/// more often; go below about 20 ms only if no Python thread competes for
-/// the GIL. Call `check` at least a few times per interval: at about a
-/// nanosecond a call, once per step of a few microseconds of work is free.
+/// A call that is not due is a countdown (5 instructions, under a
+/// nanosecond), with a clock read about four times per interval. A due check
+/// takes the GIL back and releases it again around `PyErr_CheckSignals`:
+/// about 0.1 µs when no other thread wants the GIL, up to CPython's switch
+/// interval (5 ms) while another thread runs Python code. Ctrl-C is seen
+/// about 1.25 intervals after it is pressed. The default, 100 ms, feels
+/// immediate and costs at most one such wait per 100 ms; call `check` a few
+/// times per interval at least. The README's "Callbacks and Ctrl-C inside a
+/// block" has the measurements and the command that makes them.
 ///
 /// # Where nothing is checked
 ///
-/// - CPython runs signal handlers only on the main thread of the main
-///   interpreter: elsewhere (worker threads, subinterpreters) a due check
-///   still takes the GIL back and calls `PyErr_CheckSignals`, which returns
-///   at once (CPython 3.12 and later may run a pending garbage collection
-///   there), and the signal waits for the main thread. To stop work on
-///   worker threads, tell them through your own means (a flag that a
-///   progress callback reads, for example).
-/// - Where the block cannot take the GIL back (a block nested in another, a
-///   thread Python does not know, no Python in the process) or the
-///   interpreter has no `PyErr_CheckSignals` (a static embedder that did not
-///   hand it over with
+/// - CPython runs signal handlers on the main thread of the main interpreter
+///   only: on other threads and in subinterpreters a due check finds nothing
+///   to run (3.12+ may run a pending garbage collection), and the signal
+///   waits for the main thread. Stop workers by your own means (a flag their
+///   progress callback reads).
+/// - Where the block cannot take the GIL back (nested in another block, a
+///   thread Python does not know, no Python) or `PyErr_CheckSignals` is
+///   missing (an embedder that did not hand it over with
 ///   [`with_check_signals`](crate::embed::EmbeddedPython::with_check_signals)),
 ///   a due check does nothing and returns `Ok(())`.
 #[derive(Clone, Debug)]
