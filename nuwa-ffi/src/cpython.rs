@@ -5,7 +5,9 @@ use core::ptr::NonNull;
 
 use nuwa_core::GilOps;
 
-use crate::resolve::{self, Api, Check, Reacquire, RestoreThreadFn, ThreadIdField, ThreadStatePtr};
+use crate::resolve::{
+    self, Api, Check, Reacquire, Release, RestoreThreadFn, ThreadIdField, ThreadStatePtr,
+};
 
 /// The GIL of the CPython interpreter in this process.
 ///
@@ -55,12 +57,23 @@ unsafe impl GilOps for CPython {
     #[inline(always)]
     unsafe fn release(&self) -> Option<SavedThreadState> {
         let api = resolve::api()?;
-        if !holds_gil(api) {
-            return None;
-        }
-        // SAFETY: the calling thread holds the GIL (checked above), which is
-        // what `PyEval_SaveThread` requires.
-        let saved = unsafe { (api.save)() };
+        let saved = match api.release {
+            Release::Swap(swap) => {
+                // SAFETY: with a null argument, `PyThreadState_Swap` (3.12+)
+                // detaches the calling thread's state only if one is
+                // attached, which is the held check, and returns it (null
+                // otherwise).
+                unsafe { swap(core::ptr::null_mut()) }
+            }
+            Release::HeldCheck => {
+                if !holds_gil(api) {
+                    return None;
+                }
+                // SAFETY: the calling thread holds the GIL (checked above),
+                // which is what `PyEval_SaveThread` requires.
+                unsafe { (api.save)() }
+            }
+        };
         let saved = mark_finalizer(api, saved);
         NonNull::new(saved).map(SavedThreadState)
     }
@@ -105,6 +118,22 @@ unsafe fn reacquire_with(api: &Api, tstate: ThreadStatePtr) {
     unsafe { (api.restore_entry)(api.restore, tstate) }
 }
 
+/// `reacquire_with` without the check for a state left attached, for
+/// [`GilHeld`](crate::GilHeld), whose contract covers it.
+///
+/// # Safety
+///
+/// As for `reacquire_with`; no thread state is attached to this thread.
+#[inline(always)]
+pub(crate) unsafe fn reacquire_unchecked(state: SavedThreadState) {
+    // SAFETY: a `SavedThreadState` exists only after a release found the
+    // functions, so they are resolved.
+    let api = unsafe { resolve::api_resolved() };
+    // SAFETY: the caller's contract; the entry is the one chosen for this
+    // version.
+    unsafe { (api.restore_entry)(api.restore, state.0.as_ptr()) }
+}
+
 /// The function a block calls to take the GIL back, for `reacquire`.
 pub(crate) fn restore_entry(reacquire: Reacquire) -> resolve::RestoreEntryFn {
     match reacquire {
@@ -138,9 +167,8 @@ fn attached_inside_block() {
         nogil! block and is still attached at the end of the block (a PyGILState_Ensure \
         without its PyGILState_Release?). Taking the GIL back now would deadlock \
         (CPython 3.12 and older) or abort the process (3.13 and later), so nuwa does not: \
-        the thread holds the GIL \
-        through the state attached inside the block. Release every thread state you attach \
-        inside a block before the block ends.";
+        the thread holds the GIL through the state attached inside the block. Release every \
+        thread state you attach inside a block before the block ends.";
     if std::thread::panicking() {
         std::eprintln!("{WHAT} (already panicking: aborting)");
         std::process::abort();
@@ -200,7 +228,16 @@ unsafe extern "C-unwind" fn restore_unless_finalizing(
     restore: RestoreThreadFn,
     marked: ThreadStatePtr,
 ) {
-    // SAFETY: this entry is only chosen once the functions are resolved.
+    park_if_overtaken(marked);
+    // SAFETY: the caller's contract.
+    unsafe { restore(unmarked(marked)) }
+}
+
+/// Parks the calling thread for good if finalization started while its
+/// block ran (see [`must_park`]), on the targets that check for it.
+fn park_if_overtaken(marked: ThreadStatePtr) {
+    // SAFETY: this is only reached from an entry chosen once the functions
+    // are resolved.
     let api = unsafe { resolve::api_resolved() };
     if let Reacquire::CheckFinalizing(is_finalizing) = api.reacquire {
         // SAFETY: `Py_IsFinalizing` may be called at any time.
@@ -211,8 +248,6 @@ unsafe extern "C-unwind" fn restore_unless_finalizing(
             }
         }
     }
-    // SAFETY: the caller's contract.
-    unsafe { restore(unmarked(marked)) }
 }
 
 /// Whether the calling thread holds the GIL: its own thread state is the one
@@ -229,20 +264,24 @@ fn holds_gil(api: &Api) -> bool {
         }
         match api.check {
             Check::ThreadLocal => true,
-            Check::Compare {
-                this_thread,
-                thread_id,
-            } => {
+            Check::Compare { this_thread, .. } => {
                 let mine = this_thread();
-                if mine == current {
-                    return true;
-                }
-                match thread_id {
-                    Some(field) if !mine.is_null() => made_on_this_thread(current, mine, field),
-                    _ => false,
-                }
+                mine == current || (!mine.is_null() && not_this_threads_own(api, current, mine))
             }
         }
+    }
+}
+
+/// The thread-id fallback of [`holds_gil`], kept off the fast path.
+#[cold]
+#[inline(never)]
+fn not_this_threads_own(api: &Api, current: ThreadStatePtr, mine: ThreadStatePtr) -> bool {
+    match api.check {
+        Check::Compare {
+            thread_id: Some(field),
+            ..
+        } => made_on_this_thread(current, mine, field),
+        _ => false,
     }
 }
 
@@ -272,21 +311,21 @@ fn made_on_this_thread(
     const SIZE: usize = core::mem::size_of::<c_ulong>();
     let mut ids: [c_ulong; 2] = [0; 2];
     let local = [
-        libc::iovec {
+        crate::resolve::sys::IoVec {
             iov_base: (&raw mut ids[0]).cast(),
             iov_len: SIZE,
         },
-        libc::iovec {
+        crate::resolve::sys::IoVec {
             iov_base: (&raw mut ids[1]).cast(),
             iov_len: SIZE,
         },
     ];
     let remote = [
-        libc::iovec {
+        crate::resolve::sys::IoVec {
             iov_base: mine.wrapping_byte_add(field.offset),
             iov_len: SIZE,
         },
-        libc::iovec {
+        crate::resolve::sys::IoVec {
             iov_base: current.wrapping_byte_add(field.offset),
             iov_len: SIZE,
         },
@@ -297,8 +336,14 @@ fn made_on_this_thread(
     // error or a short count, never a fault.
     let (ident, copied) = unsafe {
         let ident = (field.ident)();
-        let copied =
-            libc::process_vm_readv(libc::getpid(), local.as_ptr(), 2, remote.as_ptr(), 2, 0);
+        let copied = crate::resolve::sys::process_vm_readv(
+            crate::resolve::sys::getpid(),
+            local.as_ptr(),
+            2,
+            remote.as_ptr(),
+            2,
+            0,
+        );
         (ident, copied)
     };
     copied == (2 * SIZE) as isize && ids[0] == ident && ids[1] == ident

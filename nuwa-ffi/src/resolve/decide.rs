@@ -4,7 +4,7 @@
 use core::ffi::{CStr, c_char, c_ulong, c_void};
 
 use super::report::{HeldCheck, State};
-use super::{Api, Check, Platform, Reacquire, ThreadIdField};
+use super::{Api, Check, Platform, Reacquire, Release, ThreadIdField};
 
 /// A place to look symbols up in: one object (and, for a handle, what it
 /// depends on).
@@ -108,10 +108,18 @@ pub(crate) fn decide(symbols: &dyn Lookup, platform: Platform) -> State {
         };
 
     let reacquire = choose_reacquire(symbols, version, platform);
+    // 3.12 and later: `PyThreadState_Swap` detaches only an attached state
+    // (and takes the GIL with the one it attaches); before 3.12 it only
+    // swaps the pointer, so it cannot release.
+    let swap = symbols
+        .lookup(c"PyThreadState_Swap")
+        .filter(|_| matches!(check, Check::ThreadLocal) && version.is_some_and(|v| v >= (3, 12)));
+    let release = choose_release(swap, version);
     // SAFETY: each pointer is the non-null address of the CPython function
     // of that name, whose C signature is the one its type spells out.
     let api = unsafe {
         Api {
+            release,
             save: as_fn(save),
             restore: as_fn(restore),
             current: as_fn(current),
@@ -127,6 +135,17 @@ pub(crate) fn decide(symbols: &dyn Lookup, platform: Platform) -> State {
         version,
         held_check,
         api,
+    }
+}
+
+/// How blocks release on `version`: the cheaper of the ways that keep the
+/// guarantees, by the instruction counts in BENCHMARKS.md.
+fn choose_release(swap: Option<*mut c_void>, version: Option<(u8, u8)>) -> Release {
+    match (swap, version) {
+        // SAFETY: `swap` is the address of `PyThreadState_Swap`, whose C
+        // signature is `PyThreadState *(PyThreadState *)`.
+        (Some(swap), Some((3, 12) | (3, 13))) => Release::Swap(unsafe { as_fn(swap) }),
+        _ => Release::HeldCheck,
     }
 }
 
