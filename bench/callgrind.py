@@ -82,6 +82,10 @@ def host_interpreters() -> list[tuple[str, str, str, list[str]]]:
         if label.endswith("d"):
             continue
         found.append((label, home, libs[0], []))
+    def key(row):
+        label = row[0].rstrip("t")
+        return tuple(map(int, label.split(".")))
+    found.sort(key=key)
     system = Path("/usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0")
     if system.exists() and Path("/usr/bin/python3.11").exists():
         found.append(("3.11 (system)", "/usr", str(system), []))

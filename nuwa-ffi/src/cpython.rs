@@ -6,7 +6,8 @@ use core::ptr::NonNull;
 use nuwa_core::GilOps;
 
 use crate::resolve::{
-    self, Api, Check, Reacquire, Release, RestoreThreadFn, ThreadIdField, ThreadStatePtr,
+    self, Api, Check, Reacquire, Release, Restore, RestoreThreadFn, SwapFn, ThreadIdField,
+    ThreadStatePtr,
 };
 
 /// The GIL of the CPython interpreter in this process.
@@ -100,6 +101,19 @@ unsafe impl GilOps for CPython {
 /// [`mark_finalizer`]), not restored yet.
 #[inline(always)]
 unsafe fn reacquire_with(api: &Api, tstate: ThreadStatePtr) {
+    if let Restore::Swap { swap, entry } = api.restore_kind {
+        // SAFETY: the caller's contract; on 3.13 and later
+        // `PyThreadState_Swap` detaches whatever state is attached to this
+        // thread now (none, unless one was attached inside the block), then
+        // takes the GIL and attaches the block's own, as
+        // `PyEval_RestoreThread` would; the entry is the one chosen for this
+        // version.
+        let attached = unsafe { entry(swap, tstate) };
+        if !attached.is_null() {
+            attached_inside_block(true);
+        }
+        return;
+    }
     // SAFETY: the current-state getter may be called on any thread, with or
     // without the GIL; it only reads the current thread state.
     let current = unsafe { (api.current)() };
@@ -111,7 +125,7 @@ unsafe fn reacquire_with(api: &Api, tstate: ThreadStatePtr) {
         Check::Compare { .. } => current == unmarked(tstate),
     };
     if attached {
-        attached_inside_block();
+        attached_inside_block(false);
     }
     // SAFETY: the caller's contract, and this thread has no state attached
     // (checked above); the entry is the one chosen for this version.
@@ -129,9 +143,49 @@ pub(crate) unsafe fn reacquire_unchecked(state: SavedThreadState) {
     // SAFETY: a `SavedThreadState` exists only after a release found the
     // functions, so they are resolved.
     let api = unsafe { resolve::api_resolved() };
-    // SAFETY: the caller's contract; the entry is the one chosen for this
-    // version.
+    // SAFETY: the caller's contract (no state was left attached, so
+    // `PyEval_RestoreThread` is right on every version, and cheaper than
+    // the swap); the entry is the one chosen for this version.
     unsafe { (api.restore_entry)(api.restore, state.0.as_ptr()) }
+}
+
+/// The function a block calls to take the GIL back with
+/// `PyThreadState_Swap` (3.13 and later), for `reacquire`.
+pub(crate) fn swap_entry(reacquire: Reacquire) -> resolve::SwapEntryFn {
+    match reacquire {
+        #[cfg(nuwa_restore_shim)]
+        Reacquire::Shim => nuwa_ffi_0_1_swap_thread,
+        #[cfg(not(nuwa_restore_shim))]
+        Reacquire::Shim => swap_direct,
+        Reacquire::Direct => swap_direct,
+        Reacquire::CheckFinalizing(_) => swap_unless_finalizing,
+    }
+}
+
+/// `swap(tstate)`.
+///
+/// # Safety
+///
+/// `tstate` is the state this thread saved, not restored yet.
+unsafe extern "C-unwind" fn swap_direct(swap: SwapFn, tstate: ThreadStatePtr) -> ThreadStatePtr {
+    // SAFETY: the caller's contract.
+    unsafe { swap(tstate) }
+}
+
+/// `swap(tstate)`, unless the interpreter started finalizing during the
+/// block: then the thread is parked for good instead (see
+/// [`restore_unless_finalizing`]).
+///
+/// # Safety
+///
+/// As for [`swap_direct`]; `marked` may carry [`mark_finalizer`]'s mark.
+unsafe extern "C-unwind" fn swap_unless_finalizing(
+    swap: SwapFn,
+    marked: ThreadStatePtr,
+) -> ThreadStatePtr {
+    park_if_overtaken(marked);
+    // SAFETY: the caller's contract.
+    unsafe { swap(unmarked(marked)) }
 }
 
 /// The function a block calls to take the GIL back, for `reacquire`.
@@ -157,23 +211,29 @@ unsafe extern "C-unwind" fn restore_direct(restore: RestoreThreadFn, tstate: Thr
     unsafe { restore(tstate) }
 }
 
-/// A thread state was attached inside the block and is still attached: the
-/// GIL is not taken back (that would deadlock, or abort on 3.13+). Panics, or
-/// aborts if the thread is already panicking.
+/// A thread state was attached inside the block and was still attached at
+/// its end. On 3.13 and later (`swapped`) nuwa has detached it and attached
+/// the block's own state again; before, it has not taken the GIL back (that
+/// would deadlock), and the thread holds the GIL through the state attached
+/// inside the block. Panics, or aborts if the thread is already panicking.
 #[cold]
 #[inline(never)]
-fn attached_inside_block() {
+fn attached_inside_block(swapped: bool) {
     const WHAT: &str = "nuwa: a Python thread state was attached on this thread inside a \
         nogil! block and is still attached at the end of the block (a PyGILState_Ensure \
-        without its PyGILState_Release?). Taking the GIL back now would deadlock \
-        (CPython 3.12 and older) or abort the process (3.13 and later), so nuwa does not: \
-        the thread holds the GIL through the state attached inside the block. Release every \
-        thread state you attach inside a block before the block ends.";
+        without its PyGILState_Release?). Release every thread state you attach inside a \
+        block before the block ends.";
+    let done = if swapped {
+        "nuwa detached it and took the GIL back with the block's own state."
+    } else {
+        "Taking the GIL back now would deadlock, so nuwa did not: the thread holds the GIL \
+         through the state attached inside the block."
+    };
     if std::thread::panicking() {
-        std::eprintln!("{WHAT} (already panicking: aborting)");
+        std::eprintln!("{WHAT} {done} (already panicking: aborting)");
         std::process::abort();
     }
-    panic!("{WHAT}");
+    panic!("{WHAT} {done}");
 }
 
 /// The state without the mark of [`mark_finalizer`].
@@ -401,6 +461,9 @@ unsafe extern "C-unwind" {
     /// frame is unwound. It never unwinds (declared `C-unwind` only to share
     /// the entry type with the Rust entries).
     fn nuwa_ffi_0_1_restore_thread(restore: RestoreThreadFn, tstate: ThreadStatePtr);
+
+    /// `swap(tstate)` through the same kind of C frame (3.13).
+    fn nuwa_ffi_0_1_swap_thread(swap: SwapFn, tstate: ThreadStatePtr) -> ThreadStatePtr;
 }
 
 #[cfg(test)]

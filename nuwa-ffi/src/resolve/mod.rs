@@ -44,13 +44,20 @@ pub(crate) type CheckSignalsFn = unsafe extern "C" fn() -> c_int;
 pub(crate) type RestoreEntryFn = unsafe extern "C-unwind" fn(RestoreThreadFn, ThreadStatePtr);
 /// `PyThreadState_Swap`: on 3.12 and later, with a null argument, it
 /// detaches the state attached to the calling thread, if any (releasing the
-/// GIL), and returns it.
-pub(crate) type SwapFn = unsafe extern "C" fn(ThreadStatePtr) -> ThreadStatePtr;
+/// GIL), and returns it; on 3.13 and later, given a state, it also attaches
+/// that one (taking the GIL), and may then end the thread at shutdown like
+/// `PyEval_RestoreThread` (3.13), hence `C-unwind`.
+pub(crate) type SwapFn = unsafe extern "C-unwind" fn(ThreadStatePtr) -> ThreadStatePtr;
+/// How a block calls `PyThreadState_Swap(saved)` to take the GIL back:
+/// `entry(swap, saved)`, returning what `swap` returned.
+pub(crate) type SwapEntryFn = unsafe extern "C-unwind" fn(SwapFn, ThreadStatePtr) -> ThreadStatePtr;
 
 /// The functions the fast path calls, and how.
 pub(crate) struct Api {
     /// How blocks release.
     pub(crate) release: Release,
+    /// How blocks take the GIL back.
+    pub(crate) restore_kind: Restore,
     pub(crate) save: SaveThreadFn,
     pub(crate) restore: RestoreThreadFn,
     /// The thread state that holds the GIL: the caller's own on 3.12 and
@@ -68,20 +75,32 @@ pub(crate) struct Api {
 }
 
 /// How a block releases, chosen once by version (see BENCHMARKS.md for the
-/// instruction counts behind the choice). Either way, before taking the GIL
-/// back, the block checks with `current` that no thread state was left
-/// attached inside it, then calls `restore_entry(restore, saved)`.
+/// instruction counts behind the choice).
 #[derive(Clone, Copy)]
 pub(crate) enum Release {
     /// 3.12 and 3.13: `PyThreadState_Swap(NULL)` detaches the calling
     /// thread's state only if one is attached, and returns it (or null): the
     /// held check and the release in one call, cheaper there than the getter
-    /// plus `PyEval_SaveThread`. (Taking the GIL back with
-    /// `PyThreadState_Swap(saved)` is not done: on 3.12 it marks the state
-    /// attached before it has the GIL, which races with finalization.)
+    /// plus `PyEval_SaveThread`.
     Swap(SwapFn),
     /// The held check (`current`, `check`), then `PyEval_SaveThread`.
     HeldCheck,
+}
+
+/// How a block takes the GIL back, chosen once by version.
+#[derive(Clone, Copy)]
+pub(crate) enum Restore {
+    /// 3.13 and later: `entry(swap, saved)`, which detaches whatever state is
+    /// attached to the thread (none, unless one was attached inside the
+    /// block and left attached), takes the GIL and attaches the block's own
+    /// (CPython's `_PyThreadState_Attach`, as `PyEval_RestoreThread` does),
+    /// and returns the state it detached: the end-of-block check for free.
+    /// Not on 3.12, where `PyThreadState_Swap` marks the state attached
+    /// before it has the GIL, which races with finalization.
+    Swap { swap: SwapFn, entry: SwapEntryFn },
+    /// The end-of-block check with `current`, then
+    /// `restore_entry(restore, saved)`.
+    Checked,
 }
 
 /// How `current` tells whether the calling thread holds the GIL.
