@@ -40,7 +40,7 @@ WORKER_TIMEOUT = 900  # seconds; a hung worker is an error, not a hang
 
 
 def worker_cycles(rounds: int, n: int) -> dict:
-    """Empty release/reacquire cycles: raw pair vs nogil! vs unchecked."""
+    """Empty release/reacquire cycles: raw pair vs nogil! vs the GilHeld token."""
     import nuwa_bench as nb
 
     contenders = [("raw", nb.cycles_raw), ("nogil", nb.cycles_nogil), ("unchecked", nb.cycles_unchecked)]
@@ -327,9 +327,16 @@ def report(results: dict, quick: bool) -> str:
     add(f"Machine: {os.cpu_count()} cores, {platform.machine()}, {platform.system()}; "
         f"mode: {'quick (smoke run, figures not meaningful)' if quick else 'full'}")
     add("")
+    if "callgrind" in results:
+        import callgrind  # bench/callgrind.py, beside this file
+
+        add("### 0. Instructions per empty release/reacquire cycle (callgrind; deterministic)")
+        add("")
+        add(callgrind.report(results["callgrind"]))
+        add("")
     add("### 1. One empty release/reacquire cycle (single thread)")
     add("")
-    add("| Python | raw pair ns | nogil! ns | ratio | AssumeGilHeld ns | ratio | held check |")
+    add("| Python | raw pair ns | nogil! ns | ratio | GilHeld token ns | ratio | held check |")
     add("|---|---|---|---|---|---|---|")
     for v, c in results["cycles"].items():
         m, r = c["median_ns"], c["median_ratio"]
@@ -405,11 +412,16 @@ def main() -> None:
 
     quick = args.quick
     WORK.mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import callgrind  # bench/callgrind.py
+
+    print("callgrind: instructions per cycle", file=sys.stderr)
+    counted = callgrind.measure(quick)
     pythons = find_pythons()
     print(f"interpreters: {pythons}", file=sys.stderr)
     envs = {v: bench_env(p, v) for v, p in pythons.items()}
     main_env = sys.executable
-    results: dict = {"cycles": {}, "first_use": {}}
+    results: dict = {"cycles": {}, "first_use": {}, "callgrind": counted}
     for v, py in envs.items():
         print(f"[{v}] cycles", file=sys.stderr)
         results["cycles"][v] = call_worker(py, "cycles", rounds=5 if quick else 31,

@@ -48,7 +48,19 @@ fn main() {
         "netbsd",
         "openbsd",
     ];
-    if unix && (elf_dl.contains(&os.as_str()) || os == "macos" || os == "ios") {
+    // Where `src/resolve/sys.rs` knows the flag values (not NetBSD, whose
+    // RTLD_NODELETE it does not declare, nor Linux on MIPS, whose values
+    // differ).
+    let noload = [
+        "linux",
+        "android",
+        "freebsd",
+        "dragonfly",
+        "openbsd",
+        "macos",
+        "ios",
+    ];
+    if unix && noload.contains(&os.as_str()) && !arch.starts_with("mips") {
         println!("cargo::rustc-cfg=nuwa_dl_noload");
     }
     if unix && elf_dl.contains(&os.as_str()) {

@@ -47,7 +47,7 @@ MIRROR=${NUWA_SID_MIRROR:-http://deb.debian.org/debian}
 PYTHONS=(python3.14 python3.14d python3.15 python3.15d)
 PACKAGES=(python3.14 python3.14-dev python3.14-venv python3.14-dbg libpython3.14-dbg
           python3.15 python3.15-dev python3.15-venv python3.15-dbg libpython3.15-dbg
-          gcc libc6-dev)
+          gcc libc6-dev valgrind)
 CA_VARS=(PIP_CERT SSL_CERT_FILE REQUESTS_CA_BUNDLE CURL_CA_BUNDLE)
 
 base=$(realpath -m "${NUWA_PYTHONS:-$HOME/.cache/nuwa-pythons}")
@@ -188,8 +188,29 @@ smoke_test() {
     (cd "$project" && "$0" run -- cc --version) | head -n 1
 }
 
+# The package list a root was made (or last completed) with, from its stamp.
+stamp_packages() { sed -n 's/^packages=//p' "$stamp" 2>/dev/null; }
+
+# A root made with an older PACKAGES list gets the packages it lacks, with
+# apt-get inside the root (the mirror's index may be older than the clock).
+add_missing_packages() {
+    local want
+    want=$(IFS=' '; echo "${PACKAGES[*]}")
+    [[ $(stamp_packages) == "$want" ]] && return
+    say "adding packages to the root: ${PACKAGES[*]}"
+    local apt=(apt-get -o Acquire::Check-Valid-Until=false -o APT::Get::List-Cleanup=false)
+    (cd "$project" && "$0" run -- "${apt[@]}" update -qq) >&2 &&
+        (cd "$project" && "$0" run -- env DEBIAN_FRONTEND=noninteractive \
+            "${apt[@]}" install -y -qq --no-install-recommends "${PACKAGES[@]}") >&2 ||
+        die "could not add packages to the root; remove $dir and re-run to make it again"
+    rm -f "$dir"/var/cache/apt/archives/*.deb
+    sed -i '/^packages=/d' "$stamp"
+    echo "packages=$want" >>"$stamp"
+}
+
 setup() {
     if [[ -f $stamp ]]; then
+        add_missing_packages
         say "skipping: the root is ready ($stamp exists)"
         return
     fi
@@ -240,6 +261,7 @@ setup() {
         echo "suite=$SUITE"
         echo "mirror=$MIRROR"
         echo "made=$(date -u +%FT%TZ)"
+        echo "packages=$(IFS=' '; echo "${PACKAGES[*]}")"
         grep -E '^python3\.1[45]d? ' "$log"
     } >"$stamp"
     local t=$((SECONDS - start))

@@ -11,7 +11,7 @@ with the GIL held, for comparisons.
 """
 
 from collections.abc import Callable, Iterable
-from typing import SupportsFloat, SupportsIndex
+from typing import SupportsFloat, SupportsIndex, TypedDict
 
 __all__ = [
     "PanicError",
@@ -19,7 +19,9 @@ __all__ = [
     "compute_pi",
     "expensive_computation",
     "good_pattern",
+    "nogil_stats",
     "process_image",
+    "reset_nogil_stats",
 ]
 
 class PanicError(RuntimeError):
@@ -149,3 +151,30 @@ def _test_work_done() -> int:
 def _test_module_slots() -> list[str]:
     """Not public API. The module slots declared for the running CPython:
     'exec', then 'multiple_interpreters' (3.12+) and 'gil' (3.13+)."""
+
+#: One call site's counters in :func:`nogil_stats`.
+NogilSiteStats = TypedDict(
+    "NogilSiteStats",
+    {
+        "file": str,
+        "line": int,
+        "blocks": int,
+        "not_released": int,
+        "short": int,
+        "released_s": float,
+        "max_released_s": float,
+        "waiting_s": float,
+        "max_waiting_s": float,
+    },
+)
+
+def nogil_stats() -> list[NogilSiteStats]:
+    """nuwa's release statistics, one dict per call site of a block in this module.
+
+    ``short`` counts blocks released for less than 10 microseconds: blocks
+    that cost more than they gave. Raises ``RuntimeError`` if the module was
+    built without nuwa's ``stats`` feature.
+    """
+
+def reset_nogil_stats() -> None:
+    """Set every counter of :func:`nogil_stats` back to zero."""

@@ -6,7 +6,8 @@
 //!
 //! MODE: `raw` (`PyEval_SaveThread` / `PyEval_RestoreThread` through
 //! function pointers, what an extension's calls into libpython cost) or
-//! `nogil` (`nuwa_ffi::nogil! {}`). PYTHONHOME must name the interpreter's
+//! `nogil` (`nuwa_ffi::nogil! {}`) or `token` (`nogil!(&mut gil => {})` on a
+//! `GilHeld` token). PYTHONHOME must name the interpreter's
 //! prefix. See `nuwa-ffi/README.md` (Measuring).
 
 use std::ffi::{c_int, c_void};
@@ -22,7 +23,7 @@ type RestoreFn = unsafe extern "C" fn(*mut c_void);
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [lib, mode, n] = args.as_slice() else {
-        eprintln!("usage: cycles LIBPYTHON raw|nogil N");
+        eprintln!("usage: cycles LIBPYTHON raw|nogil|token N");
         return ExitCode::from(2);
     };
     let Ok(n) = n.parse::<u64>() else {
@@ -62,6 +63,14 @@ fn main() -> ExitCode {
         "nogil" => {
             for i in 0..n {
                 nuwa_ffi::nogil! { black_box(i); }
+            }
+        }
+        "token" => {
+            // SAFETY: this thread holds the GIL (initialised above), and the
+            // blocks below are not nested in another block.
+            let mut gil = unsafe { nuwa_ffi::GilHeld::new() };
+            for i in 0..n {
+                nuwa_ffi::nogil!(&mut gil => { black_box(i); });
             }
         }
         other => {

@@ -5,7 +5,10 @@ use core::ptr::NonNull;
 
 use nuwa_core::GilOps;
 
-use crate::resolve::{self, Api, Check, Reacquire, RestoreThreadFn, ThreadIdField, ThreadStatePtr};
+use crate::resolve::{
+    self, Api, Check, Reacquire, Release, Restore, RestoreThreadFn, SwapFn, ThreadIdField,
+    ThreadStatePtr,
+};
 
 /// The GIL of the CPython interpreter in this process.
 ///
@@ -55,12 +58,23 @@ unsafe impl GilOps for CPython {
     #[inline(always)]
     unsafe fn release(&self) -> Option<SavedThreadState> {
         let api = resolve::api()?;
-        if !holds_gil(api) {
-            return None;
-        }
-        // SAFETY: the calling thread holds the GIL (checked above), which is
-        // what `PyEval_SaveThread` requires.
-        let saved = unsafe { (api.save)() };
+        let saved = match api.release {
+            Release::Swap(swap) => {
+                // SAFETY: with a null argument, `PyThreadState_Swap` (3.12+)
+                // detaches the calling thread's state only if one is
+                // attached, which is the held check, and returns it (null
+                // otherwise).
+                unsafe { swap(core::ptr::null_mut()) }
+            }
+            Release::HeldCheck => {
+                if !holds_gil(api) {
+                    return None;
+                }
+                // SAFETY: the calling thread holds the GIL (checked above),
+                // which is what `PyEval_SaveThread` requires.
+                unsafe { (api.save)() }
+            }
+        };
         let saved = mark_finalizer(api, saved);
         NonNull::new(saved).map(SavedThreadState)
     }
@@ -87,6 +101,19 @@ unsafe impl GilOps for CPython {
 /// [`mark_finalizer`]), not restored yet.
 #[inline(always)]
 unsafe fn reacquire_with(api: &Api, tstate: ThreadStatePtr) {
+    if let Restore::Swap { swap, entry } = api.restore_kind {
+        // SAFETY: the caller's contract; on 3.13 and later
+        // `PyThreadState_Swap` detaches whatever state is attached to this
+        // thread now (none, unless one was attached inside the block), then
+        // takes the GIL and attaches the block's own, as
+        // `PyEval_RestoreThread` would; the entry is the one chosen for this
+        // version.
+        let attached = unsafe { entry(swap, tstate) };
+        if !attached.is_null() {
+            attached_inside_block(true);
+        }
+        return;
+    }
     // SAFETY: the current-state getter may be called on any thread, with or
     // without the GIL; it only reads the current thread state.
     let current = unsafe { (api.current)() };
@@ -98,11 +125,67 @@ unsafe fn reacquire_with(api: &Api, tstate: ThreadStatePtr) {
         Check::Compare { .. } => current == unmarked(tstate),
     };
     if attached {
-        attached_inside_block();
+        attached_inside_block(false);
     }
     // SAFETY: the caller's contract, and this thread has no state attached
     // (checked above); the entry is the one chosen for this version.
     unsafe { (api.restore_entry)(api.restore, tstate) }
+}
+
+/// `reacquire_with` without the check for a state left attached, for
+/// [`GilHeld`](crate::GilHeld), whose contract covers it.
+///
+/// # Safety
+///
+/// As for `reacquire_with`; no thread state is attached to this thread.
+#[inline(always)]
+pub(crate) unsafe fn reacquire_unchecked(state: SavedThreadState) {
+    // SAFETY: a `SavedThreadState` exists only after a release found the
+    // functions, so they are resolved.
+    let api = unsafe { resolve::api_resolved() };
+    // SAFETY: the caller's contract (no state was left attached, so
+    // `PyEval_RestoreThread` is right on every version, and cheaper than
+    // the swap); the entry is the one chosen for this version.
+    unsafe { (api.restore_entry)(api.restore, state.0.as_ptr()) }
+}
+
+/// The function a block calls to take the GIL back with
+/// `PyThreadState_Swap` (3.13 and later), for `reacquire`.
+pub(crate) fn swap_entry(reacquire: Reacquire) -> resolve::SwapEntryFn {
+    match reacquire {
+        #[cfg(nuwa_restore_shim)]
+        Reacquire::Shim => nuwa_ffi_0_1_swap_thread,
+        #[cfg(not(nuwa_restore_shim))]
+        Reacquire::Shim => swap_direct,
+        Reacquire::Direct => swap_direct,
+        Reacquire::CheckFinalizing(_) => swap_unless_finalizing,
+    }
+}
+
+/// `swap(tstate)`.
+///
+/// # Safety
+///
+/// `tstate` is the state this thread saved, not restored yet.
+unsafe extern "C-unwind" fn swap_direct(swap: SwapFn, tstate: ThreadStatePtr) -> ThreadStatePtr {
+    // SAFETY: the caller's contract.
+    unsafe { swap(tstate) }
+}
+
+/// `swap(tstate)`, unless the interpreter started finalizing during the
+/// block: then the thread is parked for good instead (see
+/// [`restore_unless_finalizing`]).
+///
+/// # Safety
+///
+/// As for [`swap_direct`]; `marked` may carry [`mark_finalizer`]'s mark.
+unsafe extern "C-unwind" fn swap_unless_finalizing(
+    swap: SwapFn,
+    marked: ThreadStatePtr,
+) -> ThreadStatePtr {
+    park_if_overtaken(marked);
+    // SAFETY: the caller's contract.
+    unsafe { swap(unmarked(marked)) }
 }
 
 /// The function a block calls to take the GIL back, for `reacquire`.
@@ -128,24 +211,29 @@ unsafe extern "C-unwind" fn restore_direct(restore: RestoreThreadFn, tstate: Thr
     unsafe { restore(tstate) }
 }
 
-/// A thread state was attached inside the block and is still attached: the
-/// GIL is not taken back (that would deadlock, or abort on 3.13+). Panics, or
-/// aborts if the thread is already panicking.
+/// A thread state was attached inside the block and was still attached at
+/// its end. On 3.13 and later (`swapped`) nuwa has detached it and attached
+/// the block's own state again; before, it has not taken the GIL back (that
+/// would deadlock), and the thread holds the GIL through the state attached
+/// inside the block. Panics, or aborts if the thread is already panicking.
 #[cold]
 #[inline(never)]
-fn attached_inside_block() {
+fn attached_inside_block(swapped: bool) {
     const WHAT: &str = "nuwa: a Python thread state was attached on this thread inside a \
         nogil! block and is still attached at the end of the block (a PyGILState_Ensure \
-        without its PyGILState_Release?). Taking the GIL back now would deadlock \
-        (CPython 3.12 and older) or abort the process (3.13 and later), so nuwa does not: \
-        the thread holds the GIL \
-        through the state attached inside the block. Release every thread state you attach \
-        inside a block before the block ends.";
+        without its PyGILState_Release?). Release every thread state you attach inside a \
+        block before the block ends.";
+    let done = if swapped {
+        "nuwa detached it and took the GIL back with the block's own state."
+    } else {
+        "Taking the GIL back now would deadlock, so nuwa did not: the thread holds the GIL \
+         through the state attached inside the block."
+    };
     if std::thread::panicking() {
-        std::eprintln!("{WHAT} (already panicking: aborting)");
+        std::eprintln!("{WHAT} {done} (already panicking: aborting)");
         std::process::abort();
     }
-    panic!("{WHAT}");
+    panic!("{WHAT} {done}");
 }
 
 /// The state without the mark of [`mark_finalizer`].
@@ -200,7 +288,16 @@ unsafe extern "C-unwind" fn restore_unless_finalizing(
     restore: RestoreThreadFn,
     marked: ThreadStatePtr,
 ) {
-    // SAFETY: this entry is only chosen once the functions are resolved.
+    park_if_overtaken(marked);
+    // SAFETY: the caller's contract.
+    unsafe { restore(unmarked(marked)) }
+}
+
+/// Parks the calling thread for good if finalization started while its
+/// block ran (see [`must_park`]), on the targets that check for it.
+fn park_if_overtaken(marked: ThreadStatePtr) {
+    // SAFETY: this is only reached from an entry chosen once the functions
+    // are resolved.
     let api = unsafe { resolve::api_resolved() };
     if let Reacquire::CheckFinalizing(is_finalizing) = api.reacquire {
         // SAFETY: `Py_IsFinalizing` may be called at any time.
@@ -211,8 +308,6 @@ unsafe extern "C-unwind" fn restore_unless_finalizing(
             }
         }
     }
-    // SAFETY: the caller's contract.
-    unsafe { restore(unmarked(marked)) }
 }
 
 /// Whether the calling thread holds the GIL: its own thread state is the one
@@ -229,20 +324,24 @@ fn holds_gil(api: &Api) -> bool {
         }
         match api.check {
             Check::ThreadLocal => true,
-            Check::Compare {
-                this_thread,
-                thread_id,
-            } => {
+            Check::Compare { this_thread, .. } => {
                 let mine = this_thread();
-                if mine == current {
-                    return true;
-                }
-                match thread_id {
-                    Some(field) if !mine.is_null() => made_on_this_thread(current, mine, field),
-                    _ => false,
-                }
+                mine == current || (!mine.is_null() && not_this_threads_own(api, current, mine))
             }
         }
+    }
+}
+
+/// The thread-id fallback of [`holds_gil`], kept off the fast path.
+#[cold]
+#[inline(never)]
+fn not_this_threads_own(api: &Api, current: ThreadStatePtr, mine: ThreadStatePtr) -> bool {
+    match api.check {
+        Check::Compare {
+            thread_id: Some(field),
+            ..
+        } => made_on_this_thread(current, mine, field),
+        _ => false,
     }
 }
 
@@ -272,21 +371,21 @@ fn made_on_this_thread(
     const SIZE: usize = core::mem::size_of::<c_ulong>();
     let mut ids: [c_ulong; 2] = [0; 2];
     let local = [
-        libc::iovec {
+        crate::resolve::sys::IoVec {
             iov_base: (&raw mut ids[0]).cast(),
             iov_len: SIZE,
         },
-        libc::iovec {
+        crate::resolve::sys::IoVec {
             iov_base: (&raw mut ids[1]).cast(),
             iov_len: SIZE,
         },
     ];
     let remote = [
-        libc::iovec {
+        crate::resolve::sys::IoVec {
             iov_base: mine.wrapping_byte_add(field.offset),
             iov_len: SIZE,
         },
-        libc::iovec {
+        crate::resolve::sys::IoVec {
             iov_base: current.wrapping_byte_add(field.offset),
             iov_len: SIZE,
         },
@@ -297,8 +396,14 @@ fn made_on_this_thread(
     // error or a short count, never a fault.
     let (ident, copied) = unsafe {
         let ident = (field.ident)();
-        let copied =
-            libc::process_vm_readv(libc::getpid(), local.as_ptr(), 2, remote.as_ptr(), 2, 0);
+        let copied = crate::resolve::sys::process_vm_readv(
+            crate::resolve::sys::getpid(),
+            local.as_ptr(),
+            2,
+            remote.as_ptr(),
+            2,
+            0,
+        );
         (ident, copied)
     };
     copied == (2 * SIZE) as isize && ids[0] == ident && ids[1] == ident
@@ -356,6 +461,9 @@ unsafe extern "C-unwind" {
     /// frame is unwound. It never unwinds (declared `C-unwind` only to share
     /// the entry type with the Rust entries).
     fn nuwa_ffi_0_1_restore_thread(restore: RestoreThreadFn, tstate: ThreadStatePtr);
+
+    /// `swap(tstate)` through the same kind of C frame (3.13).
+    fn nuwa_ffi_0_1_swap_thread(swap: SwapFn, tstate: ThreadStatePtr) -> ThreadStatePtr;
 }
 
 #[cfg(test)]

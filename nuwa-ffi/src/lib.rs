@@ -5,6 +5,8 @@ mod cpython;
 pub mod embed;
 mod resolve;
 mod signals;
+#[cfg(feature = "stats")]
+pub mod stats;
 mod token;
 
 pub use cpython::{CPython, SavedThreadState, gil_is_held};
@@ -73,11 +75,16 @@ pub fn init() -> &'static Resolution {
 /// let object: *mut core::ffi::c_void = core::ptr::null_mut(); // a *mut PyObject
 /// nuwa_ffi::nogil(|_| object.is_null()); // error: cannot be shared between threads safely
 /// ```
+#[cfg_attr(feature = "stats", track_caller)]
 pub fn nogil<T, F>(f: F) -> T
 where
     F: FnOnce(&mut Released<'_, CPython>) -> T + Send,
     T: Send,
 {
+    #[cfg(feature = "stats")]
+    return stats::__Recorded::new(CPython, stats::site_of(core::panic::Location::caller()))
+        .nogil(f);
+    #[cfg(not(feature = "stats"))]
     CPython.nogil(f)
 }
 
@@ -97,11 +104,18 @@ where
 /// });
 /// assert_eq!(result.unwrap(), 2_432_902_008_176_640_000);
 /// ```
+#[cfg_attr(feature = "stats", track_caller)]
 pub fn nogil_catch<T, F>(f: F) -> Result<T, Panicked>
 where
     F: FnOnce(&mut Released<'_, CPython>) -> T + Send,
     T: Send,
 {
+    #[cfg(feature = "stats")]
+    return nuwa_std::nogil_catch(
+        stats::__Recorded::new(CPython, stats::site_of(core::panic::Location::caller())),
+        f,
+    );
+    #[cfg(not(feature = "stats"))]
     nuwa_std::nogil_catch(CPython, f)
 }
 
@@ -157,7 +171,7 @@ where
 #[macro_export]
 macro_rules! nogil {
     (hide($($hidden:ident),+ $(,)?) => { $($body:tt)* }) => {
-        $crate::nuwa_core::nogil!($crate::CPython, hide($($hidden),+) => { $($body)* })
+        $crate::nuwa_core::nogil!($crate::recorded!($crate::CPython), hide($($hidden),+) => { $($body)* })
     };
     ($ops:expr, hide($($hidden:ident),+ $(,)?) => { $($body:tt)* }) => {
         $crate::nuwa_core::nogil!($ops, hide($($hidden),+) => { $($body)* })
@@ -166,7 +180,7 @@ macro_rules! nogil {
         $crate::nuwa_core::nogil!($ops => { $($body)* })
     };
     ({ $($body:tt)* }) => {
-        $crate::nuwa_core::nogil!($crate::CPython => { $($body)* })
+        $crate::nuwa_core::nogil!($crate::recorded!($crate::CPython) => { $($body)* })
     };
     // Near-misses: say what the accepted forms are, rather than read them as
     // statements.
@@ -194,7 +208,56 @@ macro_rules! nogil {
         )
     };
     ($($body:tt)*) => {
-        $crate::nuwa_core::nogil!($crate::CPython => { $($body)* })
+        $crate::nuwa_core::nogil!($crate::recorded!($crate::CPython) => { $($body)* })
+    };
+}
+
+/// `OPS`, recording its blocks in [`stats`] for this call site when the
+/// `stats` feature is on; `OPS` itself (nothing added) when it is off.
+///
+/// The CPython forms of [`nogil!`] use it already; wrap a backend you pass
+/// yourself to count its blocks too:
+/// `nogil!(recorded!(ReleaseIf::new(CPython, release)) => { .. })`.
+///
+/// # Examples
+///
+/// ```
+/// use nuwa_ffi::{nogil, recorded, CPython, ReleaseIf};
+/// let release = true;
+/// let sum = nogil!(recorded!(ReleaseIf::new(CPython, release)) => { 1 + 1 });
+/// assert_eq!(sum, 2);
+/// ```
+#[cfg(feature = "stats")]
+#[macro_export]
+macro_rules! recorded {
+    ($ops:expr) => {{
+        static __NUWA_SITE: $crate::stats::CallSite =
+            $crate::stats::CallSite::__new(::core::file!(), ::core::line!(), ::core::column!());
+        $crate::stats::__Recorded::new($ops, &__NUWA_SITE)
+    }};
+}
+
+/// `OPS`, recording its blocks in `stats` for this call site when the
+/// `stats` feature is on; `OPS` itself (nothing added) when it is off, as
+/// now.
+///
+/// The CPython forms of [`nogil!`] use it already; wrap a backend you pass
+/// yourself to count its blocks too:
+/// `nogil!(recorded!(ReleaseIf::new(CPython, release)) => { .. })`.
+///
+/// # Examples
+///
+/// ```
+/// use nuwa_ffi::{nogil, recorded, CPython, ReleaseIf};
+/// let release = true;
+/// let sum = nogil!(recorded!(ReleaseIf::new(CPython, release)) => { 1 + 1 });
+/// assert_eq!(sum, 2);
+/// ```
+#[cfg(not(feature = "stats"))]
+#[macro_export]
+macro_rules! recorded {
+    ($ops:expr) => {
+        $ops
     };
 }
 

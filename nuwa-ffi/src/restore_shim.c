@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 typedef void (*nuwa_restore_fn)(void *tstate);
+typedef void *(*nuwa_swap_fn)(void *tstate);
 
 static void nuwa_park_if_unwinding(const int *unwinding) {
     if (*unwinding) {
@@ -30,4 +31,16 @@ void nuwa_ffi_0_1_restore_thread(nuwa_restore_fn restore, void *tstate) {
     int unwinding __attribute__((cleanup(nuwa_park_if_unwinding))) = 1;
     restore(tstate);
     unwinding = 0;
+}
+
+/* The same for PyThreadState_Swap(tstate), which nuwa uses to take the GIL
+ * back on CPython 3.13 (it attaches the state exactly as
+ * PyEval_RestoreThread does, after detaching any state left attached, and
+ * returns that one). */
+__attribute__((visibility("hidden")))
+void *nuwa_ffi_0_1_swap_thread(nuwa_swap_fn swap, void *tstate) {
+    int unwinding __attribute__((cleanup(nuwa_park_if_unwinding))) = 1;
+    void *previous = swap(tstate);
+    unwinding = 0;
+    return previous;
 }

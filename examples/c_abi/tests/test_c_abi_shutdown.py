@@ -93,9 +93,14 @@ def run_once(mode, lib_path, seed):
     if not problems:
         return None
     report = f"seed {seed}: {', '.join(problems)}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    only_segv = problems == ["killed by SIGSEGV (status -11)"] or (
-        problems[0] == "killed by SIGSEGV (status -11)"
-        and all(p.startswith("stdout lacks") for p in problems[1:])
+    # faulthandler (PYTHONFAULTHANDLER=1) reports any SIGSEGV as "Fatal
+    # Python error: Segmentation fault": that line alone is part of it.
+    segv_report = "Fatal Python error: Segmentation fault"
+    only_segv = problems[0] == "killed by SIGSEGV (status -11)" and all(
+        p.startswith("stdout lacks")
+        or (p == "printed 'Fatal Python error'"
+            and proc.stderr.count("Fatal Python error") == proc.stderr.count(segv_report))
+        for p in problems[1:]
     )
     return ("segv" if only_segv else "fail", report)
 

@@ -29,6 +29,7 @@ mod compute;
 mod functions;
 mod progress;
 mod py;
+mod stats;
 mod testing;
 
 use py::{Owned, PyResult, Raised, raise};
@@ -127,13 +128,15 @@ unsafe extern "C" fn module_exec(module: *mut PyObject) -> c_int {
 }
 
 /// The public API, in `__all__` (the `_test_` hooks are left out).
-const PUBLIC_NAMES: [&core::ffi::CStr; 6] = [
+const PUBLIC_NAMES: [&core::ffi::CStr; 8] = [
     c"PanicError",
     c"bad_pattern",
     c"compute_pi",
     c"expensive_computation",
     c"good_pattern",
+    c"nogil_stats",
     c"process_image",
+    c"reset_nogil_stats",
 ];
 
 /// Sets `module.__all__` to [`PUBLIC_NAMES`]; `-1` with an exception set if
@@ -234,7 +237,8 @@ const fn method(
     }
 }
 
-const METHOD_COUNT: usize = functions::METHODS.len() + testing::METHODS.len();
+const METHOD_COUNT: usize =
+    functions::METHODS.len() + stats::METHODS.len() + testing::METHODS.len();
 
 /// The module's functions: the public ones, the `_test_` hooks, and the
 /// zeroed sentinel. CPython only reads it.
@@ -244,6 +248,12 @@ static mut METHODS: [PyMethodDef; METHOD_COUNT + 1] = {
     while i < functions::METHODS.len() {
         all[i] = functions::METHODS[i];
         i += 1;
+    }
+    let mut k = 0;
+    while k < stats::METHODS.len() {
+        all[i] = stats::METHODS[k];
+        i += 1;
+        k += 1;
     }
     let mut j = 0;
     while j < testing::METHODS.len() {

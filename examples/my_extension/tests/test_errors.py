@@ -122,7 +122,9 @@ def test_public_api_and_stubs_agree():
         "compute_pi",
         "expensive_computation",
         "good_pattern",
+        "nogil_stats",
         "process_image",
+        "reset_nogil_stats",
     ]
     assert issubclass(m.PanicError, RuntimeError)
     assert m.PanicError.__module__ == "my_extension"

@@ -4,7 +4,7 @@
 use core::ffi::{CStr, c_char, c_ulong, c_void};
 
 use super::report::{HeldCheck, State};
-use super::{Api, Check, Platform, Reacquire, ThreadIdField};
+use super::{Api, Check, Platform, Reacquire, Release, Restore, ThreadIdField};
 
 /// A place to look symbols up in: one object (and, for a handle, what it
 /// depends on).
@@ -108,10 +108,19 @@ pub(crate) fn decide(symbols: &dyn Lookup, platform: Platform) -> State {
         };
 
     let reacquire = choose_reacquire(symbols, version, platform);
+    // 3.12 and later: `PyThreadState_Swap` detaches only an attached state
+    // (and takes the GIL with the one it attaches); before 3.12 it only
+    // swaps the pointer, so it cannot release.
+    let swap = symbols
+        .lookup(c"PyThreadState_Swap")
+        .filter(|_| matches!(check, Check::ThreadLocal) && version.is_some_and(|v| v >= (3, 12)));
+    let (release, restore_kind) = choose_path(swap, version, reacquire);
     // SAFETY: each pointer is the non-null address of the CPython function
     // of that name, whose C signature is the one its type spells out.
     let api = unsafe {
         Api {
+            release,
+            restore_kind,
             save: as_fn(save),
             restore: as_fn(restore),
             current: as_fn(current),
@@ -128,6 +137,36 @@ pub(crate) fn decide(symbols: &dyn Lookup, platform: Platform) -> State {
         held_check,
         api,
     }
+}
+
+/// How blocks release and take the GIL back on `version`: the cheapest of
+/// the ways that keep the guarantees, by the instruction counts in
+/// BENCHMARKS.md.
+fn choose_path(
+    swap: Option<*mut c_void>,
+    version: Option<(u8, u8)>,
+    reacquire: Reacquire,
+) -> (Release, Restore) {
+    // SAFETY: `swap` is the address of `PyThreadState_Swap`, whose C
+    // signature is `PyThreadState *(PyThreadState *)`.
+    let swap = swap.map(|f| unsafe { as_fn::<super::SwapFn>(f) });
+    let (Some(swap), Some(version)) = (swap, version) else {
+        return (Release::HeldCheck, Restore::Checked);
+    };
+    let release = if version <= (3, 13) {
+        Release::Swap(swap)
+    } else {
+        Release::HeldCheck
+    };
+    let restore = if version >= (3, 13) {
+        Restore::Swap {
+            swap,
+            entry: crate::cpython::swap_entry(reacquire),
+        }
+    } else {
+        Restore::Checked
+    };
+    (release, restore)
 }
 
 /// How blocks take the GIL back on `version` and this target.

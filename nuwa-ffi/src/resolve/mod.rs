@@ -9,12 +9,15 @@
 //! - [`embed`](crate::embed): the functions handed over by an embedder.
 
 use core::ffi::{c_int, c_ulong, c_void};
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 use spin::Once;
 
 pub(crate) mod decide;
 pub(crate) mod names;
 pub(crate) mod report;
+#[cfg(unix)]
+pub(crate) mod sys;
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]
@@ -39,9 +42,22 @@ pub(crate) type IsFinalizingFn = unsafe extern "C" fn() -> c_int;
 pub(crate) type CheckSignalsFn = unsafe extern "C" fn() -> c_int;
 /// How a block calls `PyEval_RestoreThread`: `entry(restore, tstate)`.
 pub(crate) type RestoreEntryFn = unsafe extern "C-unwind" fn(RestoreThreadFn, ThreadStatePtr);
+/// `PyThreadState_Swap`: on 3.12 and later, with a null argument, it
+/// detaches the state attached to the calling thread, if any (releasing the
+/// GIL), and returns it; on 3.13 and later, given a state, it also attaches
+/// that one (taking the GIL), and may then end the thread at shutdown like
+/// `PyEval_RestoreThread` (3.13), hence `C-unwind`.
+pub(crate) type SwapFn = unsafe extern "C-unwind" fn(ThreadStatePtr) -> ThreadStatePtr;
+/// How a block calls `PyThreadState_Swap(saved)` to take the GIL back:
+/// `entry(swap, saved)`, returning what `swap` returned.
+pub(crate) type SwapEntryFn = unsafe extern "C-unwind" fn(SwapFn, ThreadStatePtr) -> ThreadStatePtr;
 
 /// The functions the fast path calls, and how.
 pub(crate) struct Api {
+    /// How blocks release.
+    pub(crate) release: Release,
+    /// How blocks take the GIL back.
+    pub(crate) restore_kind: Restore,
     pub(crate) save: SaveThreadFn,
     pub(crate) restore: RestoreThreadFn,
     /// The thread state that holds the GIL: the caller's own on 3.12 and
@@ -56,6 +72,35 @@ pub(crate) struct Api {
     /// `PyErr_CheckSignals`, for signal checks inside blocks (not on the
     /// fast path); `None` if the object does not define it.
     pub(crate) check_signals: Option<CheckSignalsFn>,
+}
+
+/// How a block releases, chosen once by version (see BENCHMARKS.md for the
+/// instruction counts behind the choice).
+#[derive(Clone, Copy)]
+pub(crate) enum Release {
+    /// 3.12 and 3.13: `PyThreadState_Swap(NULL)` detaches the calling
+    /// thread's state only if one is attached, and returns it (or null): the
+    /// held check and the release in one call, cheaper there than the getter
+    /// plus `PyEval_SaveThread`.
+    Swap(SwapFn),
+    /// The held check (`current`, `check`), then `PyEval_SaveThread`.
+    HeldCheck,
+}
+
+/// How a block takes the GIL back, chosen once by version.
+#[derive(Clone, Copy)]
+pub(crate) enum Restore {
+    /// 3.13 and later: `entry(swap, saved)`, which detaches whatever state is
+    /// attached to the thread (none, unless one was attached inside the
+    /// block and left attached), takes the GIL and attaches the block's own
+    /// (CPython's `_PyThreadState_Attach`, as `PyEval_RestoreThread` does),
+    /// and returns the state it detached: the end-of-block check for free.
+    /// Not on 3.12, where `PyThreadState_Swap` marks the state attached
+    /// before it has the GIL, which races with finalization.
+    Swap { swap: SwapFn, entry: SwapEntryFn },
+    /// The end-of-block check with `current`, then
+    /// `restore_entry(restore, saved)`.
+    Checked,
 }
 
 /// How `current` tells whether the calling thread holds the GIL.
@@ -97,13 +142,28 @@ pub(crate) enum Reacquire {
 
 static RESOLUTION: Once<Resolution> = Once::new();
 
-/// The resolved functions: the fast path is this atomic load.
+/// The `Api` of [`RESOLUTION`] once it is resolved and ready (null before,
+/// and forever when nothing can be released): the fast path is one load of
+/// this pointer.
+static API: AtomicPtr<Api> = AtomicPtr::new(core::ptr::null_mut());
+
+/// The resolved functions: the fast path is one atomic load.
 #[inline(always)]
 pub(crate) fn api() -> Option<&'static Api> {
-    match RESOLUTION.get() {
-        Some(resolution) => resolution.api(),
-        None => resolve_slow().api(),
+    let api = API.load(Ordering::Acquire);
+    if api.is_null() {
+        return api_slow();
     }
+    // SAFETY: `API` is only ever set to the `Api` inside the completed
+    // `RESOLUTION`, which lives (unchanged) for the rest of the process.
+    Some(unsafe { &*api })
+}
+
+/// `api()` before the first resolution, or where nothing can be released.
+#[cold]
+#[inline(never)]
+fn api_slow() -> Option<&'static Api> {
+    resolution().api()
 }
 
 /// The functions, when a release has already succeeded.
@@ -113,14 +173,17 @@ pub(crate) fn api() -> Option<&'static Api> {
 /// [`api`] must have returned `Some` before, in this process.
 #[inline(always)]
 pub(crate) unsafe fn api_resolved() -> &'static Api {
-    // SAFETY: `api` returned `Some`, so the `Once` is complete and holds an
-    // `Api`; a complete `Once` never changes again.
-    unsafe {
-        match RESOLUTION.get_unchecked().api() {
-            Some(api) => api,
-            None => core::hint::unreachable_unchecked(),
-        }
+    // SAFETY: `api` returned `Some`, so `API` was set (it is set before
+    // `api` can return `Some`, see `publish`) and never changes again.
+    unsafe { &*API.load(Ordering::Relaxed) }
+}
+
+/// Makes the resolved `Api`, if any, the one the fast path loads.
+fn publish(resolution: &'static Resolution) -> &'static Resolution {
+    if let Some(api) = resolution.api() {
+        API.store(core::ptr::from_ref(api).cast_mut(), Ordering::Release);
     }
+    resolution
 }
 
 /// `PyErr_CheckSignals` of the interpreter found, if any (off the fast path).
@@ -131,7 +194,7 @@ pub(crate) fn check_signals() -> Option<CheckSignalsFn> {
 /// Resolves (once per process) and returns what was found.
 pub(crate) fn resolution() -> &'static Resolution {
     match RESOLUTION.get() {
-        Some(resolution) => resolution,
+        Some(resolution) => publish(resolution),
         None => resolve_slow(),
     }
 }
@@ -144,13 +207,13 @@ pub(crate) fn resolve_with(make: impl FnOnce() -> Resolution) -> (&'static Resol
         made = true;
         make()
     });
-    (resolution, made)
+    (publish(resolution), made)
 }
 
 #[cold]
 #[inline(never)]
 fn resolve_slow() -> &'static Resolution {
-    RESOLUTION.call_once(look_up)
+    publish(RESOLUTION.call_once(look_up))
 }
 
 /// What the platform's dynamic loader can tell about where nuwa runs.

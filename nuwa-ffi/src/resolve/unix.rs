@@ -23,9 +23,9 @@ use std::ffi::CString;
 use std::string::String;
 use std::vec::Vec;
 
-use super::Platform;
 use super::decide::{self, Lookup};
 use super::report::{Resolution, State, Via};
+use super::{Platform, sys};
 
 /// A `dlopen` handle, closed on drop.
 struct Handle(*mut c_void);
@@ -35,7 +35,7 @@ impl Handle {
     fn global() -> Option<Handle> {
         // SAFETY: a null file name loads nothing new, so no initialisation
         // routine runs; it returns the handle of the running program.
-        let h = unsafe { libc::dlopen(core::ptr::null(), libc::RTLD_LAZY) };
+        let h = unsafe { sys::dlopen(core::ptr::null(), sys::RTLD_LAZY) };
         Handle::checked(h)
     }
 
@@ -45,7 +45,7 @@ impl Handle {
         // SAFETY: `RTLD_NOLOAD` never loads anything: it returns a new
         // reference to an object already loaded (no initialiser runs), or
         // null.
-        let h = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD) };
+        let h = unsafe { sys::dlopen(path.as_ptr(), sys::RTLD_LAZY | sys::RTLD_NOLOAD) };
         Handle::checked(h)
     }
 
@@ -63,14 +63,14 @@ impl Drop for Handle {
     fn drop(&mut self) {
         // SAFETY: the handle came from a successful `dlopen` and is closed
         // once; it only drops the reference this `Handle` added.
-        unsafe { libc::dlclose(self.0) };
+        unsafe { sys::dlclose(self.0) };
     }
 }
 
 impl Lookup for Handle {
     fn lookup(&self, name: &CStr) -> Option<*mut c_void> {
         // SAFETY: the handle is open; the symbol is only read as an address.
-        let p = unsafe { libc::dlsym(self.0, name.as_ptr()) };
+        let p = unsafe { sys::dlsym(self.0, name.as_ptr()) };
         if p.is_null() {
             clear_dlerror();
             None
@@ -84,14 +84,14 @@ impl Lookup for Handle {
 /// a later failure of its own is not confused by ours.
 fn clear_dlerror() {
     // SAFETY: `dlerror` only reads and clears this thread's error state.
-    unsafe { libc::dlerror() };
+    unsafe { sys::dlerror() };
 }
 
 /// The object an address lies in: its load address and its path.
 fn object_of(addr: *const c_void) -> Option<(usize, CString)> {
-    let mut info = core::mem::MaybeUninit::<libc::Dl_info>::zeroed();
+    let mut info = core::mem::MaybeUninit::<sys::DlInfo>::zeroed();
     // SAFETY: `dladdr` only reads the loader's tables and fills `info`.
-    let found = unsafe { libc::dladdr(addr, info.as_mut_ptr()) };
+    let found = unsafe { sys::dladdr(addr, info.as_mut_ptr()) };
     if found == 0 {
         return None;
     }
@@ -134,9 +134,9 @@ pub(crate) fn pin_object_of(addr: *const c_void) -> Option<String> {
         // already loaded object so that no `dlclose` unloads it. The handle
         // itself is then closed: the mark stays.
         let h = unsafe {
-            libc::dlopen(
+            sys::dlopen(
                 path.as_ptr(),
-                libc::RTLD_LAZY | libc::RTLD_NOLOAD | libc::RTLD_NODELETE,
+                sys::RTLD_LAZY | sys::RTLD_NOLOAD | sys::RTLD_NODELETE,
             )
         };
         drop(Handle::checked(h));
@@ -254,8 +254,8 @@ fn loaded_objects() -> Vec<CString> {
     use core::ffi::{c_char, c_int};
 
     unsafe extern "C" fn visit(
-        info: *mut libc::dl_phdr_info,
-        _size: libc::size_t,
+        info: *mut sys::DlPhdrInfo,
+        _size: usize,
         data: *mut c_void,
     ) -> c_int {
         // SAFETY: `data` is the `Vec` passed below, borrowed for the call;
@@ -273,6 +273,6 @@ fn loaded_objects() -> Vec<CString> {
     let mut paths: Vec<CString> = Vec::new();
     // SAFETY: `visit` matches the callback type, does not unwind (it only
     // copies strings) and uses `data` as the `Vec` it is.
-    unsafe { libc::dl_iterate_phdr(Some(visit), (&raw mut paths).cast()) };
+    unsafe { sys::dl_iterate_phdr(Some(visit), (&raw mut paths).cast()) };
     paths
 }

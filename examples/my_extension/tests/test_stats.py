@@ -1,0 +1,67 @@
+"""nuwa's release statistics, read from Python (`nogil_stats()`): each call
+site's blocks are counted, by call site, and the short ones (released for
+less than 10 us) are told apart. The figures are counts; no time is
+asserted except that a released block took some."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import my_extension as m
+
+
+def by_line(stats):
+    return {(s["file"].rsplit("/", 1)[-1], s["line"]): s for s in stats if s["blocks"]}
+
+
+def test_good_pattern_is_one_block_and_bad_pattern_one_per_element():
+    data = [float(i) for i in range(2000)]
+    m.reset_nogil_stats()
+    assert m.good_pattern(data) == pytest.approx(m.bad_pattern(data))
+    active = by_line(m.nogil_stats())
+    # Two sites ran: one block for good_pattern, 2000 for bad_pattern.
+    counts = sorted(s["blocks"] for s in active.values())
+    assert counts == [1, 2000], active
+    bad = next(s for s in active.values() if s["blocks"] == 2000)
+    good = next(s for s in active.values() if s["blocks"] == 1)
+    # Each of bad_pattern's blocks does one multiply-add: all are short.
+    assert bad["short"] == 2000
+    assert bad["not_released"] == 0
+    assert good["not_released"] == 0
+    assert good["released_s"] > 0
+    assert bad["max_released_s"] <= bad["released_s"]
+    assert all(s["file"].endswith("functions.rs") for s in active.values())
+
+
+def test_a_block_that_keeps_the_gil_counts_as_not_released():
+    m.reset_nogil_stats()
+    m.good_pattern([1.0, 2.0], release=False)
+    (site,) = by_line(m.nogil_stats()).values()
+    assert (site["blocks"], site["not_released"], site["released_s"]) == (1, 1, 0.0)
+
+
+def test_threads_add_up():
+    m.reset_nogil_stats()
+    threads = [threading.Thread(target=m.bad_pattern, args=([1.0] * 500,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    (site,) = by_line(m.nogil_stats()).values()
+    assert site["blocks"] == 2000
+    assert site["not_released"] == 0
+
+
+def test_reset_sets_every_counter_to_zero():
+    m.good_pattern([1.0])
+    m.reset_nogil_stats()
+    assert all(s["blocks"] == 0 and s["released_s"] == 0.0 for s in m.nogil_stats())
+
+
+def test_no_arguments_accepted():
+    with pytest.raises(TypeError):
+        m.nogil_stats(1)
+    with pytest.raises(TypeError):
+        m.reset_nogil_stats(x=1)

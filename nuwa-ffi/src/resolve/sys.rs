@@ -1,0 +1,102 @@
+//! The few C library functions and types the Unix lookup needs, declared
+//! here rather than taken from a crate: nuwa's runtime dependencies are
+//! kept to `spin`, `libloading` (Windows) and `static_assertions`.
+//!
+//! The declarations follow each C library's `<dlfcn.h>`, `<link.h>`,
+//! `<sys/uio.h>` and `<unistd.h>`; the flag values are those of the targets
+//! on which `build.rs` sets `nuwa_dl_noload`.
+
+use core::ffi::{c_char, c_int, c_void};
+
+/// `RTLD_LAZY`: 1 on every Unix.
+pub(crate) const RTLD_LAZY: c_int = 1;
+
+/// `RTLD_NOLOAD`: return a handle only if the object is already loaded.
+#[cfg(all(nuwa_dl_noload, any(target_os = "linux", target_os = "android")))]
+pub(crate) const RTLD_NOLOAD: c_int = 0x4;
+#[cfg(all(nuwa_dl_noload, any(target_os = "freebsd", target_os = "dragonfly")))]
+pub(crate) const RTLD_NOLOAD: c_int = 0x2000;
+#[cfg(all(nuwa_dl_noload, target_os = "openbsd"))]
+pub(crate) const RTLD_NOLOAD: c_int = 0x800;
+#[cfg(all(nuwa_dl_noload, any(target_os = "macos", target_os = "ios")))]
+pub(crate) const RTLD_NOLOAD: c_int = 0x10;
+
+/// `RTLD_NODELETE`: never unmap the object, even after its last `dlclose`.
+#[cfg(all(
+    nuwa_dl_noload,
+    any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "freebsd",
+        target_os = "dragonfly"
+    )
+))]
+pub(crate) const RTLD_NODELETE: c_int = 0x1000;
+#[cfg(all(nuwa_dl_noload, target_os = "openbsd"))]
+pub(crate) const RTLD_NODELETE: c_int = 0x400;
+#[cfg(all(nuwa_dl_noload, any(target_os = "macos", target_os = "ios")))]
+pub(crate) const RTLD_NODELETE: c_int = 0x80;
+
+/// `Dl_info`, filled by `dladdr` (the same four fields on every Unix).
+#[repr(C)]
+pub(crate) struct DlInfo {
+    pub(crate) dli_fname: *const c_char,
+    pub(crate) dli_fbase: *mut c_void,
+    pub(crate) dli_sname: *const c_char,
+    pub(crate) dli_saddr: *mut c_void,
+}
+
+/// The first two fields of `struct dl_phdr_info`, which is only ever read
+/// through the pointer `dl_iterate_phdr` passes (its later fields vary).
+#[cfg(nuwa_dl_iterate)]
+#[repr(C)]
+pub(crate) struct DlPhdrInfo {
+    pub(crate) dlpi_addr: usize,
+    pub(crate) dlpi_name: *const c_char,
+}
+
+/// `struct iovec`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[repr(C)]
+pub(crate) struct IoVec {
+    pub(crate) iov_base: *mut c_void,
+    pub(crate) iov_len: usize,
+}
+
+// The same link as libloading's: libdl where glibc keeps it apart (older
+// than 2.34; a stub library since), the C library elsewhere.
+#[cfg_attr(
+    any(
+        all(target_os = "linux", not(target_env = "musl")),
+        target_os = "android"
+    ),
+    link(name = "dl")
+)]
+unsafe extern "C" {
+    pub(crate) fn dlopen(filename: *const c_char, flags: c_int) -> *mut c_void;
+    pub(crate) fn dlclose(handle: *mut c_void) -> c_int;
+    pub(crate) fn dlsym(handle: *mut c_void, symbol: *const c_char) -> *mut c_void;
+    pub(crate) fn dlerror() -> *mut c_char;
+    pub(crate) fn dladdr(addr: *const c_void, info: *mut DlInfo) -> c_int;
+}
+
+#[cfg(nuwa_dl_iterate)]
+unsafe extern "C" {
+    pub(crate) fn dl_iterate_phdr(
+        callback: Option<unsafe extern "C" fn(*mut DlPhdrInfo, usize, *mut c_void) -> c_int>,
+        data: *mut c_void,
+    ) -> c_int;
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+unsafe extern "C" {
+    pub(crate) fn getpid() -> c_int;
+    pub(crate) fn process_vm_readv(
+        pid: c_int,
+        local_iov: *const IoVec,
+        liovcnt: core::ffi::c_ulong,
+        remote_iov: *const IoVec,
+        riovcnt: core::ffi::c_ulong,
+        flags: core::ffi::c_ulong,
+    ) -> isize;
+}

@@ -1,0 +1,350 @@
+//! Release statistics, per call site and per process (feature `stats`).
+//!
+//! The seed's advice, made measurable: keep blocks large, release for work
+//! over about 10 µs, profile first. With the `stats` feature on, every block
+//! that runs through the CPython backend of [`nogil!`](crate::nogil!)
+//! (`nogil! { .. }`, `nogil!(hide(..) => ..)`), through
+//! [`nogil()`](crate::nogil()) or [`nogil_catch`](crate::nogil_catch), or
+//! through a backend wrapped in [`recorded!`](crate::recorded!) counts, for
+//! its call site:
+//!
+//! - how many blocks ran, and how many released nothing;
+//! - the time spent released (total and longest);
+//! - the time spent waiting to take the GIL back (total and longest);
+//! - how many blocks were released for less than the short-block threshold
+//!   (default 10 µs, [`set_short_threshold`]): blocks that cost more than
+//!   they gave.
+//!
+//! With the feature off (the default) this module does not exist and the
+//! macros expand to exactly what they did before it existed: the instruction
+//! counts in BENCHMARKS.md show the same figure.
+//!
+//! With it on, each block reads the clock three times (after the release,
+//! before and after the reacquire) and updates a few atomic counters; the
+//! strict form also looks its call site up in a locked table. BENCHMARKS.md
+//! has the cost in instructions.
+//!
+//! # Examples
+//!
+//! ```
+//! # #[cfg(feature = "stats")] {
+//! use nuwa_ffi::stats;
+//! stats::reset();
+//! for _ in 0..3 {
+//!     nuwa_ffi::nogil! { (0..1000u64).sum::<u64>() };
+//! }
+//! let site = stats::sites().into_iter().find(|s| s.line == line!() - 2).unwrap();
+//! assert_eq!(site.stats.blocks, 3);
+//! // No interpreter in a test binary: nothing was released.
+//! assert_eq!(site.stats.not_released, 3);
+//! # }
+//! ```
+
+use core::fmt;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::panic::Location;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use std::vec::Vec;
+
+use nuwa_core::GilOps;
+
+/// One call site's counters. Made by [`recorded!`](crate::recorded!) (a
+/// `static` per site); read with [`sites`].
+#[derive(Debug)]
+pub struct CallSite {
+    file: &'static str,
+    line: u32,
+    column: u32,
+    registered: AtomicBool,
+    next: AtomicPtr<CallSite>,
+    blocks: AtomicU64,
+    not_released: AtomicU64,
+    released_ns: AtomicU64,
+    max_released_ns: AtomicU64,
+    waiting_ns: AtomicU64,
+    max_waiting_ns: AtomicU64,
+    short: AtomicU64,
+}
+
+/// The registered call sites, newest first (a lock-free list of statics).
+static SITES: AtomicPtr<CallSite> = AtomicPtr::new(core::ptr::null_mut());
+/// The short-block threshold, in nanoseconds.
+static SHORT_NS: AtomicU64 = AtomicU64::new(10_000);
+
+impl CallSite {
+    /// A call site's counters, all zero. Not public API: use
+    /// [`recorded!`](crate::recorded!).
+    #[doc(hidden)]
+    pub const fn __new(file: &'static str, line: u32, column: u32) -> Self {
+        CallSite {
+            file,
+            line,
+            column,
+            registered: AtomicBool::new(false),
+            next: AtomicPtr::new(core::ptr::null_mut()),
+            blocks: AtomicU64::new(0),
+            not_released: AtomicU64::new(0),
+            released_ns: AtomicU64::new(0),
+            max_released_ns: AtomicU64::new(0),
+            waiting_ns: AtomicU64::new(0),
+            max_waiting_ns: AtomicU64::new(0),
+            short: AtomicU64::new(0),
+        }
+    }
+
+    /// Puts this site on the list that [`sites`] reads, once.
+    fn register(&'static self) {
+        if self.registered.load(Ordering::Relaxed) || self.registered.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = core::ptr::from_ref(self).cast_mut();
+        let mut head = SITES.load(Ordering::Acquire);
+        loop {
+            self.next.store(head, Ordering::Relaxed);
+            match SITES.compare_exchange_weak(head, me, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return,
+                Err(now) => head = now,
+            }
+        }
+    }
+
+    fn not_released(&'static self) {
+        self.register();
+        self.blocks.fetch_add(1, Ordering::Relaxed);
+        self.not_released.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn record(&'static self, released: Duration, waiting: Duration) {
+        self.register();
+        let released = duration_ns(released);
+        let waiting = duration_ns(waiting);
+        self.blocks.fetch_add(1, Ordering::Relaxed);
+        self.released_ns.fetch_add(released, Ordering::Relaxed);
+        self.max_released_ns.fetch_max(released, Ordering::Relaxed);
+        self.waiting_ns.fetch_add(waiting, Ordering::Relaxed);
+        self.max_waiting_ns.fetch_max(waiting, Ordering::Relaxed);
+        if released < SHORT_NS.load(Ordering::Relaxed) {
+            self.short.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn stats(&self) -> Stats {
+        let ns = |a: &AtomicU64| Duration::from_nanos(a.load(Ordering::Relaxed));
+        Stats {
+            blocks: self.blocks.load(Ordering::Relaxed),
+            not_released: self.not_released.load(Ordering::Relaxed),
+            released: ns(&self.released_ns),
+            max_released: ns(&self.max_released_ns),
+            waiting: ns(&self.waiting_ns),
+            max_waiting: ns(&self.max_waiting_ns),
+            short: self.short.load(Ordering::Relaxed),
+        }
+    }
+
+    fn reset(&self) {
+        for counter in [
+            &self.blocks,
+            &self.not_released,
+            &self.released_ns,
+            &self.max_released_ns,
+            &self.waiting_ns,
+            &self.max_waiting_ns,
+            &self.short,
+        ] {
+            counter.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+fn duration_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// What the blocks of one call site (or of the process) did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Blocks that ran (released or not).
+    pub blocks: u64,
+    /// Blocks that released nothing (the thread did not hold the GIL: a
+    /// nested block, a thread Python does not know, no interpreter).
+    pub not_released: u64,
+    /// Time spent released, summed over the blocks that released.
+    pub released: Duration,
+    /// The longest time one block spent released.
+    pub max_released: Duration,
+    /// Time spent waiting to take the GIL back, summed.
+    pub waiting: Duration,
+    /// The longest wait to take the GIL back.
+    pub max_waiting: Duration,
+    /// Blocks released for less than the short-block threshold
+    /// ([`short_threshold`]): the release cost more than it gave.
+    pub short: u64,
+}
+
+impl Stats {
+    fn add(&mut self, other: &Stats) {
+        self.blocks += other.blocks;
+        self.not_released += other.not_released;
+        self.released += other.released;
+        self.max_released = self.max_released.max(other.max_released);
+        self.waiting += other.waiting;
+        self.max_waiting = self.max_waiting.max(other.max_waiting);
+        self.short += other.short;
+    }
+}
+
+/// One call site's [`Stats`], with where it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SiteStats {
+    /// The source file of the block (as `file!()` gives it).
+    pub file: &'static str,
+    /// Its line.
+    pub line: u32,
+    /// Its column.
+    pub column: u32,
+    /// What its blocks did.
+    pub stats: Stats,
+}
+
+impl fmt::Display for SiteStats {
+    /// One line: `file:line:column: N blocks, ...`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.stats;
+        write!(
+            f,
+            "{}:{}:{}: {} blocks ({} released nothing, {} short), released {:?} (longest {:?}), \
+             waited {:?} to take the GIL back (longest {:?})",
+            self.file,
+            self.line,
+            self.column,
+            s.blocks,
+            s.not_released,
+            s.short,
+            s.released,
+            s.max_released,
+            s.waiting,
+            s.max_waiting
+        )
+    }
+}
+
+/// Every call site that ran a block since the process started, newest first.
+pub fn sites() -> Vec<SiteStats> {
+    let mut out = Vec::new();
+    let mut p = SITES.load(Ordering::Acquire);
+    while !p.is_null() {
+        // SAFETY: only `&'static CallSite`s are put on the list, and never
+        // taken off.
+        let site = unsafe { &*p };
+        out.push(SiteStats {
+            file: site.file,
+            line: site.line,
+            column: site.column,
+            stats: site.stats(),
+        });
+        p = site.next.load(Ordering::Acquire);
+    }
+    out
+}
+
+/// The process's totals: every call site's [`Stats`] added up.
+pub fn total() -> Stats {
+    let mut total = Stats::default();
+    for site in sites() {
+        total.add(&site.stats);
+    }
+    total
+}
+
+/// Sets every counter of every call site back to zero. Blocks running at
+/// that moment may still add to them.
+pub fn reset() {
+    let mut p = SITES.load(Ordering::Acquire);
+    while !p.is_null() {
+        // SAFETY: as in `sites`.
+        let site = unsafe { &*p };
+        site.reset();
+        p = site.next.load(Ordering::Acquire);
+    }
+}
+
+/// The short-block threshold: a block released for less counts as short.
+pub fn short_threshold() -> Duration {
+    Duration::from_nanos(SHORT_NS.load(Ordering::Relaxed))
+}
+
+/// Sets the short-block threshold (default 10 µs).
+pub fn set_short_threshold(threshold: Duration) {
+    SHORT_NS.store(duration_ns(threshold), Ordering::Relaxed);
+}
+
+/// The call site of a strict-form call (`nuwa_ffi::nogil`,
+/// `nuwa_ffi::nogil_catch`), found by its `Location` in a locked table.
+pub(crate) fn site_of(location: &'static Location<'static>) -> &'static CallSite {
+    static TABLE: Mutex<Vec<(usize, &'static CallSite)>> = Mutex::new(Vec::new());
+    let key = core::ptr::from_ref(location).addr();
+    let mut table = TABLE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, site)) = table.iter().find(|(k, _)| *k == key) {
+        return site;
+    }
+    let site: &'static CallSite = std::boxed::Box::leak(std::boxed::Box::new(CallSite::__new(
+        location.file(),
+        location.line(),
+        location.column(),
+    )));
+    table.push((key, site));
+    site
+}
+
+/// A backend that records its blocks in a [`CallSite`]. Not public API: use
+/// [`recorded!`](crate::recorded!).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct __Recorded<G> {
+    ops: G,
+    site: &'static CallSite,
+}
+
+impl<G: GilOps> __Recorded<G> {
+    #[inline(always)]
+    pub const fn new(ops: G, site: &'static CallSite) -> Self {
+        __Recorded { ops, site }
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to `ops`; the state carries the
+// moment the release ended, which only the counters read.
+unsafe impl<G: GilOps> GilOps for __Recorded<G> {
+    type State = (G::State, Instant);
+    type Gil = G::Gil;
+
+    #[inline(always)]
+    unsafe fn release(&self) -> Option<Self::State> {
+        // SAFETY: the caller's obligations are passed on unchanged.
+        match unsafe { self.ops.release() } {
+            Some(state) => Some((state, Instant::now())),
+            None => {
+                self.site.not_released();
+                None
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn reacquire(&self, (state, released_at): Self::State) {
+        let back_at = Instant::now();
+        // SAFETY: the caller's obligations are passed on unchanged.
+        unsafe { self.ops.reacquire(state) };
+        let held_at = Instant::now();
+        self.site.record(back_at - released_at, held_at - back_at);
+    }
+
+    fn is_held(&self) -> bool {
+        self.ops.is_held()
+    }
+}
