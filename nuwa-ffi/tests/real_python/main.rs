@@ -16,9 +16,12 @@
 //!
 //! The scenarios (each one can fail; every wait in them is bounded):
 //!
-//! - `release_proven`, `assume_gil_held`: a block on the main thread lets a
+//! - `release_proven`, `gil_held_token`: a block on the main thread lets a
 //!   Python thread run `gc.collect()` and set the flag the block waits for;
-//!   `nuwa_ffi::init()` reports the version and held check expected.
+//!   `nuwa_ffi::init()` reports the version and held check expected;
+//!   `gil_held_token` also nests two blocks on one shared `&mut GilHeld`
+//!   (the inner releases nothing) and, in debug builds, sees a token block
+//!   inside a checked block panic before it releases anything.
 //! - `python_threads_call_in`: four Python threads call a Rust function whose
 //!   block waits for all four (and for a fifth thread's `gc.collect()`).
 //! - `ensured_rust_thread`: a Rust thread attached with `PyGILState_Ensure`

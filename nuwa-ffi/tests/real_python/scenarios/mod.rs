@@ -100,9 +100,9 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         hosts: false,
     },
     Scenario {
-        name: "assume_gil_held",
+        name: "gil_held_token",
         runs: 1,
-        run: assume_gil_held,
+        run: gil_held_token,
         hosts: false,
     },
     Scenario {

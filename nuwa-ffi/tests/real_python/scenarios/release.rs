@@ -1,5 +1,5 @@
 //! Blocks release the GIL: on the main thread, from Python threads, on an
-//! attached Rust thread, nested, and through `AssumeGilHeld`.
+//! attached Rust thread, nested, and through the `GilHeld` token.
 
 #![allow(unused_imports)]
 use std::env;
@@ -209,18 +209,73 @@ pub(crate) fn nested(target: &Target) -> Outcome {
 
 // --- 8 ----------------------------------------------------------------
 
-pub(crate) fn assume_gil_held(target: &Target) -> Outcome {
+pub(crate) fn gil_held_token(target: &Target) -> Outcome {
     let py = start(target)?;
     ensure!(py.gil_check() == 1, "the main thread does not hold the GIL");
     // SAFETY: every block on it below starts on the main thread, which
     // holds the GIL (checked just above, and again by prove_release
-    // before it returns), and none is nested in another block.
+    // before it returns), and none is nested in another block except on
+    // the token itself (which the token sees) or in the debug-build check
+    // below (which panics before anything is released).
     let mut gil = unsafe { GilHeld::new() };
     prove_release(py, &&mut gil, "nogil!(&mut GilHeld => ...)")?;
     // SAFETY: dropped at the end of the statement, on this thread.
     let released = unsafe { Guard::release(&mut gil) }.released();
     ensure!(released, "Guard::release(&mut GilHeld).released() is false");
     ensure!(py.gil_check() == 1, "the GIL is not held after the guard");
+
+    // Two nested blocks on one `&mut GilHeld`, shared: the borrow checker
+    // cannot see the nesting; the token does, and the inner block releases
+    // nothing (a second PyEval_SaveThread without the GIL would abort).
+    let token = &mut gil;
+    let shared = &token;
+    let (outer, inner) = nuwa_ffi::nogil!(shared => {
+        let outer = py.gil_check();
+        let inner = nuwa_ffi::nogil!(shared => { py.gil_check() });
+        (outer, inner)
+    });
+    ensure!(
+        (outer, inner) == (0, 0),
+        "PyGILState_Check() in the outer/inner token blocks: {outer}/{inner}, expected 0/0"
+    );
+    ensure!(
+        py.gil_check() == 1,
+        "the GIL is not held after the nested token blocks"
+    );
+    prove_release(py, &&mut gil, "a token block after the nested ones")?;
+
+    // A token block inside a checked block breaks the token's contract; in
+    // debug builds the token says so with a panic, before it releases
+    // anything, and the checked block still takes the GIL back.
+    if cfg!(debug_assertions) {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(|info| eprintln!("(expected) {info}")));
+        let caught = panic::catch_unwind(AssertUnwindSafe(|| {
+            nuwa_ffi::nogil! {
+                nuwa_ffi::nogil!(&mut gil => { 1 })
+            }
+        }));
+        panic::set_hook(previous);
+        let message = match caught {
+            Ok(_) => {
+                return Err("a token block inside a checked block did not panic \
+                                 in a debug build"
+                    .into());
+            }
+            Err(payload) => nuwa_ffi::Panicked::from(payload)
+                .message()
+                .unwrap_or_default()
+                .to_owned(),
+        };
+        ensure!(
+            message.contains("GilHeld") && message.contains("does not hold the GIL"),
+            "unexpected panic message: {message}"
+        );
+        ensure!(
+            py.gil_check() == 1,
+            "the GIL is not held after the checked block that panicked"
+        );
+    }
     py.run("nuwa_x = 1")?;
     py.finalize()?;
     passed()
