@@ -170,6 +170,31 @@ def section_timings() -> None:
         f"good_pattern vs bad_pattern on {len(data):_} floats: {good_time * 1e3:.0f} ms vs "
         f"{bad_time * 1e3:.0f} ms (one block vs one block per element)"
     )
+    print_block_counts(data)
+
+
+def print_block_counts(data: list) -> None:
+    """The same two calls in nuwa's release statistics: counts, not timings."""
+    try:
+        my_extension.reset_nogil_stats()
+    except RuntimeError:
+        print("  (release statistics: this build has no `stats` feature)")
+        return
+    print(f"  {'':14}{'blocks':>11}{'< 10 us':>11}{'released':>11}{'taking back':>13}")
+    for name, call in (("good_pattern", my_extension.good_pattern),
+                       ("bad_pattern", my_extension.bad_pattern)):
+        my_extension.reset_nogil_stats()
+        call(data)
+        sites = my_extension.nogil_stats()
+        blocks = sum(site["blocks"] for site in sites)
+        short = sum(site["short"] for site in sites)
+        released = sum(site["released_s"] for site in sites)
+        waiting = sum(site["waiting_s"] for site in sites)
+        print(f"  {name:14}{blocks:>11_}{short:>11_}{released * 1e3:>8.1f} ms"
+              f"{waiting * 1e3:>10.1f} ms")
+    my_extension.reset_nogil_stats()
+    print("  (from my_extension.nogil_stats(): a block released for under 10 us costs more")
+    print("   than it gives; keep one block around the whole loop)")
 
 
 class Stopped(Exception):
