@@ -133,7 +133,7 @@ impl<G: GilOps> Guard<G> {
                 // SAFETY: `state` came from `release` on this thread (the
                 // guard is not `Send`) and `take` makes this its only
                 // reacquire. `Reentered` releases again when dropped.
-                unsafe { self.ops.reacquire(state) };
+                unsafe { self.ops.reacquire_for_part(state) };
                 Ok(Reentered {
                     guard: self,
                     reacquired: true,
@@ -183,7 +183,7 @@ impl<G: GilOps> Drop for Reentered<'_, G> {
             // `Send`); the new state goes back into the guard, whose `Drop`
             // takes it back once. The guard must still be dropped, which its
             // creator promised.
-            self.guard.state = unsafe { self.guard.ops.release() };
+            self.guard.state = unsafe { self.guard.ops.release_after_part() };
         }
     }
 }

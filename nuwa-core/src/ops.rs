@@ -30,6 +30,9 @@
 /// - [`is_held`](GilOps::is_held) returns `true` only if the calling thread
 ///   holds the GIL at that moment (so that Python may be called). `false` is
 ///   always allowed: it is the default.
+/// - [`reacquire_for_part`](GilOps::reacquire_for_part) keeps `reacquire`'s
+///   promise and [`release_after_part`](GilOps::release_after_part)
+///   `release`'s (the defaults call them).
 ///
 /// The macros rely on this to stay sound: a `None` from `release` means they
 /// never call `reacquire`, nesting works because an inner `release` on the
@@ -85,6 +88,36 @@ pub unsafe trait GilOps {
     fn is_held(&self) -> bool {
         false
     }
+
+    /// Takes the GIL back for a part of a block ([`with_gil!`](crate::with_gil!),
+    /// [`Released::with_gil`](crate::Released::with_gil)), which
+    /// [`release_after_part`](GilOps::release_after_part) ends: the block
+    /// goes on after it. The default is [`reacquire`](GilOps::reacquire). A
+    /// backend that tells a part from the end of its block (nuwa-ffi's
+    /// release statistics, which count a block once whatever its parts)
+    /// overrides both; a backend that wraps another forwards both.
+    ///
+    /// # Safety
+    ///
+    /// As for [`reacquire`](GilOps::reacquire).
+    #[inline(always)]
+    unsafe fn reacquire_for_part(&self, state: Self::State) {
+        // SAFETY: the caller's obligations are `reacquire`'s.
+        unsafe { self.reacquire(state) }
+    }
+
+    /// Releases the GIL again at the end of a part that
+    /// [`reacquire_for_part`](GilOps::reacquire_for_part) began. The default
+    /// is [`release`](GilOps::release).
+    ///
+    /// # Safety
+    ///
+    /// As for [`release`](GilOps::release).
+    #[inline(always)]
+    unsafe fn release_after_part(&self) -> Option<Self::State> {
+        // SAFETY: the caller's obligations are `release`'s.
+        unsafe { self.release() }
+    }
 }
 
 // SAFETY: every call is forwarded unchanged to `T`, which upholds the contract.
@@ -109,6 +142,18 @@ unsafe impl<T: GilOps + ?Sized> GilOps for &T {
     #[inline]
     fn is_held(&self) -> bool {
         (**self).is_held()
+    }
+
+    #[inline(always)]
+    unsafe fn reacquire_for_part(&self, state: Self::State) {
+        // SAFETY: the caller's obligations are passed on unchanged.
+        unsafe { (**self).reacquire_for_part(state) }
+    }
+
+    #[inline(always)]
+    unsafe fn release_after_part(&self) -> Option<Self::State> {
+        // SAFETY: the caller's obligations are passed on unchanged.
+        unsafe { (**self).release_after_part() }
     }
 }
 
@@ -149,6 +194,24 @@ unsafe impl<T: GilOps> GilOps for Option<T> {
     #[inline]
     fn is_held(&self) -> bool {
         self.as_ref().is_some_and(GilOps::is_held)
+    }
+
+    #[inline(always)]
+    unsafe fn reacquire_for_part(&self, state: Self::State) {
+        // As in `reacquire`: only `Some` hands out states.
+        if let Some(ops) = self {
+            // SAFETY: the caller's obligations are passed on unchanged.
+            unsafe { ops.reacquire_for_part(state) }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn release_after_part(&self) -> Option<Self::State> {
+        match self {
+            // SAFETY: the caller's obligations are passed on unchanged.
+            Some(ops) => unsafe { ops.release_after_part() },
+            None => None,
+        }
     }
 }
 
@@ -214,5 +277,21 @@ unsafe impl<G: GilOps> GilOps for ReleaseIf<G> {
     #[inline]
     fn is_held(&self) -> bool {
         self.ops.is_held()
+    }
+
+    #[inline(always)]
+    unsafe fn reacquire_for_part(&self, state: Self::State) {
+        // SAFETY: as in `reacquire`.
+        unsafe { self.ops.reacquire_for_part(state) }
+    }
+
+    #[inline(always)]
+    unsafe fn release_after_part(&self) -> Option<Self::State> {
+        if self.release {
+            // SAFETY: the caller's obligations are passed on unchanged.
+            unsafe { self.ops.release_after_part() }
+        } else {
+            None
+        }
     }
 }

@@ -11,9 +11,16 @@
 //! - how many blocks ran, and how many released nothing;
 //! - the time spent released (total and longest);
 //! - the time spent waiting to take the GIL back (total and longest);
-//! - how many blocks were released for less than the short-block threshold
-//!   (default 10 µs, [`set_short_threshold`]): blocks that cost more than
-//!   they gave.
+//! - how many times the GIL was released for less than the short-block
+//!   threshold (default 10 µs, [`set_short_threshold`]): releases that cost
+//!   more than they gave.
+//!
+//! A block counts once, whatever its [`with_gil!`](crate::with_gil!) parts
+//! (or [`Released::with_gil`](crate::Released::with_gil) calls). Each part
+//! ends one released stretch of the block and starts another: the times
+//! above, the longest and the short count are per stretch (each part costs
+//! a GIL round trip), and a part's wait for the GIL is a wait to take it
+//! back.
 //!
 //! With the feature off (the default) this module does not exist and the
 //! macros expand to exactly what they did before it existed: the instruction
@@ -115,11 +122,21 @@ impl CallSite {
         self.not_released.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A block ended: its last released stretch, and the wait to take the
+    /// GIL back.
     fn record(&'static self, released: Duration, waiting: Duration) {
+        self.register();
+        self.blocks.fetch_add(1, Ordering::Relaxed);
+        self.stretch(released, waiting);
+    }
+
+    /// A released stretch ended, and the GIL was taken back after `waiting`:
+    /// at the end of a block ([`record`](Self::record)) or for one of its
+    /// `with_gil!` parts, after which the same block goes on.
+    fn stretch(&'static self, released: Duration, waiting: Duration) {
         self.register();
         let released = duration_ns(released);
         let waiting = duration_ns(waiting);
-        self.blocks.fetch_add(1, Ordering::Relaxed);
         self.released_ns.fetch_add(released, Ordering::Relaxed);
         self.max_released_ns.fetch_max(released, Ordering::Relaxed);
         self.waiting_ns.fetch_add(waiting, Ordering::Relaxed);
@@ -127,6 +144,13 @@ impl CallSite {
         if released < SHORT_NS.load(Ordering::Relaxed) {
             self.short.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// A block that released and took the GIL back for a part could not
+    /// release again after it: it ends now, with the GIL held.
+    fn ended_in_part(&'static self) {
+        self.register();
+        self.blocks.fetch_add(1, Ordering::Relaxed);
     }
 
     fn stats(&self) -> Stats {
@@ -172,14 +196,18 @@ pub struct Stats {
     pub not_released: u64,
     /// Time spent released, summed over the blocks that released.
     pub released: Duration,
-    /// The longest time one block spent released.
+    /// The longest time the GIL stayed released in one stretch: a block, or
+    /// the part of a block between two of its `with_gil!` parts.
     pub max_released: Duration,
-    /// Time spent waiting to take the GIL back, summed.
+    /// Time spent waiting to take the GIL back (at the end of a block and for
+    /// its `with_gil!` parts), summed.
     pub waiting: Duration,
     /// The longest wait to take the GIL back.
     pub max_waiting: Duration,
-    /// Blocks released for less than the short-block threshold
-    /// ([`short_threshold`]): the release cost more than it gave.
+    /// Stretches released for less than the short-block threshold
+    /// ([`short_threshold`]), each a release that cost more than it gave: a
+    /// block without `with_gil!` parts is one stretch, and each part starts
+    /// another (so a block with parts may count more than once here).
     pub short: u64,
 }
 
@@ -346,5 +374,115 @@ unsafe impl<G: GilOps> GilOps for __Recorded<G> {
 
     fn is_held(&self) -> bool {
         self.ops.is_held()
+    }
+
+    /// A part of the block: the stretch before it is recorded, not the
+    /// block, which goes on after it.
+    #[inline(always)]
+    unsafe fn reacquire_for_part(&self, (state, released_at): Self::State) {
+        let back_at = Instant::now();
+        // SAFETY: the caller's obligations are passed on unchanged.
+        unsafe { self.ops.reacquire_for_part(state) };
+        let held_at = Instant::now();
+        self.site.stretch(back_at - released_at, held_at - back_at);
+    }
+
+    /// The end of a part: the block released again, not a new block.
+    #[inline(always)]
+    unsafe fn release_after_part(&self) -> Option<Self::State> {
+        // SAFETY: the caller's obligations are passed on unchanged.
+        match unsafe { self.ops.release_after_part() } {
+            Some(state) => Some((state, Instant::now())),
+            None => {
+                self.site.ended_in_part();
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mock::MockGil;
+
+    /// The counters of the site at `line` of this file.
+    fn at(line: u32) -> Stats {
+        let found: Vec<_> = sites()
+            .into_iter()
+            .filter(|s| s.file == file!() && s.line == line)
+            .collect();
+        assert_eq!(found.len(), 1, "one site at line {line}: {found:?}");
+        found[0].stats
+    }
+
+    #[test]
+    fn a_block_with_parts_counts_once() {
+        let gil = MockGil::new();
+        let line = line!() + 1;
+        let value = crate::nogil!(crate::recorded!(&gil) => {
+            let a = with_gil! { 1 }.unwrap();
+            let b = with_gil! { 2 }.unwrap();
+            a + b
+        });
+        assert_eq!(value, 3);
+        assert_eq!((gil.releases(), gil.reacquires()), (3, 3));
+        gil.done();
+        let s = at(line);
+        assert_eq!((s.blocks, s.not_released), (1, 0), "{s:?}");
+        // Three released stretches, each short (a mock releases nothing real).
+        assert_eq!(s.short, 3, "{s:?}");
+        assert!(s.max_released <= s.released);
+    }
+
+    #[test]
+    fn a_strict_block_with_parts_counts_once() {
+        let gil = MockGil::new();
+        let line = line!() + 1;
+        let value = crate::nuwa_core::nogil(crate::recorded!(&gil), |released| {
+            (0..4)
+                .map(|i| released.with_gil(|| i).unwrap())
+                .sum::<i32>()
+        });
+        assert_eq!(value, 6);
+        gil.done();
+        let s = at(line);
+        assert_eq!((s.blocks, s.not_released, s.short), (1, 0, 5), "{s:?}");
+    }
+
+    #[test]
+    fn a_panic_in_a_part_still_counts_the_block_once() {
+        let gil = MockGil::new();
+        let line = line!() + 2;
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            crate::nogil!(crate::recorded!(&gil) => {
+                let _ = with_gil! { 1 };
+                let _ = with_gil! { panic!("in a part") };
+            })
+        }));
+        assert!(caught.is_err());
+        gil.done();
+        let s = at(line);
+        assert_eq!((s.blocks, s.not_released), (1, 0), "{s:?}");
+    }
+
+    #[test]
+    fn a_block_nested_in_a_part_is_its_own_block() {
+        let gil = MockGil::new();
+        let outer = line!() + 1;
+        crate::nogil!(crate::recorded!(&gil) => {
+            let _ = with_gil! {
+                let inner = line!() + 1;
+                crate::nogil!(crate::recorded!(&gil) => { let _ = with_gil! { () }; });
+                inner
+            }
+            .map(|inner| {
+                let s = at(inner);
+                assert_eq!((s.blocks, s.not_released), (1, 0), "inner {s:?}");
+            });
+        });
+        gil.done();
+        let s = at(outer);
+        assert_eq!((s.blocks, s.not_released), (1, 0), "outer {s:?}");
     }
 }
