@@ -119,7 +119,9 @@ impl CallSite {
     fn not_released(&'static self) {
         self.register();
         self.blocks.fetch_add(1, Ordering::Relaxed);
-        self.not_released.fetch_add(1, Ordering::Relaxed);
+        // Release: a snapshot that sees this sees the block counted (see
+        // `stats`).
+        self.not_released.fetch_add(1, Ordering::Release);
     }
 
     /// A block ended: its last released stretch, and the wait to take the
@@ -137,10 +139,11 @@ impl CallSite {
         self.register();
         let released = duration_ns(released);
         let waiting = duration_ns(waiting);
+        // Each longest after its total, with Release: see `stats`.
         self.released_ns.fetch_add(released, Ordering::Relaxed);
-        self.max_released_ns.fetch_max(released, Ordering::Relaxed);
+        self.max_released_ns.fetch_max(released, Ordering::Release);
         self.waiting_ns.fetch_add(waiting, Ordering::Relaxed);
-        self.max_waiting_ns.fetch_max(waiting, Ordering::Relaxed);
+        self.max_waiting_ns.fetch_max(waiting, Ordering::Release);
         if released < SHORT_NS.load(Ordering::Relaxed) {
             self.short.fetch_add(1, Ordering::Relaxed);
         }
@@ -153,15 +156,24 @@ impl CallSite {
         self.blocks.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A snapshot. Blocks may be counting meanwhile, so each part is read
+    /// before what it is part of, with Acquire: the writers add to the whole
+    /// first and to the part with Release after it, so a snapshot never
+    /// shows more blocks that released nothing than blocks, nor a longest
+    /// stretch or wait above its total. (A [`reset`] racing with blocks may
+    /// still leave such figures until the next reset.)
     fn stats(&self) -> Stats {
-        let ns = |a: &AtomicU64| Duration::from_nanos(a.load(Ordering::Relaxed));
+        let ns = |ns: u64| Duration::from_nanos(ns);
+        let not_released = self.not_released.load(Ordering::Acquire);
+        let max_released = self.max_released_ns.load(Ordering::Acquire);
+        let max_waiting = self.max_waiting_ns.load(Ordering::Acquire);
         Stats {
             blocks: self.blocks.load(Ordering::Relaxed),
-            not_released: self.not_released.load(Ordering::Relaxed),
-            released: ns(&self.released_ns),
-            max_released: ns(&self.max_released_ns),
-            waiting: ns(&self.waiting_ns),
-            max_waiting: ns(&self.max_waiting_ns),
+            not_released,
+            released: ns(self.released_ns.load(Ordering::Relaxed)),
+            max_released: ns(max_released),
+            waiting: ns(self.waiting_ns.load(Ordering::Relaxed)),
+            max_waiting: ns(max_waiting),
             short: self.short.load(Ordering::Relaxed),
         }
     }
@@ -288,7 +300,10 @@ pub fn total() -> Stats {
 }
 
 /// Sets every counter of every call site back to zero. Blocks running at
-/// that moment may still add to them.
+/// that moment may still add to them, to some counters and not to others:
+/// after a reset that raced with blocks, a site may show, say, more blocks
+/// that released nothing than blocks, until the next reset. Reset while no
+/// block runs for exact figures.
 pub fn reset() {
     let mut p = SITES.load(Ordering::Acquire);
     while !p.is_null() {
@@ -484,5 +499,34 @@ mod tests {
         gil.done();
         let s = at(outer);
         assert_eq!((s.blocks, s.not_released), (1, 0), "outer {s:?}");
+    }
+
+    #[test]
+    fn a_snapshot_never_shows_more_unreleased_blocks_than_blocks() {
+        use std::sync::atomic::AtomicBool;
+        static SITE: CallSite = CallSite::__new(file!(), line!(), column!());
+        static STOP: AtomicBool = AtomicBool::new(false);
+        let writers: Vec<_> = (0..2)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    while !STOP.load(Ordering::Relaxed) {
+                        SITE.not_released();
+                    }
+                })
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let mut bad = None;
+        while Instant::now() < deadline && bad.is_none() {
+            let s = SITE.stats();
+            if s.not_released > s.blocks {
+                bad = Some(s);
+            }
+        }
+        STOP.store(true, Ordering::Relaxed);
+        for w in writers {
+            w.join().unwrap();
+        }
+        assert_eq!(bad, None, "an inconsistent snapshot");
     }
 }
