@@ -33,8 +33,11 @@ use crate::resolve::{
 /// attached on this thread and not released (a `PyGILState_Ensure` whose
 /// `PyGILState_Release` was skipped): taking the GIL back would deadlock
 /// (CPython 3.12 and older) or abort the process (3.13 and later). The thread then
-/// holds the GIL through that state. If the thread is already panicking, the
-/// message is printed and the process aborts.
+/// holds the GIL: through the block's own state again on 3.13 and later (and
+/// on 3.8-3.11 when the state attached was not the block's own, as in a
+/// legacy subinterpreter), otherwise through the state attached. If the
+/// thread is already panicking, the message is printed and the process
+/// aborts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CPython;
 
@@ -122,7 +125,13 @@ unsafe fn reacquire_with(api: &Api, tstate: ThreadStatePtr) {
         Check::ThreadLocal => !current.is_null(),
         // Process-global: the block's own state is attached again, which
         // only this thread can have done (what `PyGILState_Ensure` does).
-        Check::Compare { .. } => current == unmarked(tstate),
+        Check::Compare { this_thread, .. } => {
+            if !current.is_null() && current != unmarked(tstate) {
+                // SAFETY: the caller's contract.
+                unsafe { another_own_state_attached(api, this_thread, current, tstate) };
+            }
+            current == unmarked(tstate)
+        }
     };
     if attached {
         attached_inside_block(false);
@@ -130,6 +139,43 @@ unsafe fn reacquire_with(api: &Api, tstate: ThreadStatePtr) {
     // SAFETY: the caller's contract, and this thread has no state attached
     // (checked above); the entry is the one chosen for this version.
     unsafe { (api.restore_entry)(api.restore, tstate) }
+}
+
+/// 3.8-3.11, at the end of a block whose own state is not the current one:
+/// if the current one is this thread's GIL-state state, `PyGILState_Ensure`
+/// attached it inside the block (on the thread of a legacy subinterpreter,
+/// whose own state is another), and taking the GIL back now would wait for
+/// this very thread. Then it detaches that state, takes the GIL back with
+/// the block's own, and panics (see [`attached_inside_block`]). Otherwise
+/// it returns: another thread holds the GIL.
+///
+/// # Safety
+///
+/// As for [`reacquire_with`]; `current` is the current state, read just
+/// before.
+#[cold]
+#[inline(never)]
+unsafe fn another_own_state_attached(
+    api: &Api,
+    this_thread: resolve::GetThreadStateFn,
+    current: ThreadStatePtr,
+    tstate: ThreadStatePtr,
+) {
+    // SAFETY: `PyGILState_GetThisThreadState` may be called on any thread,
+    // with or without the GIL.
+    if current != unsafe { this_thread() } {
+        return;
+    }
+    // SAFETY: this thread holds the GIL through `current`, its own
+    // GIL-state state (only this thread attaches that one), which
+    // `PyEval_SaveThread` detaches; then no state is attached to this
+    // thread, and `tstate` is what its release saved (the caller's
+    // contract), taken back through the entry chosen for this version.
+    unsafe {
+        (api.save)();
+        (api.restore_entry)(api.restore, tstate);
+    }
+    attached_inside_block(true);
 }
 
 /// `reacquire_with` without the check for a state left attached, for
@@ -212,9 +258,10 @@ unsafe extern "C-unwind" fn restore_direct(restore: RestoreThreadFn, tstate: Thr
 }
 
 /// A thread state was attached inside the block and was still attached at
-/// its end. On 3.13 and later (`swapped`) nuwa has detached it and attached
-/// the block's own state again; before, it has not taken the GIL back (that
-/// would deadlock), and the thread holds the GIL through the state attached
+/// its end. If `swapped` (3.13 and later; and 3.8-3.11 when it is not the
+/// block's own state) nuwa has detached it and attached the block's own
+/// state again; otherwise it has not taken the GIL back (that would
+/// deadlock), and the thread holds the GIL through the state attached
 /// inside the block. Panics, or aborts if the thread is already panicking.
 #[cold]
 #[inline(never)]

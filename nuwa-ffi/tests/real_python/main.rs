@@ -44,6 +44,10 @@
 //!   thread works stops it at its next `SignalCheck`, in place and strict,
 //!   with `KeyboardInterrupt` set; in a nested block a check does nothing and
 //!   the signal stays pending for the outer one.
+//! - `state_attached_in_subinterpreter_block`: `PyGILState_Ensure` left
+//!   attached in a block in a `Py_NewInterpreter` subinterpreter (on
+//!   3.8-3.11 it attaches the main interpreter's state): a panic, not a
+//!   hang, and the thread is back on the subinterpreter's state.
 //! - `with_gil_restores_the_saved_state`: `with_gil!` and `Released::with_gil`
 //!   in a block in a `Py_NewInterpreter` subinterpreter run Python code in
 //!   that subinterpreter, with the GIL held, and release it again after.

@@ -166,6 +166,12 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         hosts: false,
     },
     Scenario {
+        name: "state_attached_in_subinterpreter_block",
+        runs: 1,
+        run: state_attached_in_subinterpreter_block,
+        hosts: false,
+    },
+    Scenario {
         name: "signal_check_stops_a_block",
         runs: 1,
         run: signal_check_stops_a_block,

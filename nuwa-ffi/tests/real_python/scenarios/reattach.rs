@@ -90,6 +90,78 @@ pub(crate) fn state_attached_in_block(target: &Target) -> Outcome {
     passed()
 }
 
+/// In a block on the thread that runs a `Py_NewInterpreter` subinterpreter,
+/// `PyGILState_Ensure` attaches the thread's *main-interpreter* state (its
+/// GIL-state state) and the block ends with it still attached. The guard
+/// panics with nuwa's message, never hangs, and the thread is back in the
+/// subinterpreter, on the block's own state, with the GIL held.
+pub(crate) fn state_attached_in_subinterpreter_block(target: &Target) -> Outcome {
+    let py = start(target)?;
+    type EndFn = unsafe extern "C" fn(*mut c_void);
+    type SwapFn = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
+    // SAFETY: the C signatures of these CPython 3.8+ functions.
+    let (get, new_interpreter, end_interpreter, swap) = unsafe {
+        (
+            api::<StateFn>("PyThreadState_Get")?,
+            api::<StateFn>("Py_NewInterpreter")?,
+            api::<EndFn>("Py_EndInterpreter")?,
+            api::<SwapFn>("PyThreadState_Swap")?,
+        )
+    };
+    // SAFETY: this thread holds the GIL.
+    let main_state = unsafe { get() };
+    // SAFETY: this thread holds the GIL of an initialised interpreter; the
+    // new subinterpreter's state becomes current (sharing the main GIL).
+    let sub = unsafe { new_interpreter() };
+    ensure!(!sub.is_null(), "Py_NewInterpreter() failed");
+    let previous = panic::take_hook();
+    panic::set_hook(Box::new(|info| eprintln!("(expected) {info}")));
+    let caught = panic::catch_unwind(AssertUnwindSafe(|| {
+        nuwa_ffi::nogil! {
+            // Attaches `main_state`, which is not the block's own (`sub`).
+            let _leaked = py.gilstate_ensure();
+        }
+    }));
+    panic::set_hook(previous);
+    let message = match &caught {
+        Ok(()) => return Err("the block ended normally with a state still attached".into()),
+        Err(payload) => payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default(),
+    };
+    ensure!(
+        message.starts_with(MESSAGE),
+        "the panic's message: {message:?}"
+    );
+    // SAFETY: PyThreadState_Get needs the GIL, which a state attached to
+    // this thread holds either way (checked by the thread-local getter on
+    // 3.12+; on 3.11 and older the GIL is shared by both states).
+    let now = unsafe { get() };
+    ensure!(
+        now == sub,
+        "after the panic the current state is {}, not the block's own (the \
+         subinterpreter's)",
+        if now == main_state {
+            "the main interpreter's"
+        } else {
+            "another"
+        }
+    );
+    py.run("nuwa_in_sub = sum(range(10))")?;
+    // SAFETY: `sub` is current; afterwards no state is, and the main
+    // thread's state is made current again. The leaked Ensure's count stays
+    // on the main state (above 1, so nothing acts on it).
+    unsafe {
+        end_interpreter(sub);
+        swap(main_state);
+    }
+    py.run("nuwa_x = 1")?;
+    py.finalize()?;
+    passed()
+}
+
 /// Run in a grandchild: the state is attached, then the block panics, so
 /// the check runs while unwinding.
 pub(crate) fn attached_while_panicking_child(target: &Target) -> Outcome {
