@@ -33,11 +33,20 @@
 /// - [`reacquire_for_part`](GilOps::reacquire_for_part) keeps `reacquire`'s
 ///   promise and [`release_after_part`](GilOps::release_after_part)
 ///   `release`'s (the defaults call them).
+/// - [`Gil`](GilOps::Gil) names the GIL that these methods release, take
+///   back and report on: "the GIL" above is that one. A mock, or any
+///   backend that does not take back the CPython interpreter's own GIL,
+///   must name a type of its own, never `nuwa_ffi::CPython`: code handed a
+///   `Released<'_, CPython>` calls the C API inside
+///   [`Released::with_gil`](crate::Released::with_gil) (a `SignalCheck` runs
+///   `PyErr_CheckSignals` there), trusting that the interpreter's GIL is held.
 ///
 /// The macros rely on this to stay sound: a `None` from `release` means they
 /// never call `reacquire`, nesting works because an inner `release` on the
-/// same thread sees that nothing is held, and `with_gil!` runs its part
-/// without a reacquire only if `is_held` says the GIL is held.
+/// same thread sees that nothing is held, `with_gil!` runs its part
+/// without a reacquire only if `is_held` says the GIL is held, and a block's
+/// [`Released`](crate::Released) is typed by `Gil` (the
+/// [`WithGil`](crate::WithGil) contract).
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a GIL backend (`nuwa_core::GilOps`)",
     label = "not a GIL backend",

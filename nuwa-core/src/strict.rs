@@ -182,7 +182,8 @@ pub unsafe trait WithGil {
 
 // SAFETY: `Guard::with_gil` runs `f` once with `G`'s GIL held (taken back
 // from this guard's release, or held because nothing was released and the
-// backend says so), or returns `Err` without running it.
+// backend says so), or returns `Err` without running it; by `GilOps`'s
+// contract that GIL is the one `G::Gil` names.
 unsafe impl<G: GilOps> WithGil for Guard<G> {
     type Gil = G::Gil;
 
