@@ -254,20 +254,29 @@ macro_rules! __nuwa_nogil {
         }
         #[allow(unused_macros)]
         macro_rules! with_gil {
-            ($d($d part:tt)*) => {
-                match $crate::Guard::reenter(&mut *__nuwa_guard) {
+            ($d($d part:tt)*) => {{
+                // Bound, not a temporary of the `match`: the GIL is released
+                // again at the end of this block, not at the end of the
+                // enclosing statement, so that two parts fit in one
+                // expression (`with_gil! {..}? + with_gil! {..}?`).
+                let __nuwa_gil_taken_back = $crate::Guard::reenter(&mut *__nuwa_guard);
+                match __nuwa_gil_taken_back {
                     // A part that diverges (`return`, `?`, a panic) makes the
                     // `Ok` unreachable; that is no mistake of the caller's.
                     #[allow(unreachable_code)]
                     ::core::result::Result::Ok(__nuwa_reentered) => {
                         $crate::__nuwa_unhide_scan! { (__nuwa_reentered) $d($d part)* }
-                        ::core::result::Result::Ok({ $d($d part)* })
+                        // The part's own temporaries end here, the GIL held.
+                        // (A part may diverge: `return`, `?`, a panic.)
+                        #[allow(clippy::diverging_sub_expression)]
+                        let __nuwa_value = { $d($d part)* };
+                        ::core::result::Result::Ok(__nuwa_value)
                     }
                     ::core::result::Result::Err(unavailable) => {
                         ::core::result::Result::Err(unavailable)
                     }
                 }
-            };
+            }};
         }
         #[allow(unused_macros)]
         macro_rules! released {

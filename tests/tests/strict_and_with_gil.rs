@@ -144,6 +144,24 @@ fn with_gil_in_place_restores_and_releases_again() {
     assert_held_after(&gil, 3, 3, 0);
 }
 
+#[test]
+fn two_parts_in_one_expression_release_between_them() {
+    // Each part releases the GIL again at its own end, not at the end of the
+    // statement: the second part can take it back (before, this did not
+    // compile: the first part's guard outlived its `match`).
+    let gil = MockGil::new();
+    let (sum, released_between) = nuwa_core::nogil!(gil => {
+        let sum = with_gil! { 1 }.unwrap() + with_gil! { 2 }.unwrap();
+        (sum, !gil.is_held())
+    });
+    assert_eq!((sum, released_between), (3, true));
+    let held_in_both = nuwa_core::nogil!(gil => {
+        with_gil! { gil.is_held() }.unwrap() && with_gil! { gil.is_held() }.unwrap()
+    });
+    assert!(held_in_both);
+    assert_held_after(&gil, 6, 6, 0);
+}
+
 fn return_from_inside(gil: &MockGil) -> u32 {
     nuwa_core::nogil!(gil => {
         let _ = with_gil! {
