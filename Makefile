@@ -63,10 +63,13 @@ demo: ext
 
 test: test-rust test-no-std test-docs test-python
 
-# Unit, doc, compile-fail and real-interpreter tests. The real-interpreter
-# tests embed the libpython of NUWA_TEST_PYTHON (default: python3).
+# Unit, doc, compile-fail and real-interpreter tests, then nuwa-ffi's again
+# with its release statistics on. The real-interpreter tests embed the
+# libpython of NUWA_TEST_PYTHON (default: python3).
 test-rust:
 	$(CARGO) test --workspace
+	$(CARGO) test -p nuwa-ffi --features stats --lib
+	$(CARGO) test -p nuwa-ffi --features stats --doc
 
 # Fails to build if nuwa-core ever pulls in std (duplicate panic_impl).
 test-no-std:

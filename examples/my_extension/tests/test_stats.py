@@ -65,3 +65,21 @@ def test_no_arguments_accepted():
         m.nogil_stats(1)
     with pytest.raises(TypeError):
         m.reset_nogil_stats(x=1)
+
+
+def test_a_block_that_takes_the_gil_back_counts_once():
+    """compute_pi's block calls `progress` back (with_gil!) 100 times, each
+    call ending one released stretch: the statistics count one block (its
+    released stretches, each a GIL round trip, are what `short` counts). A
+    block that kept the GIL counts once, as not released."""
+    calls = []
+    m.reset_nogil_stats()
+    m.compute_pi(1_000_000, progress=calls.append)
+    (site,) = by_line(m.nogil_stats()).values()
+    assert len(calls) == 100
+    assert (site["blocks"], site["not_released"]) == (1, 0), site
+    assert 0 < site["max_released_s"] <= site["released_s"], site
+    m.reset_nogil_stats()
+    m.compute_pi(100, release=False, progress=calls.append)
+    (site,) = by_line(m.nogil_stats()).values()
+    assert (site["blocks"], site["not_released"]) == (1, 1), site
