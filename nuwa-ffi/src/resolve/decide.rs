@@ -114,7 +114,7 @@ pub(crate) fn decide(symbols: &dyn Lookup, platform: Platform) -> State {
     let swap = symbols
         .lookup(c"PyThreadState_Swap")
         .filter(|_| matches!(check, Check::ThreadLocal) && version.is_some_and(|v| v >= (3, 12)));
-    let (release, restore_kind) = choose_path(swap, version, reacquire);
+    let (release, restore_kind) = choose_path(swap, version, reacquire, platform);
     // SAFETY: each pointer is the non-null address of the CPython function
     // of that name, whose C signature is the one its type spells out.
     let api = unsafe {
@@ -146,6 +146,7 @@ fn choose_path(
     swap: Option<*mut c_void>,
     version: Option<(u8, u8)>,
     reacquire: Reacquire,
+    platform: Platform,
 ) -> (Release, Restore) {
     // SAFETY: `swap` is the address of `PyThreadState_Swap`, whose C
     // signature is `PyThreadState *(PyThreadState *)`.
@@ -158,7 +159,9 @@ fn choose_path(
     } else {
         Release::HeldCheck
     };
-    let restore = if version >= (3, 13) {
+    // `PyEval_RestoreThread` keeps the thread's last-error value
+    // (`GetLastError`) across the wait for the GIL; the swap does not.
+    let restore = if version >= (3, 13) && !platform.last_error {
         Restore::Swap {
             swap,
             entry: crate::cpython::swap_entry(reacquire),
@@ -283,17 +286,43 @@ mod tests {
         shim: true,
         exit_unwinds: true,
         thread_id_read: true,
+        last_error: false,
     };
     const MUSL: Platform = Platform {
         shim: true,
         exit_unwinds: false,
         thread_id_read: true,
+        last_error: false,
     };
     const WINDOWS: Platform = Platform {
         shim: false,
         exit_unwinds: false,
         thread_id_read: false,
+        last_error: true,
     };
+
+    unsafe extern "C-unwind" fn fake_swap(
+        state: crate::resolve::ThreadStatePtr,
+    ) -> crate::resolve::ThreadStatePtr {
+        state
+    }
+
+    #[test]
+    fn the_swap_takes_the_gil_back_on_3_13_and_later_except_on_windows() {
+        let swap = Some(fake_swap as *mut c_void);
+        let restore =
+            |version, platform| choose_path(swap, Some(version), Reacquire::Direct, platform).1;
+        assert!(matches!(restore((3, 12), GLIBC), Restore::Checked));
+        assert!(matches!(restore((3, 13), GLIBC), Restore::Swap { .. }));
+        assert!(matches!(restore((3, 15), MUSL), Restore::Swap { .. }));
+        // Windows: PyEval_RestoreThread keeps GetLastError(), the swap does not.
+        assert!(matches!(restore((3, 13), WINDOWS), Restore::Checked));
+        assert!(matches!(restore((3, 14), WINDOWS), Restore::Checked));
+        assert!(matches!(
+            choose_path(None, Some((3, 13)), Reacquire::Direct, GLIBC).1,
+            Restore::Checked
+        ));
+    }
 
     fn resolve_on(names: &[&'static str], version: Option<u64>, platform: Platform) -> Resolution {
         let all: &'static [&'static str] = Box::leak(names.to_vec().into_boxed_slice());

@@ -238,6 +238,9 @@ pub(crate) struct Platform {
     /// (64-bit pointers and `unsigned long`), and the field can be read
     /// without faulting on freed memory (`process_vm_readv`: Linux).
     pub(crate) thread_id_read: bool,
+    /// Threads have a last-error value that `PyEval_RestoreThread` keeps
+    /// and `PyThreadState_Swap` does not (Windows' `GetLastError`).
+    pub(crate) last_error: bool,
 }
 
 pub(crate) fn platform() -> Platform {
@@ -248,5 +251,6 @@ pub(crate) fn platform() -> Platform {
             any(target_os = "linux", target_os = "android"),
             target_pointer_width = "64"
         )),
+        last_error: cfg!(windows),
     }
 }
