@@ -335,11 +335,19 @@ pub(crate) fn site_of(location: &'static Location<'static>) -> &'static CallSite
     if let Some((_, site)) = table.iter().find(|(k, _)| *k == key) {
         return site;
     }
-    let site: &'static CallSite = std::boxed::Box::leak(std::boxed::Box::new(CallSite::__new(
-        location.file(),
-        location.line(),
-        location.column(),
-    )));
+    // One line of source may have several `Location`s (a generic caller
+    // instantiated in two crates): they share its site.
+    let same_place = |(_, site): &&(usize, &'static CallSite)| {
+        (site.file, site.line, site.column) == (location.file(), location.line(), location.column())
+    };
+    let site: &'static CallSite = match table.iter().find(same_place) {
+        Some((_, site)) => site,
+        None => std::boxed::Box::leak(std::boxed::Box::new(CallSite::__new(
+            location.file(),
+            location.line(),
+            location.column(),
+        ))),
+    };
     table.push((key, site));
     site
 }
