@@ -277,10 +277,31 @@ fn attached_inside_block(swapped: bool) {
          through the state attached inside the block."
     };
     if std::thread::panicking() {
-        std::eprintln!("{WHAT} {done} (already panicking: aborting)");
+        // (A second panic would abort without printing its message.)
+        say_before_abort(&[WHAT, " ", done, " (already panicking: aborting)\n"]);
         std::process::abort();
     }
     panic!("{WHAT} {done}");
+}
+
+/// Writes `parts` to the standard error, as well as it can.
+#[cold]
+fn say_before_abort(parts: &[&str]) {
+    #[cfg(unix)]
+    for part in parts {
+        let mut rest = part.as_bytes();
+        while !rest.is_empty() {
+            // SAFETY: `rest` is valid for reads of its length; fd 2 is only
+            // written to (if it is closed, `write` fails, and so do we).
+            let n = unsafe { resolve::sys::write(2, rest.as_ptr().cast(), rest.len()) };
+            let Ok(n @ 1..) = usize::try_from(n) else {
+                return;
+            };
+            rest = &rest[n.min(rest.len())..];
+        }
+    }
+    #[cfg(not(unix))]
+    std::eprint!("{}", parts.concat());
 }
 
 /// The state without the mark of [`mark_finalizer`].

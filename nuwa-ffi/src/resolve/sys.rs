@@ -80,6 +80,12 @@ unsafe extern "C" {
     pub(crate) fn dladdr(addr: *const c_void, info: *mut DlInfo) -> c_int;
 }
 
+unsafe extern "C" {
+    /// `write(2)`: nuwa's last words before an abort, without `std::io`'s
+    /// formatting machinery in every extension.
+    pub(crate) fn write(fd: c_int, buf: *const c_void, count: usize) -> isize;
+}
+
 #[cfg(nuwa_dl_iterate)]
 unsafe extern "C" {
     pub(crate) fn dl_iterate_phdr(
