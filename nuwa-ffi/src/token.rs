@@ -70,7 +70,13 @@ impl GilHeld {
     /// token: use the token only in the function that made it, not inside
     /// another block (`nogil! { nogil!(&mut gil => { .. }) }` would call
     /// `PyEval_SaveThread` without the GIL, which crashes CPython), and do
-    /// not keep it (in a thread-local, say) for a later call.
+    /// not keep it (in a thread-local, say) for a later call. Every Python
+    /// thread state attached inside a block on the token (a
+    /// `PyGILState_Ensure`) is detached again (its `PyGILState_Release`)
+    /// before the block ends or takes the GIL back for a `with_gil!` part:
+    /// a block on the token does not check for one (a checked block turns
+    /// it into a panic), and taking the GIL back over it deadlocks (CPython
+    /// 3.12 and older) or aborts the process (3.13 and later).
     #[inline(always)]
     pub const unsafe fn new() -> Self {
         GilHeld {

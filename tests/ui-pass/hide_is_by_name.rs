@@ -38,4 +38,14 @@ fn main() {
         call_python() + by_ref.eval() + ctx.py.eval() + ctx.py().eval()
     });
     assert_eq!(total, 4);
+    // A block nested in a `with_gil!` part does not hide again what its
+    // enclosing block hid: the part gave `py` back (as a `&Python`), and
+    // the nested block, where the GIL is released again, sees it by name.
+    let nested = nogil!(gil, hide(py) => {
+        with_gil! {
+            nogil!(gil => { py.eval() })
+        }
+        .unwrap()
+    });
+    assert_eq!(nested, 1);
 }

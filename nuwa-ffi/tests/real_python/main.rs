@@ -48,6 +48,9 @@
 //!   attached in a block in a `Py_NewInterpreter` subinterpreter (on
 //!   3.8-3.11 it attaches the main interpreter's state): a panic, not a
 //!   hang, and the thread is back on the subinterpreter's state.
+//! - `state_attached_before_a_part`: the same, left attached before a
+//!   `with_gil!` part (in place and strict): the part's reacquire panics,
+//!   the part does not run, and the thread holds the GIL afterwards.
 //! - `with_gil_restores_the_saved_state`: `with_gil!` and `Released::with_gil`
 //!   in a block in a `Py_NewInterpreter` subinterpreter run Python code in
 //!   that subinterpreter, with the GIL held, and release it again after.

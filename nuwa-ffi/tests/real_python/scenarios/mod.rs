@@ -160,6 +160,12 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         hosts: false,
     },
     Scenario {
+        name: "state_attached_before_a_part",
+        runs: 1,
+        run: state_attached_before_a_part,
+        hosts: false,
+    },
+    Scenario {
         name: "state_attached_while_panicking",
         runs: 1,
         run: state_attached_while_panicking,

@@ -195,3 +195,67 @@ pub(crate) fn state_attached_while_panicking(_target: &Target) -> Outcome {
     );
     Ok(Pass::Ok("aborted with nuwa's message".into()))
 }
+
+/// A state left attached in the released stretch before a `with_gil!` part
+/// (the part's reacquire sees it, not the block's end): the same panic, the
+/// part does not run, the block takes nothing back twice, and the thread
+/// holds the GIL afterwards.
+pub(crate) fn state_attached_before_a_part(target: &Target) -> Outcome {
+    let py = start(target)?;
+    let previous = panic::take_hook();
+    panic::set_hook(Box::new(|info| eprintln!("(expected) {info}")));
+    let mut ensured = None;
+    let mut part_ran = false;
+    let caught = panic::catch_unwind(AssertUnwindSafe(|| {
+        nuwa_ffi::nogil! {
+            ensured = Some(py.gilstate_ensure());
+            let _ = with_gil! { part_ran = true; };
+        }
+    }));
+    let mut strict_part_ran = false;
+    let second = nuwa_ffi::nogil_catch(|released| {
+        let _leaked = py.gilstate_ensure();
+        let _ = released.with_gil(|| strict_part_ran = true);
+    });
+    panic::set_hook(previous);
+    let message = match &caught {
+        Ok(()) => return Err("the block ended normally with a state still attached".into()),
+        Err(payload) => payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default(),
+    };
+    ensure!(
+        message.starts_with(MESSAGE),
+        "the panic's message: {message:?}"
+    );
+    ensure!(!part_ran && !strict_part_ran, "a part ran");
+    ensure!(py.gil_check() == 1, "the GIL is not held after the panic");
+    let second = match second {
+        Ok(()) => "nogil_catch returned Ok".to_string(),
+        Err(panicked) => panicked.message().unwrap_or_default().to_string(),
+    };
+    ensure!(second.starts_with(MESSAGE), "nogil_catch: {second:?}");
+    ensure!(py.gil_check() == 1, "the GIL is not held after nogil_catch");
+    // SAFETY: the C signatures of these CPython 3.8+ functions.
+    let (this_thread, restore) = unsafe {
+        (
+            api::<StateFn>("PyGILState_GetThisThreadState")?,
+            api::<RestoreFn>("PyEval_RestoreThread")?,
+        )
+    };
+    let state = ensured.ok_or("the block did not run")?;
+    for _ in 0..2 {
+        py.gilstate_release(state);
+        if py.gil_check() == 0 {
+            // SAFETY: this thread's own state, detached by the release.
+            unsafe { restore(this_thread()) };
+        }
+    }
+    ensure!(py.gil_check() == 1, "the GIL is not held after the cleanup");
+    py.run("nuwa_x = [i for i in range(100)]")?;
+    prove_release(py, &nuwa_ffi::CPython, "after the reattach errors")?;
+    py.finalize()?;
+    passed()
+}
