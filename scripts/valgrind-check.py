@@ -169,9 +169,27 @@ def parse_frames(stack: ET.Element) -> list[Frame]:
     return frames
 
 
+# A process's preamble, up to the end of its arguments.
+PREAMBLE = re.compile(r"<\?xml version=\"1\.0\"\?>\s*<valgrindoutput>.*?</args>\s*", re.S)
+
+
+def without_forked_preambles(text: str) -> str:
+    """The document of the process the file is named after.
+
+    A child that `subprocess` forks inherits the XML file and, before its
+    `exec` (where valgrind stops following it: no --trace-children), writes
+    its own preamble into it, in the middle of the parent's document. Those
+    preambles (every one but the first) are dropped; the child ran none of
+    our code under valgrind."""
+    found = [m for m in PREAMBLE.finditer(text) if m.start() > 0]
+    for m in reversed(found):
+        text = text[: m.start()] + text[m.end():]
+    return text
+
+
 def parse_xml(path: Path, report: Report) -> None:
     try:
-        root = ET.parse(path).getroot()
+        root = ET.fromstring(without_forked_preambles(path.read_text(errors="replace")))
     except ET.ParseError as e:
         report.problems.append(f"{path.name}: incomplete valgrind XML ({e}); did the process crash?")
         return

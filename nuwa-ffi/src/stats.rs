@@ -440,6 +440,22 @@ mod tests {
     }
 
     #[test]
+    fn short_is_below_the_threshold() {
+        // No test changes the threshold: it is the default, 10 µs.
+        static SITE: CallSite = CallSite::__new(file!(), line!(), 0);
+        assert_eq!(short_threshold(), Duration::from_micros(10));
+        let us = Duration::from_micros;
+        SITE.record(us(9), us(1)); // short
+        SITE.record(us(10), us(1)); // not short: at the threshold
+        SITE.stretch(us(3), us(1)); // a part's stretch, short
+        SITE.record(us(30), us(2));
+        let s = SITE.stats();
+        assert_eq!((s.blocks, s.short), (3, 2), "{s:?}");
+        assert_eq!((s.released, s.max_released), (us(52), us(30)));
+        assert_eq!((s.waiting, s.max_waiting), (us(5), us(2)));
+    }
+
+    #[test]
     fn a_block_with_parts_counts_once() {
         let gil = MockGil::new();
         let line = line!() + 1;
@@ -453,8 +469,9 @@ mod tests {
         gil.done();
         let s = at(line);
         assert_eq!((s.blocks, s.not_released), (1, 0), "{s:?}");
-        // Three released stretches, each short (a mock releases nothing real).
-        assert_eq!(s.short, 3, "{s:?}");
+        // Three released stretches, each short unless this thread was
+        // descheduled meanwhile (the threshold itself: `short_is_below_the_threshold`).
+        assert!(s.short <= 3, "{s:?}");
         assert!(s.max_released <= s.released);
     }
 
@@ -470,7 +487,8 @@ mod tests {
         assert_eq!(value, 6);
         gil.done();
         let s = at(line);
-        assert_eq!((s.blocks, s.not_released, s.short), (1, 0, 5), "{s:?}");
+        assert_eq!((s.blocks, s.not_released), (1, 0), "{s:?}");
+        assert!(s.short <= 5, "five stretches at most: {s:?}");
     }
 
     #[test]
