@@ -15,6 +15,52 @@ type RestoreFn = unsafe extern "C" fn(*mut c_void);
 const MESSAGE: &str =
     "nuwa: a Python thread state was attached on this thread inside a nogil! block";
 
+/// The message of a caught panic.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
+
+/// `nogil_catch` returned nuwa's panic as its error, and the GIL is held.
+fn check_caught(py: &Py, second: Result<(), nuwa_ffi::Panicked>) -> Result<(), String> {
+    let second = match second {
+        Ok(()) => "nogil_catch returned Ok".to_string(),
+        Err(panicked) => panicked.message().unwrap_or_default().to_string(),
+    };
+    ensure!(second.starts_with(MESSAGE), "nogil_catch: {second:?}");
+    ensure!(py.gil_check() == 1, "the GIL is not held after nogil_catch");
+    Ok(())
+}
+
+/// Undoes the two leaked `PyGILState_Ensure`s the way the block would have
+/// (release, which detaches, then take the thread's state back), checks
+/// that blocks release again, and ends the interpreter.
+fn undo_leaked_ensures(py: &Py, ensured: Option<std::ffi::c_int>) -> Outcome {
+    // SAFETY: the C signatures of these CPython 3.8+ functions.
+    let (this_thread, restore) = unsafe {
+        (
+            api::<StateFn>("PyGILState_GetThisThreadState")?,
+            api::<RestoreFn>("PyEval_RestoreThread")?,
+        )
+    };
+    let state = ensured.ok_or("the block did not run")?;
+    for _ in 0..2 {
+        py.gilstate_release(state);
+        if py.gil_check() == 0 {
+            // SAFETY: this thread's own state, detached by the release.
+            unsafe { restore(this_thread()) };
+        }
+    }
+    ensure!(py.gil_check() == 1, "the GIL is not held after the cleanup");
+    py.run("nuwa_x = [i for i in range(100)]")?;
+    prove_release(py, &nuwa_ffi::CPython, "after the reattach errors")?;
+    py.finalize()?;
+    passed()
+}
+
 /// The block's guard panics with nuwa's message instead of restoring, the
 /// thread holds the GIL afterwards, and the interpreter keeps working.
 pub(crate) fn state_attached_in_block(target: &Target) -> Outcome {
@@ -49,45 +95,15 @@ pub(crate) fn state_attached_in_block(target: &Target) -> Outcome {
     panic::set_hook(previous);
     let message = match &caught {
         Ok(()) => return Err("the block ended normally with a state still attached".into()),
-        Err(payload) => payload
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default(),
+        Err(payload) => panic_message(payload.as_ref()),
     };
     ensure!(
         message.starts_with(MESSAGE) && message.contains("PyGILState_Ensure"),
         "the panic's message: {message:?}"
     );
     ensure!(py.gil_check() == 1, "the GIL is not held after the panic");
-    let second = match second {
-        Ok(()) => "nogil_catch returned Ok".to_string(),
-        Err(panicked) => panicked.message().unwrap_or_default().to_string(),
-    };
-    ensure!(second.starts_with(MESSAGE), "nogil_catch: {second:?}");
-    ensure!(py.gil_check() == 1, "the GIL is not held after nogil_catch");
-    // Undo the two leaked Ensures the way the block would have: release
-    // (which detaches), then take the thread's state back.
-    // SAFETY: the C signatures of these CPython 3.8+ functions.
-    let (this_thread, restore) = unsafe {
-        (
-            api::<StateFn>("PyGILState_GetThisThreadState")?,
-            api::<RestoreFn>("PyEval_RestoreThread")?,
-        )
-    };
-    let state = ensured.ok_or("the block did not run")?;
-    for _ in 0..2 {
-        py.gilstate_release(state);
-        if py.gil_check() == 0 {
-            // SAFETY: this thread's own state, detached by the release.
-            unsafe { restore(this_thread()) };
-        }
-    }
-    ensure!(py.gil_check() == 1, "the GIL is not held after the cleanup");
-    py.run("nuwa_x = [i for i in range(100)]")?;
-    prove_release(py, &nuwa_ffi::CPython, "after the reattach errors")?;
-    py.finalize()?;
-    passed()
+    check_caught(py, second)?;
+    undo_leaked_ensures(py, ensured)
 }
 
 /// In a block on the thread that runs a `Py_NewInterpreter` subinterpreter,
@@ -125,11 +141,7 @@ pub(crate) fn state_attached_in_subinterpreter_block(target: &Target) -> Outcome
     panic::set_hook(previous);
     let message = match &caught {
         Ok(()) => return Err("the block ended normally with a state still attached".into()),
-        Err(payload) => payload
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default(),
+        Err(payload) => panic_message(payload.as_ref()),
     };
     ensure!(
         message.starts_with(MESSAGE),
@@ -220,11 +232,7 @@ pub(crate) fn state_attached_before_a_part(target: &Target) -> Outcome {
     panic::set_hook(previous);
     let message = match &caught {
         Ok(()) => return Err("the block ended normally with a state still attached".into()),
-        Err(payload) => payload
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default(),
+        Err(payload) => panic_message(payload.as_ref()),
     };
     ensure!(
         message.starts_with(MESSAGE),
@@ -232,30 +240,6 @@ pub(crate) fn state_attached_before_a_part(target: &Target) -> Outcome {
     );
     ensure!(!part_ran && !strict_part_ran, "a part ran");
     ensure!(py.gil_check() == 1, "the GIL is not held after the panic");
-    let second = match second {
-        Ok(()) => "nogil_catch returned Ok".to_string(),
-        Err(panicked) => panicked.message().unwrap_or_default().to_string(),
-    };
-    ensure!(second.starts_with(MESSAGE), "nogil_catch: {second:?}");
-    ensure!(py.gil_check() == 1, "the GIL is not held after nogil_catch");
-    // SAFETY: the C signatures of these CPython 3.8+ functions.
-    let (this_thread, restore) = unsafe {
-        (
-            api::<StateFn>("PyGILState_GetThisThreadState")?,
-            api::<RestoreFn>("PyEval_RestoreThread")?,
-        )
-    };
-    let state = ensured.ok_or("the block did not run")?;
-    for _ in 0..2 {
-        py.gilstate_release(state);
-        if py.gil_check() == 0 {
-            // SAFETY: this thread's own state, detached by the release.
-            unsafe { restore(this_thread()) };
-        }
-    }
-    ensure!(py.gil_check() == 1, "the GIL is not held after the cleanup");
-    py.run("nuwa_x = [i for i in range(100)]")?;
-    prove_release(py, &nuwa_ffi::CPython, "after the reattach errors")?;
-    py.finalize()?;
-    passed()
+    check_caught(py, second)?;
+    undo_leaked_ensures(py, ensured)
 }
