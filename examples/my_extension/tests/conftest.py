@@ -8,6 +8,7 @@ extension module itself: ``NATIVE`` is that module, whatever the layout.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -46,3 +47,35 @@ def run_python(code: str, timeout: float = 60) -> subprocess.CompletedProcess:
         timeout=timeout,
         env=env,
     )
+
+
+#: CPython 3.12+ with a module that makes subinterpreters with their own GIL.
+HAVE_SUBINTERPRETERS = sys.version_info >= (3, 12) and any(
+    importlib.util.find_spec(name) is not None for name in ("_interpreters", "_xxsubinterpreters")
+)
+
+#: The start of a ``run_python`` script that uses subinterpreters:
+#: ``interpreters`` (3.13's ``_interpreters`` or 3.12's
+#: ``_xxsubinterpreters``), ``create()`` (a subinterpreter with its own GIL)
+#: and ``run(interp, code)`` (raises ``RuntimeError`` if ``code`` raised).
+SUBINTERPRETER_HELPERS = r"""
+try:
+    import _interpreters as interpreters  # 3.13
+except ImportError:
+    import _xxsubinterpreters as interpreters  # 3.12
+
+def create():
+    if interpreters.__name__ == "_interpreters":
+        interp = interpreters.create("isolated")
+        assert interpreters.get_config(interp).gil == "own"
+        return interp
+    return interpreters.create(isolated=True)  # 3.12: isolated means its own GIL
+
+def run(interp, code):
+    if hasattr(interpreters, "exec"):
+        error = interpreters.exec(interp, code)
+        if error is not None:
+            raise RuntimeError(error)
+    else:
+        interpreters.run_string(interp, code)
+"""

@@ -15,7 +15,6 @@ would call back up to 100 times), never by timing.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import sys
 import threading
 import time
@@ -25,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import my_extension
-from conftest import run_python
+from conftest import HAVE_SUBINTERPRETERS, SUBINTERPRETER_HELPERS, run_python
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -281,32 +280,9 @@ def test_stopping_pool_threads_through_their_callbacks():
     assert all(1 <= len(c) < 100 for c in counts.values()), counts
 
 
-HAVE_SUBINTERPRETERS = sys.version_info >= (3, 12) and any(
-    importlib.util.find_spec(name) is not None for name in ("_interpreters", "_xxsubinterpreters")
-)
-
-SUBINTERPRETERS = r"""
+SUBINTERPRETERS = SUBINTERPRETER_HELPERS + r"""
 import os, sys, tempfile, threading
-try:
-    import _interpreters as interpreters  # 3.13
-except ImportError:
-    import _xxsubinterpreters as interpreters  # 3.12
 import my_extension
-
-def create():
-    if interpreters.__name__ == "_interpreters":
-        interp = interpreters.create("isolated")
-        assert interpreters.get_config(interp).gil == "own"
-        return interp
-    return interpreters.create(isolated=True)  # 3.12: isolated means its own GIL
-
-def run(interp, code):
-    if hasattr(interpreters, "exec"):
-        error = interpreters.exec(interp, code)
-        if error is not None:
-            raise RuntimeError(error)
-    else:
-        interpreters.run_string(interp, code)
 
 CODE = '''
 import sys, traceback

@@ -2,46 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 
 import pytest
 
-from conftest import run_python
+from conftest import HAVE_SUBINTERPRETERS, SUBINTERPRETER_HELPERS, run_python
 
 pytestmark = pytest.mark.timeout(300)
 
-HAVE_SUBINTERPRETERS = sys.version_info >= (3, 12) and any(
-    importlib.util.find_spec(name) is not None for name in ("_interpreters", "_xxsubinterpreters")
-)
-
-SCRIPT = r"""
+SCRIPT = SUBINTERPRETER_HELPERS + r"""
 import os, sys, tempfile, threading, time
-try:
-    import _interpreters as interpreters  # 3.13
-except ImportError:
-    import _xxsubinterpreters as interpreters  # 3.12
 import my_extension
 native = getattr(my_extension, "my_extension", my_extension)
 
 SEEDS = range(6)
 ITERATIONS = 20_000
 expected = {seed: my_extension.compute_pi(ITERATIONS, seed) for seed in SEEDS}
-
-def create():
-    if interpreters.__name__ == "_interpreters":
-        interp = interpreters.create("isolated")
-        assert interpreters.get_config(interp).gil == "own"
-        return interp
-    return interpreters.create(isolated=True)  # 3.12: isolated means its own GIL
-
-def run(interp, code):
-    if hasattr(interpreters, "exec"):
-        error = interpreters.exec(interp, code)
-        if error is not None:
-            raise RuntimeError(error)
-    else:
-        interpreters.run_string(interp, code)
 
 CODE = '''
 import sys
