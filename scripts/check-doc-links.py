@@ -164,8 +164,12 @@ def render() -> Path:
     doc_dir = TARGET_DIR / "doc"
     shutil.rmtree(doc_dir, ignore_errors=True)
     env = dict(os.environ, RUSTDOCFLAGS="-D warnings", CARGO_TERM_COLOR="never")
-    cmd = [os.environ.get("CARGO", "cargo"), "doc", "--target-dir", str(TARGET_DIR)]
-    print(f"$ RUSTDOCFLAGS='-D warnings' cargo doc --target-dir {TARGET_DIR.relative_to(ROOT)}", flush=True)
+    # With nuwa-ffi's `stats` feature on, as docs.rs renders it
+    # ([package.metadata.docs.rs]), so that its pages are checked too.
+    cmd = [os.environ.get("CARGO", "cargo"), "doc", "--features", "nuwa-ffi/stats",
+           "--target-dir", str(TARGET_DIR)]
+    print(f"$ RUSTDOCFLAGS='-D warnings' cargo doc --features nuwa-ffi/stats "
+          f"--target-dir {TARGET_DIR.relative_to(ROOT)}", flush=True)
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         sys.stderr.write(result.stderr)
