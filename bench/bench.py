@@ -336,7 +336,8 @@ def report(results: dict, quick: bool) -> str:
         add("")
     add("### 1. One empty release/reacquire cycle (single thread)")
     add("")
-    add("| Python | raw pair ns | nogil! ns | ratio | GilHeld token ns | ratio | held check |")
+    add("| Python | raw pair ns | nogil! ns | ratio | GilHeld token ns | ratio "
+        "| held check (as `init()` reports it; see README for the release path) |")
     add("|---|---|---|---|---|---|---|")
     for v, c in results["cycles"].items():
         m, r = c["median_ns"], c["median_ratio"]
