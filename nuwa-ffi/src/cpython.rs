@@ -48,12 +48,16 @@ pub struct CPython;
 #[derive(Debug, PartialEq, Eq)]
 pub struct SavedThreadState(NonNull<core::ffi::c_void>);
 
-// SAFETY: `release` calls `PyEval_SaveThread` only after checking that the
-// calling thread's own thread state is the one that holds the GIL (see
-// `HeldCheck`), and returns the state it saved; `reacquire` restores exactly
-// that state with `PyEval_RestoreThread`, unless the thread holds the GIL
-// again already (then it panics, and restores nothing). Without the
-// functions or the check, nothing is released.
+// SAFETY: `release` detaches the calling thread's state only if that state
+// holds the GIL: `PyThreadState_Swap(NULL)` on 3.12 and 3.13 (it detaches
+// only an attached state), `PyEval_SaveThread` after the held check (see
+// `HeldCheck`) elsewhere; it returns the state it saved. `reacquire` attaches
+// exactly that state again: `PyThreadState_Swap(saved)` on 3.13 and later
+// (not on Windows), which first detaches a state left attached inside the
+// block (then it panics after restoring), `PyEval_RestoreThread` elsewhere,
+// after checking that no state was left attached (if one was, it panics, and
+// restores nothing; see `reacquire_with`). Without the functions or the
+// check, nothing is released.
 unsafe impl GilOps for CPython {
     type State = SavedThreadState;
     type Gil = CPython;

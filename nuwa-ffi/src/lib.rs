@@ -173,39 +173,24 @@ macro_rules! nogil {
     (hide($($hidden:ident),+ $(,)?) => { $($body:tt)* }) => {
         $crate::nuwa_core::nogil!($crate::recorded!($crate::CPython), hide($($hidden),+) => { $($body)* })
     };
-    ($ops:expr, hide($($hidden:ident),+ $(,)?) => { $($body:tt)* }) => {
-        $crate::nuwa_core::nogil!($ops, hide($($hidden),+) => { $($body)* })
-    };
-    ($ops:expr => { $($body:tt)* }) => {
-        $crate::nuwa_core::nogil!($ops => { $($body)* })
-    };
     ({ $($body:tt)* }) => {
         $crate::nuwa_core::nogil!($crate::recorded!($crate::CPython) => { $($body)* })
     };
-    // Near-misses: say what the accepted forms are, rather than read them as
-    // statements.
+    // Near-miss of the form without a backend: say what to write, rather
+    // than read it as statements.
     (hide $($rest:tt)*) => {
         ::core::compile_error!(
             "nogil!: `hide` takes names in parentheses, then `=>` and the block in braces: \
              `nogil!(hide(obj, callback) => { ... })`"
         )
     };
-    ($ops:expr, hide $($rest:tt)*) => {
-        ::core::compile_error!(
-            "nogil!: `hide` takes names in parentheses, then `=>` and the block in braces: \
-             `nogil!(OPS, hide(obj, callback) => { ... })`"
-        )
+    // A backend of the caller's: nuwa-core's macro, with its own errors for
+    // near-misses (`nogil!(gil => x + 1)`).
+    ($ops:expr, $($rest:tt)*) => {
+        $crate::nuwa_core::nogil!($ops, $($rest)*)
     };
     ($ops:expr => $($rest:tt)*) => {
-        ::core::compile_error!(
-            "nogil!: after `=>` comes the block, in braces, and nothing else: \
-             `nogil!(OPS => { ... })`"
-        )
-    };
-    ($ops:expr, $($rest:tt)*) => {
-        ::core::compile_error!(
-            "nogil!: after the backend comes `=> { ... }`, or `, hide(name, ...) => { ... }`"
-        )
+        $crate::nuwa_core::nogil!($ops => $($rest)*)
     };
     ($($body:tt)*) => {
         $crate::nuwa_core::nogil!($crate::recorded!($crate::CPython) => { $($body)* })
