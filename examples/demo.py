@@ -23,6 +23,7 @@ import argparse
 import gc
 import os
 import random
+import signal
 import sys
 import textwrap
 import threading
@@ -201,6 +202,59 @@ class Stopped(Exception):
     """Raised by a worker's progress callback once Ctrl-C was pressed."""
 
 
+class CtrlC:
+    """Ctrl-C as a flag, for as long as the `with` lasts.
+
+    Python's own SIGINT handler raises KeyboardInterrupt wherever the main
+    thread happens to be: between two submits, inside the executor, in a
+    print. A handler that only sets a flag cannot interrupt anything
+    half-way, so the section decides where a Ctrl-C is acted on: the
+    workers' callbacks read the flag, and the main thread reads it once the
+    pool is done.
+    """
+
+    def __init__(self) -> None:
+        self.pressed = False
+
+    def _handler(self, signum, frame) -> None:
+        self.pressed = True  # a plain store: safe wherever the main thread is
+
+    def __enter__(self) -> "CtrlC":
+        self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+
+# For the tests (examples/my_extension/tests/test_signals.py): with
+# NUWA_DEMO_PAUSE=POINT the progress section stops at POINT, prints
+# "PAUSED POINT", and waits until a Ctrl-C has been seen, so that a test sends
+# the signal at that exact moment. The points, in the order they come: "start"
+# (no job submitted yet), "submitted-1" .. "submitted-3" (that many jobs in the
+# pool), "filled" (all submitted), "printing" (the results half printed). At
+# the points before "printing", the workers' callbacks also wait for the
+# Ctrl-C, so that no computation can finish first.
+PAUSE = os.environ.get("NUWA_DEMO_PAUSE", "")
+PAUSE_POINTS = ("start", "submitted-1", "submitted-2", "submitted-3", "filled", "printing")
+PAUSE_LIMIT_S = 120
+
+
+def wait_for_ctrl_c(ctrl_c: CtrlC) -> None:
+    """Waits (bounded) until the Ctrl-C flag is set: only in a test run."""
+    deadline = time.monotonic() + PAUSE_LIMIT_S
+    while not ctrl_c.pressed:
+        if time.monotonic() > deadline:
+            sys.exit(f"demo: no Ctrl-C within {PAUSE_LIMIT_S} s at pause point {PAUSE!r}")
+        time.sleep(0.001)  # a signal wakes it; the flag is read again
+
+
+def pause_point(name: str, ctrl_c: CtrlC) -> None:
+    if PAUSE == name:
+        print(f"PAUSED {name}", flush=True)
+        wait_for_ctrl_c(ctrl_c)
+
+
 class ProgressBar:
     """One line for the whole pool: the mean of the workers' fractions.
 
@@ -246,44 +300,72 @@ PROGRESS_ITERATIONS = 250_000_000
 
 def section_progress() -> None:
     """compute_pi on the pool with a progress callback; Ctrl-C stops it."""
-    print(
-        f"{len(SEEDS)} x compute_pi({PROGRESS_ITERATIONS:_}, seed, progress=...) on "
-        f"{len(SEEDS)} workers. Each call\n"
-        "reports the fraction done (at most 100 times) from inside its block, which takes\n"
-        "the GIL back for the callback."
-    )
-    print(
-        "  Press Ctrl-C to stop. The main thread gets KeyboardInterrupt (worker threads get\n"
-        "  no signals, so their blocks' signal checks run no handler): it sets a flag, and\n"
-        "  each worker's callback raises at its next call, which stops that computation.\n"
-        "  (A compute_pi call on the main thread stops on Ctrl-C by itself.)"
-    )
+    with CtrlC() as ctrl_c:
+        print(
+            f"{len(SEEDS)} x compute_pi({PROGRESS_ITERATIONS:_}, seed, progress=...) on "
+            f"{len(SEEDS)} workers. Each call\n"
+            "reports the fraction done (at most 100 times) from inside its block, which takes\n"
+            "the GIL back for the callback."
+        )
+        print(
+            "  Press Ctrl-C to stop. Worker threads get no signals (their blocks' signal checks\n"
+            "  run no handler), so the main thread's SIGINT handler sets a flag, and each\n"
+            "  worker's callback raises at its next call, which stops that computation.\n"
+            "  (A compute_pi call on the main thread stops on Ctrl-C by itself.)"
+        )
+        run_progress_pool(ctrl_c)
+
+
+def run_progress_pool(ctrl_c: CtrlC) -> None:
+    """The pool of the progress section, with Ctrl-C read from `ctrl_c`."""
     bar = ProgressBar(len(SEEDS))
-    stop = threading.Event()
+    hold = PAUSE in PAUSE_POINTS[:-1]  # test runs: no computation ends before the Ctrl-C
+    stopped = []  # workers whose callback raised Stopped (list.append: thread-safe)
 
     def run(worker: int, seed: int) -> float:
         def progress(fraction: float) -> None:
-            if stop.is_set():
+            if hold:
+                wait_for_ctrl_c(ctrl_c)
+            if ctrl_c.pressed:
+                stopped.append(worker)
                 raise Stopped
             bar.update(worker, fraction)
 
         return my_extension.compute_pi(PROGRESS_ITERATIONS, seed, progress=progress)
 
-    executor = ThreadPoolExecutor(max_workers=len(SEEDS))
-    try:
-        futures = [executor.submit(run, i, seed) for i, seed in enumerate(SEEDS)]
-        results = [f.result() for f in futures]
-    except KeyboardInterrupt:
-        stop.set()
-        executor.shutdown(wait=True)
-        bar.finish()
-        stopped = sum(isinstance(f.exception(), Stopped) for f in futures if f.done())
-        print(f"  Ctrl-C: {stopped} of {len(SEEDS)} computations stopped by their callbacks.")
-        return
-    executor.shutdown(wait=True)
+    pause_point("start", ctrl_c)
+    futures = []
+    with ThreadPoolExecutor(max_workers=len(SEEDS)) as executor:
+        for i, seed in enumerate(SEEDS):
+            if ctrl_c.pressed:
+                break  # the rest never starts
+            futures.append(executor.submit(run, i, seed))
+            if i + 1 < len(SEEDS):
+                pause_point(f"submitted-{i + 1}", ctrl_c)
+        pause_point("filled", ctrl_c)
+        # The `with` waits for every submitted job: a Ctrl-C meanwhile only
+        # sets the flag, which their callbacks act on.
     bar.finish()
-    for seed, pi in zip(SEEDS, results):
-        print(f"  seed {seed}: pi ~ {pi:.6f}")
+
+    finished = [f for f in futures if f.exception() is None]
+    for n, (seed, future) in enumerate(zip(SEEDS, futures)):
+        if n == len(SEEDS) // 2:
+            pause_point("printing", ctrl_c)
+        if future.exception() is None:
+            print(f"  seed {seed}: pi ~ {future.result():.6f}")
+    if ctrl_c.pressed:
+        notes = []
+        if len(futures) < len(SEEDS):
+            notes.append(f"{len(SEEDS) - len(futures)} not started")
+        if finished:
+            notes.append(f"{len(finished)} had finished")
+        note = f" ({', '.join(notes)})" if notes else ""
+        print(f"  Ctrl-C: {len(stopped)} of {len(SEEDS)} computations stopped by their "
+              f"callbacks{note}.")
+    for future in futures:
+        error = future.exception()
+        if error is not None and not isinstance(error, Stopped):
+            raise error
 
 
 # The sections, in the order they run (`--only NAME` runs one).
@@ -307,10 +389,15 @@ def main() -> None:
         print(f"nuwa: {info}\n{explain_resolution(info)}\n")
 
     names = [args.only] if args.only else list(SECTIONS)
-    for i, name in enumerate(names):
-        if i:
-            print()
-        SECTIONS[name]()
+    try:
+        for i, name in enumerate(names):
+            if i:
+                print()
+            SECTIONS[name]()
+    except KeyboardInterrupt:
+        # Outside the progress section, Ctrl-C ends the demo.
+        print("\nInterrupted.", flush=True)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

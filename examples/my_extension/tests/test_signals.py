@@ -238,11 +238,29 @@ report(interrupted=interrupted, outcomes=outcomes, calls=[len(c) for c in counts
     assert all(1 <= n < 100 for n in out["calls"]), out
 
 
-def test_the_demo_stops_its_workers_on_ctrl_c():
-    """`examples/demo.py --only progress`, interrupted once its progress bar
-    shows: every worker stops through its callback, and the demo says so."""
+# Where the demo's progress section waits for the test's Ctrl-C
+# (NUWA_DEMO_PAUSE, see examples/demo.py), and the last line it must print.
+DEMO_POINTS = {
+    "start": "Ctrl-C: 0 of 4 computations stopped by their callbacks (4 not started).",
+    "submitted-1": "Ctrl-C: 1 of 4 computations stopped by their callbacks (3 not started).",
+    "submitted-2": "Ctrl-C: 2 of 4 computations stopped by their callbacks (2 not started).",
+    "submitted-3": "Ctrl-C: 3 of 4 computations stopped by their callbacks (1 not started).",
+    "filled": "Ctrl-C: 4 of 4 computations stopped by their callbacks.",
+    "printing": "Ctrl-C: 0 of 4 computations stopped by their callbacks (4 had finished).",
+}
+
+
+@pytest.mark.parametrize("point", list(DEMO_POINTS))
+def test_the_demo_stops_its_workers_on_ctrl_c(point):
+    """`examples/demo.py --only progress`, with SIGINT sent while the demo
+    waits at `point` for it: before, during and after the pool is filled, and
+    half-way through printing the results. The demo waits there until its
+    handler has seen the signal (bounded), so the signal comes at that moment
+    and no other, however loaded the machine is; at the points before the
+    results, the workers' callbacks wait for it too, so no computation can
+    finish first. Every time the demo exits 0 and says what was stopped."""
     demo = pathlib.Path(__file__).resolve().parents[2] / "demo.py"
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", NUWA_DEMO_PAUSE=point)
     child = subprocess.Popen(
         [sys.executable, str(demo), "--only", "progress"],
         stdout=subprocess.PIPE,
@@ -254,15 +272,20 @@ def test_the_demo_stops_its_workers_on_ctrl_c():
     )
     try:
         seen = []
-        for line in child.stdout:  # ends when the demo does (bounded: a few seconds)
+        # Ends when the demo pauses, or when it exits (then the asserts say why).
+        for line in child.stdout:
             seen.append(line)
-            if line.startswith("  [") and not any("Ctrl-C:" in s for s in seen):
+            if line == f"PAUSED {point}\n":
                 child.send_signal(signal.SIGINT)
                 break
-        rest, errors = child.communicate(timeout=120)
+        rest, errors = child.communicate(timeout=240)
     finally:
         child.kill()
     output = "".join(seen) + rest
+    assert f"PAUSED {point}\n" in seen, output + errors
     assert child.returncode == 0, output + errors
+    assert "Traceback" not in errors, errors
     assert "Press Ctrl-C to stop" in output
-    assert "Ctrl-C: 4 of 4 computations stopped by their callbacks." in output, output
+    assert output.rstrip().splitlines()[-1].strip() == DEMO_POINTS[point], output
+    results = [line for line in output.splitlines() if line.startswith("  seed ")]
+    assert len(results) == (4 if point == "printing" else 0), output
