@@ -289,12 +289,19 @@ def bench_env(python: str, version: str) -> str:
     return env_python
 
 
+def cargo_target_dir() -> Path:
+    """Where cargo builds (it honours CARGO_TARGET_DIR), as `cargo metadata` says."""
+    out = subprocess.run(["cargo", "metadata", "--format-version", "1", "--no-deps", "--offline"],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return Path(json.loads(out)["target_directory"])
+
+
 def measure_sizes() -> dict:
     run(["cargo", "build", "--release", "--quiet", "-p", "size-nuwa", "-p", "size-raw"], cwd=ROOT)
     sizes = {}
     with tempfile.TemporaryDirectory() as tmp:
         for kind in ("nuwa", "raw"):
-            so = ROOT / "target" / "release" / f"libsize_{kind}.so"
+            so = cargo_target_dir() / "release" / f"libsize_{kind}.so"
             stripped = Path(tmp) / so.name
             shutil.copy(so, stripped)
             run(["strip", str(stripped)])

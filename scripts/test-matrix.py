@@ -222,6 +222,26 @@ class Builds:
     pyo3_module_sha256: str
 
 
+def keep_builds_in_the_tree() -> None:
+    """The chroot sees the project tree only: when cargo's target directory
+    (CARGO_TARGET_DIR, a cargo config's build.target-dir) is elsewhere, this
+    run builds into target/matrix/cargo instead, and says so. The C-ABI
+    suite is told where its build is."""
+    r = run(["cargo", "metadata", "--format-version", "1", "--no-deps", "--offline"])
+    if r.returncode != 0:
+        sys.exit(f"cargo metadata failed:\n{r.stderr}")
+    target = Path(json.loads(r.stdout)["target_directory"]).resolve()
+    if not target.is_relative_to(ROOT.resolve()):
+        inside = WORK / "cargo"
+        print(f"cargo's target directory {target} is outside the project tree, which is all "
+              f"the chroot sees: this run builds into {inside.relative_to(ROOT)}", flush=True)
+        os.environ["CARGO_TARGET_DIR"] = str(inside)
+        target = inside
+    # The C-ABI suite's default asks cargo, which the chroot has not.
+    os.environ.setdefault("NUWA_C_ABI_LIB", str(target / "release" / "libnuwa_c_abi.so"))
+    os.environ.setdefault("NUWA_C_ABI_HOST", str(target / "release" / "nuwa-c-abi-host"))
+
+
 def build_once() -> Builds:
     def check(r: subprocess.CompletedProcess, what: str) -> None:
         if r.returncode != 0:
@@ -375,6 +395,7 @@ def main() -> None:
 
     started = time.monotonic()
     WORK.mkdir(parents=True, exist_ok=True)
+    keep_builds_in_the_tree()
     interps = find_interpreters()
     if args.only:
         wanted = set(args.only.split(","))

@@ -30,7 +30,8 @@ fn clippy_rejects_an_await_while_a_guard_is_alive() {
         ])
         .arg(root.join("await_lint/Cargo.toml"))
         .arg("--target-dir")
-        .arg(root.join("../target/await-lint"))
+        // Under cargo's target directory (CARGO_TARGET_DIR included).
+        .arg(Path::new(env!("CARGO_TARGET_TMPDIR")).join("await-lint"))
         .env_remove("CLIPPY_CONF_DIR")
         .output()
         .expect("run cargo clippy (rustup component add clippy)");

@@ -7,14 +7,15 @@ Only the standard library: the child scripts run without pytest.
 from __future__ import annotations
 
 import ctypes
+import functools
+import json
 import os
 import pathlib
+import subprocess
 import sys
 import sysconfig
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[3]
-DEFAULT_LIB = REPO_ROOT / "target" / "release" / "libnuwa_c_abi.so"
-DEFAULT_HOST = REPO_ROOT / "target" / "release" / "nuwa-c-abi-host"
 BUILD_HINT = "build it with `make c-abi` (cargo build --release -p nuwa-c-abi-example -p nuwa-c-abi-host)"
 
 OK = 0
@@ -58,14 +59,35 @@ SIGNATURES = {
 }
 
 
+@functools.lru_cache(maxsize=None)
+def cargo_target_dir() -> pathlib.Path:
+    """Where cargo builds this workspace, as `cargo metadata` says: it honours
+    CARGO_TARGET_DIR and a cargo config's `build.target-dir`. Where there is
+    no cargo to ask (the test matrix runs this suite in a chroot without
+    Rust, on a build it made under target/), the workspace's target/."""
+    cargo = os.environ.get("CARGO", "cargo")
+    try:
+        out = subprocess.run(
+            [cargo, "metadata", "--format-version", "1", "--no-deps", "--offline"],
+            cwd=REPO_ROOT, capture_output=True, text=True,
+        )
+    except FileNotFoundError:
+        return REPO_ROOT / "target"
+    if out.returncode != 0:
+        raise RuntimeError(f"`{cargo} metadata` failed, so the build is not found:\n{out.stderr}")
+    return pathlib.Path(json.loads(out.stdout)["target_directory"])
+
+
 def lib_path() -> pathlib.Path:
     """The library under test: $NUWA_C_ABI_LIB, or the release build."""
-    return pathlib.Path(os.environ.get("NUWA_C_ABI_LIB") or DEFAULT_LIB)
+    path = os.environ.get("NUWA_C_ABI_LIB")
+    return pathlib.Path(path) if path else cargo_target_dir() / "release" / "libnuwa_c_abi.so"
 
 
 def host_path() -> pathlib.Path:
     """The Rust host program: $NUWA_C_ABI_HOST, or the release build."""
-    return pathlib.Path(os.environ.get("NUWA_C_ABI_HOST") or DEFAULT_HOST)
+    path = os.environ.get("NUWA_C_ABI_HOST")
+    return pathlib.Path(path) if path else cargo_target_dir() / "release" / "nuwa-c-abi-host"
 
 
 def load(path, kind=ctypes.PyDLL):

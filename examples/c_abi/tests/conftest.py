@@ -2,9 +2,10 @@
 which keeps the GIL during a call, as an extension function does) and the
 Rust host program.
 
-The library is $NUWA_C_ABI_LIB, by default target/release/libnuwa_c_abi.so
-of this repository; the host is $NUWA_C_ABI_HOST, by default
-target/release/nuwa-c-abi-host. `make c-abi` builds both.
+The library is $NUWA_C_ABI_LIB, by default release/libnuwa_c_abi.so in
+cargo's target directory (target/, or $CARGO_TARGET_DIR); the host is
+$NUWA_C_ABI_HOST, by default release/nuwa-c-abi-host there. `make c-abi`
+builds both.
 """
 
 from __future__ import annotations

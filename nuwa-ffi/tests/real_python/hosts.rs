@@ -66,7 +66,7 @@ fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
 /// interpreters), the one an earlier run built is used.
 fn testlib(root: &Path) -> Built {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let target = root.join("target").join("embed-hosts").join("cargo");
+    let target = scratch().join("cargo");
     let lib = target.join("debug").join("libnuwa_embed_testlib.a");
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root)
@@ -93,6 +93,13 @@ fn testlib(root: &Path) -> Built {
     }
 }
 
+/// Where the hosts are built: under cargo's target directory, which
+/// honours CARGO_TARGET_DIR (the matrix keeps that inside the project tree,
+/// where its chroot sees it).
+fn scratch() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("embed-hosts")
+}
+
 /// The native libraries a Rust static library needs on Linux.
 const RUST_LIBS: &[&str] = &["-lgcc_s", "-lpthread", "-ldl", "-lm", "-lrt", "-lutil"];
 
@@ -113,7 +120,7 @@ pub(crate) fn build(vars: &BuildVars) -> (Built, Built) {
         Ok(lib) => lib,
         Err(e) => return (Err(e.clone()), Err(e)),
     };
-    let out = root.join("target").join("embed-hosts").join(&vars.label);
+    let out = scratch().join(&vars.label);
     if let Err(e) = std::fs::create_dir_all(&out) {
         let e = format!("mkdir {}: {e}", out.display());
         return (Err(e.clone()), Err(e));
