@@ -276,3 +276,33 @@ fn loaded_objects() -> Vec<CString> {
     unsafe { sys::dl_iterate_phdr(Some(visit), (&raw mut paths).cast()) };
     paths
 }
+
+/// `dlpi_adds + dlpi_subs` (wrapping), from the first object
+/// `dl_iterate_phdr` reports, or `None` if this C library's
+/// `struct dl_phdr_info` is too short to have them.
+#[cfg(nuwa_dl_iterate)]
+pub(super) fn loaded_generation() -> Option<usize> {
+    use core::ffi::c_int;
+
+    unsafe extern "C" fn first(
+        info: *mut sys::DlPhdrInfo,
+        size: usize,
+        data: *mut c_void,
+    ) -> c_int {
+        if size >= core::mem::size_of::<sys::DlPhdrInfo>() {
+            // SAFETY: `info` is valid for this callback and, at `size`, has
+            // the counters; `data` is the `Option` passed below.
+            unsafe {
+                let count = (*info).dlpi_adds.wrapping_add((*info).dlpi_subs);
+                *data.cast::<Option<usize>>() = Some(count as usize);
+            }
+        }
+        // Stop after the first object: every object reports the same counts.
+        1
+    }
+    let mut generation: Option<usize> = None;
+    // SAFETY: `first` matches the callback type, does not unwind, and uses
+    // `data` as the `Option` it is.
+    unsafe { sys::dl_iterate_phdr(Some(first), (&raw mut generation).cast()) };
+    generation
+}

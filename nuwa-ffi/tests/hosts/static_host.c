@@ -9,7 +9,8 @@
  *                         releases; provide again (same: ok; other: error)
  *   static_host control   no handover: the block releases nothing (its wait
  *                         for the Python thread times out)
- *   static_host late      a block first, then the handover: a clear error
+ *   static_host late      a block first (releases nothing), then the
+ *                         handover: later blocks release
  *
  * Prints "key: value" lines; exits 0 if the mode ran to the end.
  */
@@ -85,12 +86,12 @@ static const char *PROOF =
     "_thread.start_new_thread(helper, ())\n"
     "import nuwa_embed\n"
     "r = nuwa_embed.block_wait(e_w, d_r, %d)\n"
-    "print('proof: done=%%d released=%%d' %% (r & 1, (r >> 1) & 1), flush=True)\n"
+    "print('%s: done=%%d released=%%d' %% (r & 1, (r >> 1) & 1), flush=True)\n"
     "print('describe: ' + nuwa_embed.describe(), flush=True)\n";
 
-static int prove(int timeout_ms) {
+static int prove(int timeout_ms, const char *key) {
     char code[2048];
-    snprintf(code, sizeof code, PROOF, timeout_ms);
+    snprintf(code, sizeof code, PROOF, timeout_ms, key);
     return PyRun_SimpleString(code);
 }
 
@@ -101,14 +102,15 @@ int main(int argc, char **argv) {
     if (strcmp(mode, "provide") == 0 && handover("provide", PY_MINOR_VERSION) != 0) return 4;
     Py_InitializeEx(0);
     if (strcmp(mode, "provide") == 0) {
-        if (prove(10000) != 0) return 5;
+        if (prove(10000, "proof") != 0) return 5;
         handover("again_same", PY_MINOR_VERSION);
         handover("again_other", PY_MINOR_VERSION + 1);
     } else if (strcmp(mode, "control") == 0) {
-        if (prove(1500) != 0) return 5;
+        if (prove(1500, "proof") != 0) return 5;
     } else if (strcmp(mode, "late") == 0) {
-        if (prove(1500) != 0) return 5;
+        if (prove(1500, "proof") != 0) return 5;
         handover("late", PY_MINOR_VERSION);
+        if (prove(10000, "proof_after") != 0) return 5;
     } else {
         fprintf(stderr, "usage: static_host provide|control|late\n");
         return 2;
