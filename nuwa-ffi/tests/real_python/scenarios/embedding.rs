@@ -232,10 +232,12 @@ fn line<'a>(out: &'a str, key: &str) -> &'a str {
 }
 
 /// 2. A program with libpython linked in statically, exporting nothing:
-///    without a handover nuwa finds nothing and the block's wait times out
-///    (the control); with `embed::provide`, blocks release; a second call
-///    with other values is an error; a call after a block (which found
-///    nothing) works, and blocks release from then on.
+///    the control (a wait with the GIL held) times out; without a handover
+///    nuwa finds the functions linked into the program (its weak
+///    references) and blocks release; with `embed::provide` before the
+///    first block, they release with the functions handed over; a second
+///    call with other values, and a call after a block that found the linked
+///    functions, are errors.
 pub(crate) fn static_embedding(target: &Target) -> Outcome {
     if let Err(why) = &target.static_host {
         if why.starts_with("no static libpython")
@@ -250,20 +252,27 @@ pub(crate) fn static_embedding(target: &Target) -> Outcome {
             return Ok(Pass::Skipped(first));
         }
     }
+    let (major, minor, _) = target.version;
+    let found = format!("CPython {major}.{minor} found: held check");
     let control = run_static_host(target, "control")?;
     ensure!(
-        line(&control, "proof") == "done=0 released=0"
-            && line(&control, "describe").starts_with("no Python found"),
-        "control (no handover): {}",
+        line(&control, "proof") == "done=0 released=0",
+        "control (the wait with the GIL held): {}",
         control.replace('\n', " | ")
     );
+    let linked = run_static_host(target, "linked")?;
+    ensure!(
+        line(&linked, "proof") == "done=1 released=1"
+            && line(&linked, "describe").starts_with(&found)
+            && line(&linked, "describe").contains("via the object that contains nuwa's code"),
+        "no handover (the functions linked in): {}",
+        linked.replace('\n', " | ")
+    );
     let provided = run_static_host(target, "provide")?;
-    let (major, minor, _) = target.version;
     ensure!(
         line(&provided, "provide") == "0"
             && line(&provided, "proof") == "done=1 released=1"
-            && line(&provided, "describe")
-                .starts_with(&format!("CPython {major}.{minor} found: held check"))
+            && line(&provided, "describe").starts_with(&found)
             && line(&provided, "describe").contains("via the embedder"),
         "with embed::provide: {}",
         provided.replace('\n', " | ")
@@ -281,13 +290,14 @@ pub(crate) fn static_embedding(target: &Target) -> Outcome {
     );
     let late = run_static_host(target, "late")?;
     ensure!(
-        line(&late, "proof") == "done=0 released=0"
-            && line(&late, "late") == "0"
-            && line(&late, "proof_after") == "done=1 released=1",
-        "provide after the first block (which found nothing): {}",
+        line(&late, "proof") == "done=1 released=1"
+            && line(&late, "late").starts_with(
+                "-1 nuwa_ffi::embed::provide: called after nuwa had already found a Python"
+            ),
+        "provide after a block that found the linked functions: {}",
         late.replace('\n', " | ")
     );
-    Ok(Pass::Ok(line(&provided, "describe").to_string()))
+    Ok(Pass::Ok(line(&linked, "describe").to_string()))
 }
 
 /// The functions stay valid after the host unloads libpython: init, a block
