@@ -230,6 +230,8 @@ fn in_force() -> Option<&'static Resolution> {
 #[cold]
 #[inline(never)]
 fn look_again() -> &'static Resolution {
+    #[cfg(test)]
+    tests::LOOKUPS.fetch_add(1, Ordering::Relaxed);
     // Read before the lookup: a library loaded during it moves the count
     // past this value, and the next block looks again.
     let generation = loaded_generation();
@@ -336,5 +338,53 @@ pub(crate) fn platform() -> Platform {
             target_pointer_width = "64"
         )),
         last_error: cfg!(windows),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Full lookups made by this process.
+    pub(super) static LOOKUPS: AtomicUsize = AtomicUsize::new(0);
+
+    #[test]
+    fn without_python_blocks_do_not_look_again_until_a_library_is_loaded() {
+        let found = resolution();
+        assert!(!found.python_found(), "{found}");
+        let before = LOOKUPS.load(Ordering::Relaxed);
+        for _ in 0..1000 {
+            assert!(api().is_none());
+        }
+        #[cfg(nuwa_dl_iterate)]
+        {
+            assert!(loaded_generation().is_some());
+            assert!(!loaded_objects_changed());
+        }
+        assert_eq!(
+            LOOKUPS.load(Ordering::Relaxed),
+            before,
+            "blocks looked for Python again although no library was loaded"
+        );
+        assert!(
+            core::ptr::eq(found, resolution()),
+            "a worse or equal answer replaced it"
+        );
+    }
+
+    #[test]
+    fn a_resolution_is_replaced_only_by_a_better_one() {
+        let not_found = Resolution::not_found(false, String::new());
+        let pypy = Resolution::not_found(true, String::new());
+        assert_eq!(rank(&not_found), rank(&pypy));
+        let without_check = Resolution {
+            state: report::State::NoHeldCheck {
+                version: Some((3, 11)),
+                missing: &["PyGILState_GetThisThreadState"],
+            },
+            via: Via::GlobalScope,
+            place: String::new(),
+        };
+        assert!(rank(&without_check) > rank(&not_found));
     }
 }
