@@ -4,9 +4,12 @@
 //! nuwa looks CPython's functions up at run time (see
 //! [`Via`]). A program that links `libpython3.X.a` into its
 //! executable without `--export-dynamic` (a single binary with Python
-//! inside) exports none of them, so nothing can be found and blocks release
-//! nothing. Such a program calls [`provide`] once, best before the first
-//! block, with the addresses of the functions it linked:
+//! inside) exports none of them. On ELF targets nuwa still finds them when
+//! its own code is linked into that same executable (weak references,
+//! [`Via::OwnObject`]); otherwise (another target, or nuwa's code in another
+//! object) nothing can be found and blocks release nothing. Such a program
+//! calls [`provide`] once, best before the first block, with the addresses
+//! of the functions it linked:
 //!
 //! ```no_run
 //! use core::ffi::c_void;
