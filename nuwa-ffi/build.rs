@@ -8,6 +8,9 @@
 //!   the thread just ends, and nuwa checks for finalization instead.
 //! - `nuwa_dl_noload`: `dlopen` has `RTLD_NOLOAD` and `RTLD_NODELETE`.
 //! - `nuwa_dl_iterate`: the C library has `dl_iterate_phdr`.
+//! - `nuwa_weak_linked`: the C frame also holds weak references to CPython's
+//!   functions (ELF targets, whose linkers leave an undefined weak reference
+//!   null; Mach-O's would refuse to link it).
 //!
 //! This needs a C compiler, and no Python.
 
@@ -17,6 +20,7 @@ fn main() {
         "nuwa_exit_unwinds",
         "nuwa_dl_noload",
         "nuwa_dl_iterate",
+        "nuwa_weak_linked",
     ] {
         println!("cargo::rustc-check-cfg=cfg({cfg})");
     }
@@ -29,12 +33,27 @@ fn main() {
         var("CARGO_CFG_TARGET_ENV"),
     );
     let unix = family.split(',').any(|f| f == "unix");
+    let elf = unix
+        && [
+            "linux",
+            "android",
+            "freebsd",
+            "dragonfly",
+            "netbsd",
+            "openbsd",
+        ]
+        .contains(&os.as_str());
     if unix && !arch.starts_with("wasm") {
-        cc::Build::new()
+        let mut build = cc::Build::new();
+        build
             .file("src/restore_shim.c")
             .flag("-fexceptions")
-            .warnings(true)
-            .compile("nuwa_ffi_restore_shim");
+            .warnings(true);
+        if elf {
+            build.define("NUWA_WEAK_LINKED", None);
+            println!("cargo::rustc-cfg=nuwa_weak_linked");
+        }
+        build.compile("nuwa_ffi_restore_shim");
         println!("cargo::rustc-cfg=nuwa_restore_shim");
         if (os == "linux" && env == "gnu") || os == "freebsd" {
             println!("cargo::rustc-cfg=nuwa_exit_unwinds");

@@ -9,6 +9,9 @@
 //! `nogil` (`nuwa_ffi::nogil! {}`) or `token` (`nogil!(&mut gil => {})` on a
 //! `GilHeld` token). PYTHONHOME must name the interpreter's
 //! prefix. See `nuwa-ffi/README.md` (Measuring).
+//!
+//! `cycles - absent N`: no Python at all: N blocks that find none (what a
+//! block costs a program that never loads libpython).
 
 use std::ffi::{c_int, c_void};
 use std::hint::black_box;
@@ -23,13 +26,20 @@ type RestoreFn = unsafe extern "C" fn(*mut c_void);
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [lib, mode, n] = args.as_slice() else {
-        eprintln!("usage: cycles LIBPYTHON raw|nogil|token N");
+        eprintln!("usage: cycles LIBPYTHON raw|nogil|token N, or cycles - absent N");
         return ExitCode::from(2);
     };
     let Ok(n) = n.parse::<u64>() else {
         eprintln!("N is not a number: {n}");
         return ExitCode::from(2);
     };
+    if lib == "-" && mode == "absent" {
+        assert!(!nuwa_ffi::init().python_found(), "{}", nuwa_ffi::init());
+        for i in 0..n {
+            nuwa_ffi::nogil! { black_box(i); }
+        }
+        return ExitCode::SUCCESS;
+    }
     // SAFETY: libpython's initialisers only set up its own static data; the
     // library stays loaded (leaked) and the signatures are CPython's.
     let (init, save, restore) = unsafe {

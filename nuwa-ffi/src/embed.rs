@@ -4,9 +4,12 @@
 //! nuwa looks CPython's functions up at run time (see
 //! [`Via`]). A program that links `libpython3.X.a` into its
 //! executable without `--export-dynamic` (a single binary with Python
-//! inside) exports none of them, so nothing can be found and blocks release
-//! nothing. Such a program calls [`provide`] once, before the first block,
-//! with the addresses of the functions it linked:
+//! inside) exports none of them. On ELF targets nuwa still finds them when
+//! its own code is linked into that same executable (weak references,
+//! [`Via::OwnObject`]); otherwise (another target, or nuwa's code in another
+//! object) nothing can be found and blocks release nothing. Such a program
+//! calls [`provide`] once, best before the first block, with the addresses
+//! of the functions it linked:
 //!
 //! ```no_run
 //! use core::ffi::c_void;
@@ -33,9 +36,9 @@
 
 use core::ffi::{CStr, c_ulong, c_void};
 use core::fmt;
+use core::sync::atomic::{AtomicPtr, Ordering};
+use std::boxed::Box;
 use std::string::{String, ToString};
-
-use spin::Once;
 
 use crate::resolve::decide::{self, Lookup};
 use crate::resolve::report::{Resolution, State, Via};
@@ -131,8 +134,8 @@ pub enum EmbedError {
         /// The function to add.
         function: &'static str,
     },
-    /// nuwa had already looked for Python (at the first block, or
-    /// [`init`](crate::init)) before `provide` was called.
+    /// nuwa had already found, on its own, a Python whose blocks release
+    /// (at a block, or [`init`](crate::init)) before `provide` was called.
     AlreadyResolved {
         /// What it found then (the `Display` of the resolution in force).
         found: String,
@@ -163,8 +166,8 @@ impl fmt::Display for EmbedError {
             ),
             EmbedError::AlreadyResolved { found } => write!(
                 f,
-                "called after nuwa had already looked for Python (at the first block or \
-                 nuwa_ffi::init()); call it before. In force: {found}"
+                "called after nuwa had already found a Python that releases on its own \
+                 (at a block or nuwa_ffi::init()); call it before. In force: {found}"
             ),
             EmbedError::AlreadyProvided {
                 version: (major, minor),
@@ -179,21 +182,26 @@ impl fmt::Display for EmbedError {
 
 impl std::error::Error for EmbedError {}
 
-/// What the first successful [`provide`] handed over.
-static PROVIDED: Once<EmbeddedPython> = Once::new();
+/// What the first [`provide`] that passed the checks handed over: a leaked
+/// `Box`, set once with a compare-exchange (no thread ever waits here).
+static PROVIDED: AtomicPtr<EmbeddedPython> = AtomicPtr::new(core::ptr::null_mut());
 
 /// Hands nuwa the functions of the CPython interpreter that this program
 /// embeds, so that blocks release its GIL.
 ///
-/// Call it once, before the first block and before [`init`](crate::init).
-/// A second call with the same functions is `Ok`. nuwa keeps the object the
-/// functions are in loaded for the rest of the process.
+/// Call it once, best before the first block and before
+/// [`init`](crate::init); a call after them works too as long as nuwa has
+/// not found a Python that can release on its own (until the call, those
+/// blocks released nothing). A second call with the same functions is `Ok`.
+/// nuwa keeps the object the functions are in loaded for the rest of the
+/// process.
 ///
 /// # Errors
 ///
 /// [`EmbedError`], with nothing changed: a null address, a version before
 /// 3.8, a function the version needs that is missing, a call after nuwa
-/// looked for Python on its own, or a second call with other functions.
+/// found a Python that can release on its own, or a second call with other
+/// functions.
 ///
 /// # Safety
 ///
@@ -203,26 +211,43 @@ static PROVIDED: Once<EmbeddedPython> = Once::new();
 /// the rest of the process.
 pub unsafe fn provide(python: EmbeddedPython) -> Result<(), EmbedError> {
     let state = check(&python)?;
-    let (resolution, made) = resolve::resolve_with(|| {
-        PROVIDED.call_once(|| python);
-        let place = pin(python.save_thread).unwrap_or_else(|| "the embedder".to_string());
-        Resolution {
-            state,
-            via: Via::Embedder,
-            place,
+    let mine = Box::into_raw(Box::new(python));
+    let first = match PROVIDED.compare_exchange(
+        core::ptr::null_mut(),
+        mine,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
+        Ok(_) => python,
+        Err(first) => {
+            // SAFETY: `mine` was never shared: take it back. `first` is a
+            // leaked `Box`, never freed.
+            unsafe {
+                drop(Box::from_raw(mine));
+                *first
+            }
         }
-    });
-    if made {
-        return Ok(());
-    }
-    match PROVIDED.get() {
-        Some(first) if resolution.via() == Via::Embedder && *first == python => Ok(()),
-        Some(first) if resolution.via() == Via::Embedder => Err(EmbedError::AlreadyProvided {
+    };
+    if first != python {
+        return Err(EmbedError::AlreadyProvided {
             version: first.version,
-        }),
-        _ => Err(EmbedError::AlreadyResolved {
-            found: resolution.to_string(),
-        }),
+        });
+    }
+    // Only these functions are ever offered as the embedder's (every other
+    // call returned above), so an embedder's resolution in force is theirs.
+    let place = pin(python.save_thread).unwrap_or_else(|| "the embedder".to_string());
+    let made = Resolution {
+        state,
+        via: Via::Embedder,
+        place,
+    };
+    let (in_force, _) = resolve::offer(made, None);
+    if in_force.via() == Via::Embedder {
+        Ok(())
+    } else {
+        Err(EmbedError::AlreadyResolved {
+            found: in_force.to_string(),
+        })
     }
 }
 

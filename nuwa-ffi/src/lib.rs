@@ -24,10 +24,12 @@ pub use nuwa_std::{self, Panicked, ThreadCheckedMock};
 /// what was found.
 ///
 /// Blocks resolve on first use anyway; call this from `PyInit_*` to move the
-/// cost (a few `dlsym` calls, once per process) out of the first call, or to
-/// log the result. Repeated calls return the same, cached, answer: what the
-/// process held at the first resolution is final, so a libpython loaded
-/// later (with `dlopen`) is not seen.
+/// cost (a few `dlsym` calls) out of the first call, or to log the result.
+/// An answer that can release is final. One that cannot (no Python yet) is
+/// kept only as long as the process loads and unloads no library: after a
+/// `dlopen`, the next block or call looks again, so a libpython loaded later
+/// is found (where the C library counts loaded objects: glibc, musl, the
+/// BSDs; elsewhere the first answer stays). The `Display` form says which.
 ///
 /// # Examples
 ///

@@ -44,3 +44,66 @@ void *nuwa_ffi_0_1_swap_thread(nuwa_swap_fn swap, void *tstate) {
     unwinding = 0;
     return previous;
 }
+
+/*
+ * Weak references to CPython's functions, for a program that links
+ * libpython3.X.a into the same object as nuwa's code without exporting its
+ * symbols (no --export-dynamic): dlsym cannot find them there, but the
+ * static linker binds these references to them. Where nothing defines them,
+ * they are null. nuwa uses an address only if dladdr puts it inside the very
+ * object that contains this code (see nuwa_weak_linked in build.rs and
+ * src/resolve/unix.rs): in a shared object the dynamic loader may bind a
+ * weak reference to whatever the global scope exports, which this check
+ * rejects, and two static libpythons cannot be linked into one object, so
+ * the functions come from one interpreter.
+ *
+ * Only the addresses are taken; nothing here calls them.
+ */
+#if defined(NUWA_WEAK_LINKED)
+#include <string.h>
+
+#define NUWA_WEAK(name) extern void name(void) __attribute__((weak));
+NUWA_WEAK(PyEval_SaveThread)
+NUWA_WEAK(PyEval_RestoreThread)
+NUWA_WEAK(PyThreadState_GetUnchecked)
+NUWA_WEAK(_PyThreadState_UncheckedGet)
+NUWA_WEAK(PyGILState_GetThisThreadState)
+NUWA_WEAK(PyThread_get_thread_ident)
+NUWA_WEAK(PyThreadState_Swap)
+NUWA_WEAK(PyErr_CheckSignals)
+NUWA_WEAK(Py_IsFinalizing)
+NUWA_WEAK(_Py_IsFinalizing)
+NUWA_WEAK(Py_GetVersion)
+extern const unsigned long Py_Version __attribute__((weak));
+
+/* The address the static link gave `name` (null if none, or not one of the
+ * names above). */
+__attribute__((visibility("hidden")))
+const void *nuwa_ffi_0_1_linked(const char *name) {
+#define NUWA_ENTRY(sym) {#sym, (const void *)&sym}
+    const struct {
+        const char *name;
+        const void *addr;
+    } table[] = {
+        NUWA_ENTRY(PyEval_SaveThread),
+        NUWA_ENTRY(PyEval_RestoreThread),
+        NUWA_ENTRY(PyThreadState_GetUnchecked),
+        NUWA_ENTRY(_PyThreadState_UncheckedGet),
+        NUWA_ENTRY(PyGILState_GetThisThreadState),
+        NUWA_ENTRY(PyThread_get_thread_ident),
+        NUWA_ENTRY(PyThreadState_Swap),
+        NUWA_ENTRY(PyErr_CheckSignals),
+        NUWA_ENTRY(Py_IsFinalizing),
+        NUWA_ENTRY(_Py_IsFinalizing),
+        NUWA_ENTRY(Py_GetVersion),
+        NUWA_ENTRY(Py_Version),
+    };
+#undef NUWA_ENTRY
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
+        if (strcmp(name, table[i].name) == 0) {
+            return table[i].addr;
+        }
+    }
+    return 0;
+}
+#endif

@@ -1,4 +1,5 @@
-//! Finding CPython's functions at run time, once per process.
+//! Finding CPython's functions at run time: once per process when found,
+//! again after the process loads a library while they are not.
 //!
 //! - [`report`]: what was found, as the public [`Resolution`].
 //! - [`decide`]: from the symbols of one object, which functions to use on
@@ -9,9 +10,8 @@
 //! - [`embed`](crate::embed): the functions handed over by an embedder.
 
 use core::ffi::{c_int, c_ulong, c_void};
-use core::sync::atomic::{AtomicPtr, Ordering};
-
-use spin::Once;
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use std::boxed::Box;
 
 pub(crate) mod decide;
 pub(crate) mod names;
@@ -140,12 +140,26 @@ pub(crate) enum Reacquire {
     CheckFinalizing(IsFinalizingFn),
 }
 
-static RESOLUTION: Once<Resolution> = Once::new();
+/// The resolution in force: null before the first lookup, then a leaked
+/// `Box`. It is only ever replaced by a better one (see [`rank`]): at most
+/// three are ever made to stay, and one that can release is final.
+///
+/// No thread ever waits for another here: a lookup is idempotent, so threads
+/// that race each look up and offer their answer with a compare-exchange,
+/// and a process forked while a thread of its parent was in the middle of a
+/// lookup simply looks up again (nothing of nuwa's is left half done).
+static RESOLUTION: AtomicPtr<Resolution> = AtomicPtr::new(core::ptr::null_mut());
 
-/// The `Api` of [`RESOLUTION`] once it is resolved and ready (null before,
-/// and forever when nothing can be released): the fast path is one load of
-/// this pointer.
+/// The `Api` of [`RESOLUTION`] once it can release (null before, and for as
+/// long as nothing can be released): the fast path is one load of this
+/// pointer.
 static API: AtomicPtr<Api> = AtomicPtr::new(core::ptr::null_mut());
+
+/// The loader's count of objects loaded and unloaded (see
+/// [`loaded_generation`]) when the resolution in force, one that cannot
+/// release, was made: while it has not moved, no new library can have
+/// brought Python in, and a block does not look again.
+static SEEN: AtomicUsize = AtomicUsize::new(0);
 
 /// The resolved functions: the fast path is one atomic load.
 #[inline(always)]
@@ -154,12 +168,13 @@ pub(crate) fn api() -> Option<&'static Api> {
     if api.is_null() {
         return api_slow();
     }
-    // SAFETY: `API` is only ever set to the `Api` inside the completed
-    // `RESOLUTION`, which lives (unchanged) for the rest of the process.
+    // SAFETY: `API` is only ever set to the `Api` inside a resolution that
+    // can release, which is final and lives (unchanged, leaked) for the rest
+    // of the process.
     Some(unsafe { &*api })
 }
 
-/// `api()` before the first resolution, or where nothing can be released.
+/// `api()` before the first resolution, or while nothing can be released.
 #[cold]
 #[inline(never)]
 fn api_slow() -> Option<&'static Api> {
@@ -174,16 +189,8 @@ fn api_slow() -> Option<&'static Api> {
 #[inline(always)]
 pub(crate) unsafe fn api_resolved() -> &'static Api {
     // SAFETY: `api` returned `Some`, so `API` was set (it is set before
-    // `api` can return `Some`, see `publish`) and never changes again.
+    // `api` can return `Some`, see `in_force`) and never changes again.
     unsafe { &*API.load(Ordering::Relaxed) }
-}
-
-/// Makes the resolved `Api`, if any, the one the fast path loads.
-fn publish(resolution: &'static Resolution) -> &'static Resolution {
-    if let Some(api) = resolution.api() {
-        API.store(core::ptr::from_ref(api).cast_mut(), Ordering::Release);
-    }
-    resolution
 }
 
 /// `PyErr_CheckSignals` of the interpreter found, if any (off the fast path).
@@ -191,29 +198,108 @@ pub(crate) fn check_signals() -> Option<CheckSignalsFn> {
     api()?.check_signals
 }
 
-/// Resolves (once per process) and returns what was found.
+/// Returns the resolution in force, looking (again) first if there is none
+/// yet, or if it cannot release and the process loaded or unloaded a
+/// library since it was made.
 pub(crate) fn resolution() -> &'static Resolution {
-    match RESOLUTION.get() {
-        Some(resolution) => publish(resolution),
-        None => resolve_slow(),
+    if let Some(current) = in_force()
+        && (current.can_release() || !loaded_objects_changed())
+    {
+        return current;
     }
+    look_again()
 }
 
-/// Resolves with `make` unless the process already resolved; returns the
-/// resolution in force and whether `make` made it.
-pub(crate) fn resolve_with(make: impl FnOnce() -> Resolution) -> (&'static Resolution, bool) {
-    let mut made = false;
-    let resolution = RESOLUTION.call_once(|| {
-        made = true;
-        make()
-    });
-    (publish(resolution), made)
+/// The resolution in force, if any; makes its `Api`, if it has one, the one
+/// the fast path loads (before any caller can use it).
+fn in_force() -> Option<&'static Resolution> {
+    let current = RESOLUTION.load(Ordering::Acquire);
+    if current.is_null() {
+        return None;
+    }
+    // SAFETY: `RESOLUTION` is only ever set to a leaked `Box`, never freed.
+    let current = unsafe { &*current };
+    if let Some(api) = current.api() {
+        // Every thread stores the same pointer: a resolution that can
+        // release is never replaced.
+        API.store(core::ptr::from_ref(api).cast_mut(), Ordering::Release);
+    }
+    Some(current)
 }
 
 #[cold]
 #[inline(never)]
-fn resolve_slow() -> &'static Resolution {
-    publish(RESOLUTION.call_once(look_up))
+fn look_again() -> &'static Resolution {
+    #[cfg(test)]
+    tests::LOOKUPS.fetch_add(1, Ordering::Relaxed);
+    // Read before the lookup: a library loaded during it moves the count
+    // past this value, and the next block looks again.
+    let generation = loaded_generation();
+    offer(look_up(), generation).0
+}
+
+/// How good a resolution is: a resolution in force is replaced only by a
+/// better one.
+fn rank(resolution: &Resolution) -> u8 {
+    match resolution.status() {
+        Status::NotFound | Status::PyPyNotSupported => 0,
+        Status::FoundWithoutHeldCheck => 1,
+        Status::Ready => 2,
+    }
+}
+
+/// Puts `made` in force unless the resolution in force is as good; returns
+/// the one in force and whether it is `made`. `generation` is the loader's
+/// count read before `made` was looked up (`None` for a handover).
+pub(crate) fn offer(made: Resolution, generation: Option<usize>) -> (&'static Resolution, bool) {
+    let made_rank = rank(&made);
+    let mut made = Some(made);
+    let mut current = RESOLUTION.load(Ordering::Acquire);
+    loop {
+        // SAFETY: as in `in_force`.
+        let kept = (!current.is_null()).then(|| unsafe { &*current });
+        if let Some(kept) = kept
+            && rank(kept) >= made_rank
+        {
+            if let Some(generation) = generation {
+                SEEN.store(generation, Ordering::Relaxed);
+            }
+            return (in_force().unwrap_or(kept), false);
+        }
+        let boxed = Box::into_raw(Box::new(made.take().unwrap_or_else(|| unreachable!())));
+        match RESOLUTION.compare_exchange(current, boxed, Ordering::AcqRel, Ordering::Acquire) {
+            // The one replaced is leaked: callers may still hold it.
+            Ok(_) => {
+                if let Some(generation) = generation {
+                    SEEN.store(generation, Ordering::Relaxed);
+                }
+                return (in_force().unwrap_or_else(|| unreachable!()), true);
+            }
+            Err(actual) => {
+                // SAFETY: `boxed` was never shared: take it back.
+                made = Some(*unsafe { Box::from_raw(boxed) });
+                current = actual;
+            }
+        }
+    }
+}
+
+/// Whether the process loaded or unloaded a library since the resolution in
+/// force was looked up (never, where that cannot be told).
+fn loaded_objects_changed() -> bool {
+    loaded_generation().is_some_and(|now| now != SEEN.load(Ordering::Relaxed))
+}
+
+/// The number of objects the dynamic loader has loaded plus the number it
+/// has unloaded, so far (glibc, musl and the BSDs count both in
+/// `dl_iterate_phdr`'s `dlpi_adds` and `dlpi_subs`): when it has not moved,
+/// the set of loaded objects is the same. `None` where it cannot be read;
+/// then a resolution that cannot release is not looked for again.
+fn loaded_generation() -> Option<usize> {
+    #[cfg(nuwa_dl_iterate)]
+    return unix::loaded_generation();
+    #[cfg(not(nuwa_dl_iterate))]
+    return None;
 }
 
 /// What the platform's dynamic loader can tell about where nuwa runs.
@@ -252,5 +338,53 @@ pub(crate) fn platform() -> Platform {
             target_pointer_width = "64"
         )),
         last_error: cfg!(windows),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Full lookups made by this process.
+    pub(super) static LOOKUPS: AtomicUsize = AtomicUsize::new(0);
+
+    #[test]
+    fn without_python_blocks_do_not_look_again_until_a_library_is_loaded() {
+        let found = resolution();
+        assert!(!found.python_found(), "{found}");
+        let before = LOOKUPS.load(Ordering::Relaxed);
+        for _ in 0..1000 {
+            assert!(api().is_none());
+        }
+        #[cfg(nuwa_dl_iterate)]
+        {
+            assert!(loaded_generation().is_some());
+            assert!(!loaded_objects_changed());
+        }
+        assert_eq!(
+            LOOKUPS.load(Ordering::Relaxed),
+            before,
+            "blocks looked for Python again although no library was loaded"
+        );
+        assert!(
+            core::ptr::eq(found, resolution()),
+            "a worse or equal answer replaced it"
+        );
+    }
+
+    #[test]
+    fn a_resolution_is_replaced_only_by_a_better_one() {
+        let not_found = Resolution::not_found(false, String::new());
+        let pypy = Resolution::not_found(true, String::new());
+        assert_eq!(rank(&not_found), rank(&pypy));
+        let without_check = Resolution {
+            state: report::State::NoHeldCheck {
+                version: Some((3, 11)),
+                missing: &["PyGILState_GetThisThreadState"],
+            },
+            via: Via::GlobalScope,
+            place: String::new(),
+        };
+        assert!(rank(&without_check) > rank(&not_found));
     }
 }

@@ -233,14 +233,20 @@ impl fmt::Display for Via {
     }
 }
 
+/// What happens next to a resolution that cannot release.
+#[cfg(nuwa_dl_iterate)]
+const LOOKS_AGAIN: &str = " (looked for again after the process loads a library)";
+#[cfg(not(nuwa_dl_iterate))]
+const LOOKS_AGAIN: &str = " (for the rest of the process: not looked for again)";
+
 impl fmt::Display for Resolution {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (version, detail) = match &self.state {
             State::NotFound { pypy: false } => {
                 return write!(
                     f,
-                    "no Python found in the process (searched {}): blocks run without releasing anything",
-                    self.place
+                    "no Python found in the process (searched {}): blocks run without releasing anything{}",
+                    self.place, LOOKS_AGAIN
                 );
             }
             State::NotFound { pypy: true } => {
@@ -276,8 +282,9 @@ impl fmt::Display for Resolution {
             )?,
             Some(HeldCheck::Unavailable) | None => write!(
                 f,
-                ": no held check available (missing {}): blocks run without releasing anything",
-                self.missing().join(", ")
+                ": no held check available (missing {}): blocks run without releasing anything{}",
+                self.missing().join(", "),
+                LOOKS_AGAIN
             )?,
         }
         if f.alternate() {

@@ -46,13 +46,21 @@ pub(crate) struct DlInfo {
     pub(crate) dli_saddr: *mut c_void,
 }
 
-/// The first two fields of `struct dl_phdr_info`, which is only ever read
-/// through the pointer `dl_iterate_phdr` passes (its later fields vary).
+/// The first six fields of `struct dl_phdr_info` (the same in glibc, musl
+/// and the BSDs), which is only ever read through the pointer
+/// `dl_iterate_phdr` passes, and the counters only if the size it passes
+/// covers them (its later fields vary).
 #[cfg(nuwa_dl_iterate)]
 #[repr(C)]
 pub(crate) struct DlPhdrInfo {
     pub(crate) dlpi_addr: usize,
     pub(crate) dlpi_name: *const c_char,
+    pub(crate) dlpi_phdr: *const c_void,
+    pub(crate) dlpi_phnum: u16,
+    /// Objects loaded so far, by the whole process.
+    pub(crate) dlpi_adds: u64,
+    /// Objects unloaded so far.
+    pub(crate) dlpi_subs: u64,
 }
 
 /// `struct iovec`.

@@ -11,6 +11,9 @@
 //! 3. The loaded objects whose file name looks like libpython
 //!    (`dl_iterate_phdr`, where the C library has it), reopened with
 //!    `RTLD_NOLOAD`.
+//! 4. On ELF targets, the functions statically linked into the object that
+//!    contains nuwa's code (weak references in `restore_shim.c`): a program
+//!    that links `libpython3.X.a` without `--export-dynamic`.
 //!
 //! In each place, a symbol counts only if `dladdr` puts it in the same object
 //! as `PyEval_SaveThread`: the functions and the version always come from
@@ -191,7 +194,54 @@ pub(super) fn look_up(platform: Platform) -> Resolution {
         }
     }
 
+    #[cfg(nuwa_weak_linked)]
+    {
+        let own = look_up as fn(Platform) -> Resolution as *const c_void;
+        if let Some((base, _)) = object_of(own) {
+            search
+                .searched
+                .push("the functions statically linked into nuwa's own object".into());
+            if let Some(r) = search.try_place(&Linked { base }, Via::OwnObject, platform) {
+                return r;
+            }
+        }
+    }
+
     search.finish()
+}
+
+/// The functions that the static link put into the object that contains
+/// nuwa's code (the weak references of `restore_shim.c`): a program that
+/// links `libpython3.X.a` without exporting its symbols. An address counts
+/// only if it lies inside that object: in a shared object the dynamic loader
+/// may have bound a weak reference to another object's definition, which is
+/// not the one this object links, and which the places searched before had
+/// their chance to find.
+#[cfg(nuwa_weak_linked)]
+struct Linked {
+    /// The load address of the object that contains nuwa's code.
+    base: usize,
+}
+
+#[cfg(nuwa_weak_linked)]
+unsafe extern "C" {
+    fn nuwa_ffi_0_1_linked(name: *const core::ffi::c_char) -> *const c_void;
+}
+
+#[cfg(nuwa_weak_linked)]
+impl Lookup for Linked {
+    fn lookup(&self, name: &CStr) -> Option<*mut c_void> {
+        // SAFETY: `name` is NUL-terminated; the C function only compares it
+        // with its table and returns an address it does not dereference.
+        let p = unsafe { nuwa_ffi_0_1_linked(name.as_ptr()) }.cast_mut();
+        if p.is_null() {
+            return None;
+        }
+        match object_of(p) {
+            Some((base, _)) if base == self.base => Some(p),
+            _ => None,
+        }
+    }
 }
 
 /// What the search has seen so far.
@@ -275,4 +325,34 @@ fn loaded_objects() -> Vec<CString> {
     // copies strings) and uses `data` as the `Vec` it is.
     unsafe { sys::dl_iterate_phdr(Some(visit), (&raw mut paths).cast()) };
     paths
+}
+
+/// `dlpi_adds + dlpi_subs` (wrapping), from the first object
+/// `dl_iterate_phdr` reports, or `None` if this C library's
+/// `struct dl_phdr_info` is too short to have them.
+#[cfg(nuwa_dl_iterate)]
+pub(super) fn loaded_generation() -> Option<usize> {
+    use core::ffi::c_int;
+
+    unsafe extern "C" fn first(
+        info: *mut sys::DlPhdrInfo,
+        size: usize,
+        data: *mut c_void,
+    ) -> c_int {
+        if size >= core::mem::size_of::<sys::DlPhdrInfo>() {
+            // SAFETY: `info` is valid for this callback and, at `size`, has
+            // the counters; `data` is the `Option` passed below.
+            unsafe {
+                let count = (*info).dlpi_adds.wrapping_add((*info).dlpi_subs);
+                *data.cast::<Option<usize>>() = Some(count as usize);
+            }
+        }
+        // Stop after the first object: every object reports the same counts.
+        1
+    }
+    let mut generation: Option<usize> = None;
+    // SAFETY: `first` matches the callback type, does not unwind, and uses
+    // `data` as the `Option` it is.
+    unsafe { sys::dl_iterate_phdr(Some(first), (&raw mut generation).cast()) };
+    generation
 }

@@ -7,9 +7,12 @@
  *
  *   static_host provide   hand nuwa the functions, then prove a block
  *                         releases; provide again (same: ok; other: error)
- *   static_host control   no handover: the block releases nothing (its wait
- *                         for the Python thread times out)
- *   static_host late      a block first, then the handover: a clear error
+ *   static_host linked    no handover: nuwa finds the functions linked in
+ *                         (its weak references), and the block releases
+ *   static_host control   no block: the same wait with the GIL held times
+ *                         out (the proof can fail)
+ *   static_host late      a block first (it releases: linked in), then the
+ *                         handover: a clear error
  *
  * Prints "key: value" lines; exits 0 if the mode ran to the end.
  */
@@ -19,6 +22,7 @@
 #include <string.h>
 
 int nuwa_testlib_block_wait(int entered, int done, int timeout_ms);
+int nuwa_testlib_wait_holding(int entered, int done, int timeout_ms);
 size_t nuwa_testlib_describe(char *buf, size_t len);
 int nuwa_testlib_via(void);
 int nuwa_testlib_provide(int major, int minor, const void *save, const void *restore,
@@ -41,6 +45,13 @@ static PyObject *block_wait(PyObject *self, PyObject *args) {
     return PyLong_FromLong(nuwa_testlib_block_wait(entered, done, timeout_ms));
 }
 
+static PyObject *wait_holding(PyObject *self, PyObject *args) {
+    int entered, done, timeout_ms;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iii", &entered, &done, &timeout_ms)) return NULL;
+    return PyLong_FromLong(nuwa_testlib_wait_holding(entered, done, timeout_ms));
+}
+
 static PyObject *describe(PyObject *self, PyObject *args) {
     char buf[512];
     (void)self;
@@ -51,6 +62,7 @@ static PyObject *describe(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"block_wait", block_wait, METH_VARARGS, "nuwa block: write entered, wait for done"},
+    {"wait_holding", wait_holding, METH_VARARGS, "the same wait, no block"},
     {"describe", describe, METH_NOARGS, "what nuwa_ffi::init() found"},
     {NULL, NULL, 0, NULL},
 };
@@ -84,13 +96,13 @@ static const char *PROOF =
     "    os.write(d_w, b'd')\n"
     "_thread.start_new_thread(helper, ())\n"
     "import nuwa_embed\n"
-    "r = nuwa_embed.block_wait(e_w, d_r, %d)\n"
-    "print('proof: done=%%d released=%%d' %% (r & 1, (r >> 1) & 1), flush=True)\n"
+    "r = nuwa_embed.%s(e_w, d_r, %d)\n"
+    "print('%s: done=%%d released=%%d' %% (r & 1, (r >> 1) & 1), flush=True)\n"
     "print('describe: ' + nuwa_embed.describe(), flush=True)\n";
 
-static int prove(int timeout_ms) {
+static int prove(const char *wait, int timeout_ms, const char *key) {
     char code[2048];
-    snprintf(code, sizeof code, PROOF, timeout_ms);
+    snprintf(code, sizeof code, PROOF, wait, timeout_ms, key);
     return PyRun_SimpleString(code);
 }
 
@@ -101,16 +113,18 @@ int main(int argc, char **argv) {
     if (strcmp(mode, "provide") == 0 && handover("provide", PY_MINOR_VERSION) != 0) return 4;
     Py_InitializeEx(0);
     if (strcmp(mode, "provide") == 0) {
-        if (prove(10000) != 0) return 5;
+        if (prove("block_wait", 10000, "proof") != 0) return 5;
         handover("again_same", PY_MINOR_VERSION);
         handover("again_other", PY_MINOR_VERSION + 1);
+    } else if (strcmp(mode, "linked") == 0) {
+        if (prove("block_wait", 10000, "proof") != 0) return 5;
     } else if (strcmp(mode, "control") == 0) {
-        if (prove(1500) != 0) return 5;
+        if (prove("wait_holding", 1500, "proof") != 0) return 5;
     } else if (strcmp(mode, "late") == 0) {
-        if (prove(1500) != 0) return 5;
+        if (prove("block_wait", 10000, "proof") != 0) return 5;
         handover("late", PY_MINOR_VERSION);
     } else {
-        fprintf(stderr, "usage: static_host provide|control|late\n");
+        fprintf(stderr, "usage: static_host provide|linked|control|late\n");
         return 2;
     }
     printf("end: %s\n", mode);

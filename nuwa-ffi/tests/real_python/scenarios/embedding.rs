@@ -232,9 +232,12 @@ fn line<'a>(out: &'a str, key: &str) -> &'a str {
 }
 
 /// 2. A program with libpython linked in statically, exporting nothing:
-///    without a handover nuwa finds nothing and the block's wait times out
-///    (the control); with `embed::provide`, blocks release; a second call
-///    with other values, and a call after the first block, are errors.
+///    the control (a wait with the GIL held) times out; without a handover
+///    nuwa finds the functions linked into the program (its weak
+///    references) and blocks release; with `embed::provide` before the
+///    first block, they release with the functions handed over; a second
+///    call with other values, and a call after a block that found the linked
+///    functions, are errors.
 pub(crate) fn static_embedding(target: &Target) -> Outcome {
     if let Err(why) = &target.static_host {
         if why.starts_with("no static libpython")
@@ -249,20 +252,27 @@ pub(crate) fn static_embedding(target: &Target) -> Outcome {
             return Ok(Pass::Skipped(first));
         }
     }
+    let (major, minor, _) = target.version;
+    let found = format!("CPython {major}.{minor} found: held check");
     let control = run_static_host(target, "control")?;
     ensure!(
-        line(&control, "proof") == "done=0 released=0"
-            && line(&control, "describe").starts_with("no Python found"),
-        "control (no handover): {}",
+        line(&control, "proof") == "done=0 released=0",
+        "control (the wait with the GIL held): {}",
         control.replace('\n', " | ")
     );
+    let linked = run_static_host(target, "linked")?;
+    ensure!(
+        line(&linked, "proof") == "done=1 released=1"
+            && line(&linked, "describe").starts_with(&found)
+            && line(&linked, "describe").contains("via the object that contains nuwa's code"),
+        "no handover (the functions linked in): {}",
+        linked.replace('\n', " | ")
+    );
     let provided = run_static_host(target, "provide")?;
-    let (major, minor, _) = target.version;
     ensure!(
         line(&provided, "provide") == "0"
             && line(&provided, "proof") == "done=1 released=1"
-            && line(&provided, "describe")
-                .starts_with(&format!("CPython {major}.{minor} found: held check"))
+            && line(&provided, "describe").starts_with(&found)
             && line(&provided, "describe").contains("via the embedder"),
         "with embed::provide: {}",
         provided.replace('\n', " | ")
@@ -280,14 +290,14 @@ pub(crate) fn static_embedding(target: &Target) -> Outcome {
     );
     let late = run_static_host(target, "late")?;
     ensure!(
-        line(&late, "proof") == "done=0 released=0"
+        line(&late, "proof") == "done=1 released=1"
             && line(&late, "late").starts_with(
-                "-1 nuwa_ffi::embed::provide: called after nuwa had already looked for Python"
+                "-1 nuwa_ffi::embed::provide: called after nuwa had already found a Python"
             ),
-        "provide after the first block: {}",
+        "provide after a block that found the linked functions: {}",
         late.replace('\n', " | ")
     );
-    Ok(Pass::Ok(line(&provided, "describe").to_string()))
+    Ok(Pass::Ok(line(&linked, "describe").to_string()))
 }
 
 /// The functions stay valid after the host unloads libpython: init, a block
@@ -342,4 +352,33 @@ pub(crate) fn dlclose_unloads_without_nuwa(target: &Target) -> Outcome {
         ));
     }
     Ok(Pass::Ok("dlclose unloaded libpython".into()))
+}
+
+/// 3. A program that runs a block before it loads libpython (a host calling
+///    a library that uses nuwa, then loading Python for a plugin): that
+///    first block finds nothing and releases nothing; once libpython is
+///    loaded and initialised, a block releases (proved by a Python thread
+///    that can only run while it does), and `init()` reports the
+///    interpreter.
+pub(crate) fn python_loaded_after_a_block(target: &Target) -> Outcome {
+    let before = nuwa_ffi::init();
+    ensure!(
+        !before.python_found(),
+        "before libpython is loaded, nuwa_ffi::init(): {before}"
+    );
+    // SAFETY: dropped at the end of the statement, on this thread.
+    let released = unsafe { Guard::release(CPython) }.released();
+    ensure!(!released, "a block released with no Python in the process");
+    let py = crate::harness::load(target)?;
+    py.initialize()?;
+    prove_release(py, &CPython, "a block after libpython was loaded")?;
+    let text = check_resolution(target)?;
+    py.finalize()?;
+    ensure!(
+        before
+            .to_string()
+            .contains("looked for again after the process loads a library"),
+        "what init() said while no Python was found: {before}"
+    );
+    Ok(Pass::Ok(format!("after loading: {text}")))
 }

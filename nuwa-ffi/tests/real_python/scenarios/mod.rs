@@ -124,6 +124,12 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         hosts: true,
     },
     Scenario {
+        name: "python_loaded_after_a_block",
+        runs: 1,
+        run: python_loaded_after_a_block,
+        hosts: false,
+    },
+    Scenario {
         name: "dlclose_then_block",
         runs: 1,
         run: dlclose_then_block,
