@@ -70,6 +70,8 @@ def test_release_from_a_worker_thread(native):
     deadline = time.monotonic() + 10
     while not native._test_flag_is_set(entered) and time.monotonic() < deadline:
         time.sleep(0.0005)
+    # Set before the block started, the flag would prove nothing.
+    assert native._test_flag_is_set(entered), "the waiter never entered its block"
     native._test_set_flag(flag)
     waiter.join(10)
     assert result == [True]
@@ -91,6 +93,8 @@ def test_many_threads_wait_at_once(native):
     deadline = time.monotonic() + 10
     while not all(native._test_flag_is_set(e) for e in entered) and time.monotonic() < deadline:
         time.sleep(0.0005)
+    # Set before a block started, a flag would prove nothing.
+    assert all(native._test_flag_is_set(e) for e in entered), "a waiter never entered its block"
     for f in reversed(flags):
         native._test_set_flag(f)
     for t in threads:
