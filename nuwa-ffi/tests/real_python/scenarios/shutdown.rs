@@ -102,7 +102,10 @@ nuwa_wait({IN_BLOCK})
     ))?;
     py.run(&garbage_cycle())?;
     py.finalize()?;
-    // Let the daemon, if it is still going, reach its reacquire.
+    // The daemon's block records what its wait saw before it ends: wait
+    // for that (bounded), however late the daemon gets to run, then give it
+    // a moment to reach its reacquire.
+    wait_flag(WAIT_RESULT, 1, Instant::now() + WAIT);
     thread::sleep(Duration::from_millis(200));
     check_del_ran_finalizing()?;
     ensure!(
