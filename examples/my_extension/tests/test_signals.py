@@ -96,20 +96,20 @@ except KeyboardInterrupt as e:
 
 
 def test_without_checks_the_block_runs_to_its_end_first():
-    """The negative control: a block without checks, same signal. The signal
-    arrives while the block runs, the block still runs to its own end, and
-    KeyboardInterrupt comes only after the call returned.
+    """The negative control: the same block without checks, same signal.
+    The signal arrives while the block runs, the block still runs to its own
+    end, and KeyboardInterrupt comes only after the call returned.
 
-    No timing: the block (a flag wait, which has no checks) ends only when
-    the helper sets the flag, and the helper sets it only once the signal
-    has been received (Python's C handler has written to the wakeup fd)."""
+    No timing: the block's work ends only when the helper sets the flag
+    `until`, and the helper sets it only once the signal has been received
+    (Python's C handler has written to the wakeup fd)."""
     out = run(
-        """
+        f"""
 import functools, select
 wakeup_read, wakeup_write = os.pipe()
 os.set_blocking(wakeup_write, False)
 signal.set_wakeup_fd(wakeup_write)
-entered, go = native._test_new_flag(), native._test_new_flag()
+entered, until = native._test_new_flag(), native._test_new_flag()
 def send_then_let_the_block_end():
     # To the process: on 3.9 a signal raised on another thread is noticed by
     # the main thread's own loop only when something else wakes it.
@@ -117,24 +117,28 @@ def send_then_let_the_block_end():
     if not select.select([wakeup_read], [], [], 30)[0]:
         print("helper: the signal was never received", flush=True)
         os._exit(3)
-    native._test_set_flag(go)
+    native._test_set_flag(until)
 when(lambda: native._test_flag_is_set(entered), send_then_let_the_block_end)
 returned = []
 try:
-    # list.extend(map(...)) runs the call and keeps its result without any
-    # bytecode in between, where the pending KeyboardInterrupt could be raised
-    # before an assignment: `returned` is [True] if and only if the call
-    # returned, having seen the flag.
-    wait = functools.partial(native._test_wait_for_flag, entered=entered)
-    returned.extend(map(wait, [go], [60]))
+    # list.extend(map(...)) runs the call and keeps what it returned without
+    # any bytecode in between, where the pending KeyboardInterrupt could be
+    # raised before an assignment: `returned` is empty if the call raised.
+    # With check=True (and every check due) the signal would be seen before
+    # `until`: `until` is read before each step's check.
+    work = functools.partial(native._test_work_until_interrupted, entered=entered, check=False,
+                             interval=0.0, until=until)
+    returned.extend(map(work, [{STEPS}]))
     for _ in range(3000):  # the handler runs at the next bytecodes, if not already
         time.sleep(0.01)
     report(raised=None, returned=returned)
 except KeyboardInterrupt:
-    report(raised="KeyboardInterrupt", returned=returned)
+    report(raised="KeyboardInterrupt", returned=returned, done=native._test_work_done())
 """,
     )
-    assert out == {"raised": "KeyboardInterrupt", "returned": [True]}
+    assert out["raised"] == "KeyboardInterrupt", out
+    # The call returned, with the steps it did: it stopped for `until` only.
+    assert len(out["returned"]) == 1 and 1 <= out["returned"][0] == out["done"] < STEPS, out
 
 
 def test_a_handler_that_raises_another_exception():
