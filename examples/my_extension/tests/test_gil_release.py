@@ -115,7 +115,9 @@ def test_timeout_is_honoured(native):
     flag = native._test_new_flag()
     start = time.monotonic()
     assert native._test_wait_for_flag(flag, 0.2) is False
-    assert 0.15 < time.monotonic() - start < 5
+    # Not before its time; the upper bound only catches a unit mistake (200 s),
+    # however loaded the machine.
+    assert 0.15 < time.monotonic() - start < 30
 
 
 def test_nuwa_found_python(native):
