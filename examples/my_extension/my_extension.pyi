@@ -125,8 +125,8 @@ def _test_wait_for_flag(
 ) -> bool:
     """Not public API. In one block: set ``entered``, then wait up to ``timeout`` s for ``flag``."""
 
-def _test_sleep_in_block(seconds: float) -> None:
-    """Not public API. Sleep ``seconds`` inside a block that released the GIL."""
+def _test_sleep_in_block(seconds: float, *, entered: int | None = None) -> None:
+    """Not public API. In a block that released the GIL: set ``entered``, then sleep ``seconds``."""
 
 def _test_block_released() -> bool:
     """Not public API. Whether an empty block on this thread releases the GIL."""
@@ -141,9 +141,11 @@ def _test_work_until_interrupted(
     check: bool = True,
     interval: float = 0.01,
     strict: bool = False,
+    until: int | None = None,
 ) -> int:
     """Not public API. In one block: set ``entered``, then ``steps`` steps of 100 us,
-    checking for signals every ``interval`` s unless ``check=False``; returns the steps."""
+    checking for signals every ``interval`` s unless ``check=False``, stopping early
+    once the flag ``until`` is set; returns the steps done."""
 
 def _test_work_done() -> int:
     """Not public API. Steps done by the last ``_test_work_until_interrupted`` on this thread."""

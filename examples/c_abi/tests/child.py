@@ -186,15 +186,21 @@ def gil_held_elsewhere(path):
     cdll = cabi.load(path, ctypes.CDLL)
     pydll = cabi.load(path, ctypes.PyDLL)
     stop = threading.Event()
+    running = threading.Event()
     spins = [0]
 
     def hold_the_gil():
         # Pure Python: this thread holds the GIL whenever it runs.
         while not stop.is_set():
             spins[0] += 1
+            if not running.is_set():
+                running.set()
 
     holder = threading.Thread(target=hold_the_gil)
     holder.start()
+    # Running before the probes, whatever the scheduling (bounded: if it
+    # never runs, holder_ran is false and the test fails).
+    running.wait(60)
     before = cabi.counters(pydll)
     probes = Counter()
     for i in range(300):

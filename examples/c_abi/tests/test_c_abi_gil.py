@@ -115,12 +115,15 @@ def test_many_python_threads_run_during_one_block(lib):
     release their own blocks; the last of them sets the flag."""
     flag = ctypes.c_uint8(0)
     done = []
+    saw_waiter = []
     lock = threading.Lock()
 
     def worker():
         deadline = time.monotonic() + 20
         while lib.nuwa_waiters() == 0 and time.monotonic() < deadline:
             time.sleep(0.0002)
+        # Set before the wait started, the flag would prove nothing.
+        saw_waiter.append(lib.nuwa_waiters() > 0)
         out = cabi.u64()
         assert lib.nuwa_spin_sum(10_000, ctypes.byref(out)) == cabi.OK
         with lock:
@@ -135,4 +138,5 @@ def test_many_python_threads_run_during_one_block(lib):
     for t in threads:
         t.join(30)
     assert seen == 1
+    assert saw_waiter == [True] * 8
     assert done == [cabi.spin_sum(10_000)] * 8

@@ -62,8 +62,9 @@ pub(crate) const METHODS: [PyMethodDef; 11] = [
     method(
         c"_test_sleep_in_block",
         test_sleep_in_block,
-        c"_test_sleep_in_block($module, /, seconds)\n--\n\n\
-          Not public API. Sleep for `seconds` inside a block that released the GIL.",
+        c"_test_sleep_in_block($module, /, seconds, *, entered=None)\n--\n\n\
+          Not public API. Inside a block that released the GIL, set the flag `entered`\n\
+          (if given), then sleep for `seconds`.",
     ),
     method(
         c"_test_block_released",
@@ -81,13 +82,14 @@ pub(crate) const METHODS: [PyMethodDef; 11] = [
         c"_test_work_until_interrupted",
         test_work_until_interrupted,
         c"_test_work_until_interrupted($module, /, steps, *, entered=None, check=True,\n\
-          interval=0.01, strict=False)\n--\n\n\
+          interval=0.01, strict=False, until=None)\n--\n\n\
           Not public API. Inside one block that released the GIL: set the flag `entered`\n\
           (if given), then do `steps` steps of work (a 100 us sleep each), checking for\n\
-          signals after each (a SignalCheck every `interval` s) unless check=False. Return\n\
-          the steps done; if a signal handler raised, its exception propagates and\n\
-          _test_work_done() tells how far the work got. strict=True uses the closure\n\
-          form (nuwa_ffi::nogil) instead of the in-place nogil! block.",
+          signals after each (a SignalCheck every `interval` s) unless check=False, and\n\
+          stopping early once the flag `until` (if given) is set, read before each check.\n\
+          Return the steps done; if a signal handler raised, its exception propagates and\n\
+          _test_work_done() tells how far the work got. strict=True uses the closure form\n\
+          (nuwa_ffi::nogil) instead of the in-place nogil! block.",
     ),
     method(
         c"_test_work_done",
@@ -312,7 +314,7 @@ unsafe fn wait_for_flag_body(call_args: CallArgs) -> PyResult<Owned> {
 
 static SLEEP_IN_BLOCK: Signature = Signature {
     name: "_test_sleep_in_block",
-    params: &[c"seconds"],
+    params: &[c"seconds", c"entered"],
     positional: 1,
     required: 1,
 };
@@ -324,11 +326,19 @@ static SLEEP_IN_BLOCK: Signature = Signature {
 /// The GIL is held and `call_args` is what CPython passed.
 unsafe fn sleep_in_block_body(call_args: CallArgs) -> PyResult<Owned> {
     // SAFETY: the GIL is held and the arguments are live for the call.
-    let seconds = unsafe {
-        let args = SLEEP_IN_BLOCK.parse::<1>(call_args)?;
-        duration("seconds", args.f64("seconds")?)?
+    let (seconds, entered) = unsafe {
+        let args = SLEEP_IN_BLOCK.parse::<2>(call_args)?;
+        let seconds = duration("seconds", args.f64("seconds")?)?;
+        let entered = match args.u64_or_none("entered")? {
+            Some(id) => Some(flag(id)?),
+            None => None,
+        };
+        (seconds, entered)
     };
     nuwa_ffi::nogil!(hide(call_args) => {
+        if let Some(entered) = &entered {
+            entered.store(true, Ordering::Release);
+        }
         thread::sleep(seconds);
     });
     // SAFETY: the GIL is held again.
@@ -434,7 +444,14 @@ thread_local! {
 
 static WORK_UNTIL_INTERRUPTED: Signature = Signature {
     name: "_test_work_until_interrupted",
-    params: &[c"steps", c"entered", c"check", c"interval", c"strict"],
+    params: &[
+        c"steps",
+        c"entered",
+        c"check",
+        c"interval",
+        c"strict",
+        c"until",
+    ],
     positional: 1,
     required: 1,
 };
@@ -449,8 +466,8 @@ const WORK_STEP: Duration = Duration::from_micros(100);
 /// The GIL is held and `call_args` is what CPython passed.
 unsafe fn work_until_interrupted_body(call_args: CallArgs) -> PyResult<Owned> {
     // SAFETY: the GIL is held and the arguments are live for the call.
-    let (steps, entered, check, interval, strict) = unsafe {
-        let args = WORK_UNTIL_INTERRUPTED.parse::<5>(call_args)?;
+    let (steps, entered, check, interval, strict, until) = unsafe {
+        let args = WORK_UNTIL_INTERRUPTED.parse::<6>(call_args)?;
         let steps = args.u64("steps", None, 0)?;
         let entered = match args.u64_or_none("entered")? {
             Some(id) => Some(flag(id)?),
@@ -458,8 +475,20 @@ unsafe fn work_until_interrupted_body(call_args: CallArgs) -> PyResult<Owned> {
         };
         let check = args.flag("check", true)?;
         let interval = duration("interval", args.f64_or("interval", 0.01)?)?;
-        (steps, entered, check, interval, args.flag("strict", false)?)
+        let until = match args.u64_or_none("until")? {
+            Some(id) => Some(flag(id)?),
+            None => None,
+        };
+        (
+            steps,
+            entered,
+            check,
+            interval,
+            args.flag("strict", false)?,
+            until,
+        )
     };
+    let told_to_stop = || until.as_ref().is_some_and(|f| f.load(Ordering::Acquire));
     let mut signals = SignalCheck::every(interval);
     WORK_DONE.set(0);
     let done = if strict {
@@ -469,14 +498,22 @@ unsafe fn work_until_interrupted_body(call_args: CallArgs) -> PyResult<Owned> {
             if let Some(entered) = &entered {
                 entered.store(true, Ordering::Release);
             }
-            for done in 1..=steps {
+            let mut done = steps;
+            for step in 1..=steps {
                 thread::sleep(WORK_STEP);
-                WORK_DONE.set(done);
+                WORK_DONE.set(step);
+                // Read before the check: a signal that came before `until`
+                // was set is seen by this check (if it is due).
+                let stop = told_to_stop();
                 if check {
                     signals.check(gil)?;
                 }
+                if stop {
+                    done = step;
+                    break;
+                }
             }
-            Ok::<u64, nuwa_ffi::Interrupted>(steps)
+            Ok::<u64, nuwa_ffi::Interrupted>(done)
         })?
     } else {
         // In place: `?` leaves this function from inside the block.
@@ -484,14 +521,22 @@ unsafe fn work_until_interrupted_body(call_args: CallArgs) -> PyResult<Owned> {
             if let Some(entered) = &entered {
                 entered.store(true, Ordering::Release);
             }
-            for done in 1..=steps {
+            let mut done = steps;
+            for step in 1..=steps {
                 thread::sleep(WORK_STEP);
-                WORK_DONE.set(done);
+                WORK_DONE.set(step);
+                // Read before the check: a signal that came before `until`
+                // was set is seen by this check (if it is due).
+                let stop = told_to_stop();
                 if check {
                     signals.check(&mut released!())?;
                 }
+                if stop {
+                    done = step;
+                    break;
+                }
             }
-            steps
+            done
         })
     };
     // SAFETY: the GIL is held again.

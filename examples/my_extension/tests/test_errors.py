@@ -77,6 +77,10 @@ CASES = [
     (NATIVE._test_wait_for_flag, (FLAG, float("nan")), {}, ValueError, "timeout must be a finite number of seconds >= 0, got nan"),
     (NATIVE._test_wait_for_flag, (FLAG, "1"), {}, TypeError, "_test_wait_for_flag() argument 'timeout' must be a real number, not str"),
     (NATIVE._test_sleep_in_block, (float("inf"),), {}, ValueError, "seconds must be a finite number of seconds >= 0, got inf"),
+    (NATIVE._test_sleep_in_block, (0,), {"entered": 2**40}, ValueError, f"no flag with id {2**40}"),
+    (NATIVE._test_sleep_in_block, (0, FLAG), {}, TypeError, "_test_sleep_in_block() takes 1 positional argument but 2 were given"),
+    (NATIVE._test_work_until_interrupted, (1,), {"until": 2**40}, ValueError, f"no flag with id {2**40}"),
+    (NATIVE._test_work_until_interrupted, (1,), {"until": "x"}, TypeError, "_test_work_until_interrupted() argument 'until' must be int, not str"),
     (NATIVE._test_panic, (1,), {}, TypeError, "_test_panic() argument 'message' must be str, not int"),
 ]
 

@@ -256,7 +256,10 @@ def test_callbacks_on_pool_threads():
 
 def test_stopping_pool_threads_through_their_callbacks():
     """What the demo does on Ctrl-C: worker threads get no signal, so a flag
-    that their callbacks read stops them."""
+    that their callbacks read stops them. Worker 0 sets the flag at its
+    second report; whatever the scheduling, no other worker can end first:
+    one that gets halfway waits there for the flag (bounded: TimeoutError,
+    and the test fails)."""
     stop = threading.Event()
     counts = {}
 
@@ -269,6 +272,8 @@ def test_stopping_pool_threads_through_their_callbacks():
                 raise Stop
             if seed == 0 and len(calls) == 2:
                 stop.set()
+            if fraction >= 0.5 and not stop.wait(60):
+                raise TimeoutError("the flag was never set")
 
         return my_extension.compute_pi(LONG, seed, progress=progress)
 

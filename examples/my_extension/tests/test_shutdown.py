@@ -36,14 +36,14 @@ def check(result, marker):
 
 EXIT_WHILE_IN_BLOCKS = PRELUDE + """
 never = native._test_new_flag()
-entered = [native._test_new_flag() for _ in range(4)]
-for e in entered:
+entered = [native._test_new_flag() for _ in range(6)]
+for e in entered[:4]:
     threading.Thread(target=native._test_wait_for_flag, args=(never, 60), kwargs={"entered": e},
                      daemon=True).start()
-for _ in range(2):
-    threading.Thread(target=native._test_sleep_in_block, args=(60,), daemon=True).start()
+for e in entered[4:]:
+    threading.Thread(target=native._test_sleep_in_block, args=(60,), kwargs={"entered": e},
+                     daemon=True).start()
 wait_until_entered(entered)
-time.sleep(0.01)
 print("exiting with threads in blocks", flush=True)
 """
 

@@ -96,24 +96,49 @@ except KeyboardInterrupt as e:
 
 
 def test_without_checks_the_block_runs_to_its_end_first():
-    """The negative control: the same block, same signal, no checks. All
-    the work is done, and KeyboardInterrupt comes after the call returned."""
+    """The negative control: the same block without checks, same signal.
+    The signal arrives while the block runs, the block still runs to its own
+    end, and KeyboardInterrupt comes only after the call returned.
+
+    No timing: the block's work ends only when the helper sets the flag
+    `until`, and the helper sets it only once the signal has been received
+    (Python's C handler has written to the wakeup fd)."""
     out = run(
-        """
-entered = native._test_new_flag()
-# To the process: on 3.9 a signal raised on another thread is noticed by the
-# main thread's own loop only when something else wakes it.
-when(lambda: native._test_flag_is_set(entered), lambda: os.kill(os.getpid(), signal.SIGINT))
+        f"""
+import functools, select
+wakeup_read, wakeup_write = os.pipe()
+os.set_blocking(wakeup_write, False)
+signal.set_wakeup_fd(wakeup_write)
+entered, until = native._test_new_flag(), native._test_new_flag()
+def send_then_let_the_block_end():
+    # To the process: on 3.9 a signal raised on another thread is noticed by
+    # the main thread's own loop only when something else wakes it.
+    os.kill(os.getpid(), signal.SIGINT)
+    if not select.select([wakeup_read], [], [], 30)[0]:
+        print("helper: the signal was never received", flush=True)
+        os._exit(3)
+    native._test_set_flag(until)
+when(lambda: native._test_flag_is_set(entered), send_then_let_the_block_end)
+returned = []
 try:
-    native._test_work_until_interrupted(2000, entered=entered, check=False)
+    # list.extend(map(...)) runs the call and keeps what it returned without
+    # any bytecode in between, where the pending KeyboardInterrupt could be
+    # raised before an assignment: `returned` is empty if the call raised.
+    # With check=True (and every check due) the signal would be seen before
+    # `until`: `until` is read before each step's check.
+    work = functools.partial(native._test_work_until_interrupted, entered=entered, check=False,
+                             interval=0.0, until=until)
+    returned.extend(map(work, [{STEPS}]))
     for _ in range(3000):  # the handler runs at the next bytecodes, if not already
         time.sleep(0.01)
-    report(raised=None, done=native._test_work_done())
+    report(raised=None, returned=returned)
 except KeyboardInterrupt:
-    report(raised="KeyboardInterrupt", done=native._test_work_done())
+    report(raised="KeyboardInterrupt", returned=returned, done=native._test_work_done())
 """,
     )
-    assert out == {"raised": "KeyboardInterrupt", "done": 2000}
+    assert out["raised"] == "KeyboardInterrupt", out
+    # The call returned, with the steps it did: it stopped for `until` only.
+    assert len(out["returned"]) == 1 and 1 <= out["returned"][0] == out["done"] < STEPS, out
 
 
 def test_a_handler_that_raises_another_exception():
@@ -160,20 +185,34 @@ except KeyboardInterrupt as e:
 
 def test_ctrl_c_stops_compute_pi_holding_the_gil():
     """release=False: the block keeps the GIL (no Python thread can run, so
-    the signal comes from a timer), and its checks still run the handler."""
+    the signal comes from a timer), and its checks still run the handler.
+
+    The timer ticks every 10 ms from before the call; its handler ignores
+    the ticks until the block has called back once, so the
+    KeyboardInterrupt it then raises can only come from inside the block,
+    whenever the ticks come (the rest of the work takes seconds, far more
+    than one tick)."""
     out = run(
         """
-calls = []
-signal.signal(signal.SIGALRM, signal.default_int_handler)
-signal.setitimer(signal.ITIMER_REAL, 0.5)
+calls, raised = [], []
+def on_tick(signum, frame):
+    if calls and not raised:
+        raised.append(True)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        raise KeyboardInterrupt
+signal.signal(signal.SIGALRM, on_tick)
+signal.setitimer(signal.ITIMER_REAL, 0.01, 0.01)
 try:
     my_extension.compute_pi(10**9, release=False, progress=calls.append)
     report(raised=None, calls=len(calls))
-except KeyboardInterrupt:
-    report(raised="KeyboardInterrupt", calls=len(calls))
+except KeyboardInterrupt as e:
+    frames = [f.name for f in traceback.extract_tb(e.__traceback__)]
+    report(raised="KeyboardInterrupt", calls=len(calls), frames=frames)
 """
     )
-    assert out["raised"] == "KeyboardInterrupt" and out["calls"] < 100, out
+    assert out["raised"] == "KeyboardInterrupt" and 1 <= out["calls"] < 100, out
+    # Raised by the handler called from the extension's call.
+    assert out["frames"] == ["<module>", "on_tick"], out
 
 
 def test_sigint_while_the_callback_runs():
@@ -204,7 +243,11 @@ except KeyboardInterrupt as e:
 def test_ctrl_c_in_a_pool_stops_the_workers_through_their_callbacks():
     """The main thread gets KeyboardInterrupt (worker threads get no
     signals: their checks run no handler); it sets a flag that the workers'
-    callbacks read, and they stop (the demo's pattern)."""
+    callbacks read, and they stop (the demo's pattern).
+
+    Whatever the scheduling, no worker can end before the flag is set: a
+    worker that gets halfway waits there for it (bounded: TimeoutError, and
+    the test fails)."""
     out = run(
         """
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -215,6 +258,8 @@ counts = [[] for _ in range(4)]
 def call(seed):
     def progress(fraction):
         counts[seed].append(fraction)
+        if fraction >= 0.5 and not stop.wait(60):
+            raise TimeoutError("Ctrl-C never stopped this worker")
         if stop.is_set():
             raise Stopped
     return my_extension.compute_pi(10**9, seed, progress=progress)

@@ -71,6 +71,8 @@ def test_eight_threads_wait_at_once(native):
     deadline = time.monotonic() + 10
     while not all(e.is_set() for e in entered) and time.monotonic() < deadline:
         time.sleep(0.0005)
+    # Set before a block started, a flag would prove nothing.
+    assert all(e.is_set() for e in entered), "a waiter never entered its block"
     for f in reversed(flags):
         f.set()
     for t in threads:

@@ -102,7 +102,16 @@ nuwa_busy_thread = nuwa_thread(nuwa_busy)
     let busy = nuwa_ffi::nogil! {
         if wait_flag(PROGRESS, 1, deadline) {
             let before = FLAGS[PROGRESS].load(SeqCst);
-            let result = foreign_rounds(py, 1000);
+            // Halfway, wait (bounded) until the busy thread has counted on:
+            // it runs during the rounds however the OS schedules it.
+            let result = foreign_rounds(py, 500).and_then(|()| {
+                ensure!(
+                    wait_flag(PROGRESS, before + 1, Instant::now() + WAIT),
+                    "the busy Python thread made no progress within {WAIT:?} while the \
+                     foreign threads ran"
+                );
+                foreign_rounds(py, 500)
+            });
             result.map(|()| FLAGS[PROGRESS].load(SeqCst) - before)
         } else {
             Err("the busy Python thread did not run while the main thread was in a block".into())

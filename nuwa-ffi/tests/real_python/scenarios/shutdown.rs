@@ -43,11 +43,17 @@ pub(crate) fn gil_check_here() -> i64 {
     PY.get().map_or(-1, |py| i64::from(py.gil_check()))
 }
 
+/// The kernel's id of the thread in [`rp_daemon_block`] (Linux), 0 before.
+static DAEMON_TID: AtomicI64 = AtomicI64::new(0);
+
 /// Run by a Python daemon thread: a block that ends only when `__del__`
 /// runs during `Py_FinalizeEx`, so that the reacquire happens while the
 /// interpreter finalizes.
 pub(crate) extern "C" fn rp_daemon_block() {
     let mut witness = UnwindWitness { completed: false };
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid(2) has no preconditions.
+    DAEMON_TID.store(i64::from(unsafe { libc::gettid() }), SeqCst);
     nuwa_ffi::nogil! {
         FLAGS[GIL_CHECK_IN_BLOCK].store(gil_check_here(), SeqCst);
         FLAGS[IN_BLOCK].store(1, SeqCst);
@@ -102,8 +108,15 @@ nuwa_wait({IN_BLOCK})
     ))?;
     py.run(&garbage_cycle())?;
     py.finalize()?;
-    // Let the daemon, if it is still going, reach its reacquire.
-    thread::sleep(Duration::from_millis(200));
+    // The daemon's block records what its wait saw, as its last step: wait
+    // for that (bounded), however late the daemon gets to run; then for the
+    // daemon to be past its reacquire, so that the checks below see what it
+    // did there.
+    wait_flag(WAIT_RESULT, 1, Instant::now() + WAIT);
+    ensure!(
+        daemon_past_its_reacquire(Instant::now() + WAIT),
+        "the daemon thread was still running {WAIT:?} after its block's wait ended"
+    );
     check_del_ran_finalizing()?;
     ensure!(
         FLAGS[GIL_CHECK_IN_BLOCK].load(SeqCst) == 0,
@@ -127,6 +140,41 @@ nuwa_wait({IN_BLOCK})
          exercise a reacquire during finalization"
     );
     passed()
+}
+
+/// Whether the daemon thread of [`shutdown_daemon_block_ends`], once its
+/// block's wait has ended, got past its reacquire (waits, bounded): it
+/// returned, unwound, ended, or is asleep for good. Asleep: its block's
+/// last step was its last sleep, so the next place where it can sleep is
+/// the reacquire's park (nuwa, CPython 3.13 and older) or hang (CPython
+/// 3.14+). Without Linux's /proc, a pause of 200 ms stands in.
+fn daemon_past_its_reacquire(deadline: Instant) -> bool {
+    let tid = DAEMON_TID.load(SeqCst);
+    if !cfg!(target_os = "linux") || tid == 0 {
+        thread::sleep(Duration::from_millis(200));
+        return true;
+    }
+    let stat = format!("/proc/self/task/{tid}/stat");
+    loop {
+        if FLAGS[RETURNED].load(SeqCst) > 0 || FLAGS[UNWOUND].load(SeqCst) > 0 {
+            return true;
+        }
+        let Ok(text) = std::fs::read_to_string(&stat) else {
+            return true; // the thread has ended
+        };
+        // "tid (comm) S ...": the state follows the last ')'.
+        let state = text
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.trim_start().chars().next());
+        if state != Some('R') {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_micros(100));
+    }
 }
 
 /// Run in a loop by eight Python daemon threads while the interpreter
