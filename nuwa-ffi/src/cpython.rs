@@ -520,13 +520,11 @@ fn runs_python_here(current: ThreadStatePtr, innermost: usize, field: ThreadIdFi
     // Every caller's frame is above this one (the stack grows down on every
     // Linux target with a 64-bit `PyThreadState` layout known here).
     let here = core::hint::black_box(&raw const marker).addr();
-    let Some((low, high)) = this_thread_stack() else {
+    let Some((_, high)) = this_thread_stack(here) else {
+        // Not on this thread's stack (a signal stack, a coroutine's): no
+        // caller frames to look at.
         return false;
     };
-    if !(low <= here && here < high) {
-        // A signal stack, a coroutine's stack: no caller frames to look at.
-        return false;
-    }
     let word = core::mem::size_of::<usize>();
     let in_callers = |a: usize| {
         a > here
@@ -557,22 +555,29 @@ fn runs_python_here(current: ThreadStatePtr, innermost: usize, field: ThreadIdFi
     frames > 0 && frame == root
 }
 
-/// This thread's stack, `[low, high)`, from `pthread_getattr_np`, found
-/// once per thread; `None` if the C library cannot tell.
+/// This thread's stack, `[low, high)` with `low <= here < high`, from
+/// `pthread_getattr_np`, kept per thread; `None` if the C library cannot
+/// tell, or if `here` is not on it (a signal stack, a coroutine's). Asked
+/// again when `here` is outside the range kept: some C libraries (musl)
+/// give the main thread's stack as far as it has grown so far.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-fn this_thread_stack() -> Option<(usize, usize)> {
+fn this_thread_stack(here: usize) -> Option<(usize, usize)> {
     use core::cell::Cell;
     std::thread_local! {
-        /// `(0, 0)`: not asked yet; `(1, 1)`: the C library could not tell.
+        /// `(0, 0)`: not known; `(1, 1)`: the C library could not tell.
         static STACK: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
     }
-    let (low, high) = STACK.try_with(Cell::get).ok()?;
-    if high != 0 {
-        return (low < high).then_some((low, high));
+    let on = |(low, high): (usize, usize)| low <= here && here < high;
+    let kept = STACK.try_with(Cell::get).ok()?;
+    if on(kept) {
+        return Some(kept);
+    }
+    if kept == (1, 1) {
+        return None;
     }
     let found = ask_stack().unwrap_or((1, 1));
     let _ = STACK.try_with(|s| s.set(found));
-    (found.0 < found.1).then_some(found)
+    on(found).then_some(found)
 }
 
 /// `pthread_getattr_np` on this thread.
@@ -659,6 +664,145 @@ unsafe extern "C-unwind" {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A C frame as 3.10 lays it out: `previous` at offset 8.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[repr(C)]
+    struct FakeFrame {
+        use_tracing: usize,
+        previous: usize,
+    }
+
+    /// A thread state: `cframe` at 0, `root_cframe` at 16.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[repr(C)]
+    struct FakeState {
+        cframe: usize,
+        other: usize,
+        root: FakeFrame,
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    unsafe extern "C" fn no_ident() -> c_ulong {
+        0
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    const FAKE: ThreadIdField = ThreadIdField {
+        ident: no_ident,
+        offset: 8,
+        cframe: 0,
+        root_cframe: 16,
+        previous: 8,
+    };
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn fake_state() -> Box<FakeState> {
+        let mut state = Box::new(FakeState {
+            cframe: 0,
+            other: 0,
+            root: FakeFrame {
+                use_tracing: 0,
+                previous: 0,
+            },
+        });
+        state.cframe = (&raw const state.root).expose_provenance();
+        state
+    }
+
+    /// Runs `at_innermost` inside `depth` C frames pushed on `state` on this
+    /// thread's stack, as the evaluation loop does.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[inline(never)]
+    fn in_frames<R>(state: *mut FakeState, depth: u32, at_innermost: &mut dyn FnMut() -> R) -> R {
+        // SAFETY: `state` is a live `FakeState` only this thread touches
+        // while the frame is pushed.
+        let previous = unsafe { (*state).cframe };
+        let mut frame = FakeFrame {
+            use_tracing: 0,
+            previous,
+        };
+        let frame_ref = core::hint::black_box(&raw mut frame);
+        // SAFETY: as above.
+        unsafe { (*state).cframe = frame_ref.expose_provenance() };
+        let r = if depth <= 1 {
+            at_innermost()
+        } else {
+            in_frames(state, depth - 1, at_innermost)
+        };
+        // SAFETY: as above; `frame` is still alive.
+        unsafe { (*state).cframe = (*frame_ref).previous };
+        r
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn check(state: *mut FakeState) -> bool {
+        // SAFETY: `state` is live; `cframe` is read as the real check reads
+        // it (it copies it).
+        let innermost = unsafe { core::ptr::read_volatile(&raw const (*state).cframe) };
+        runs_python_here(state.cast(), innermost, FAKE)
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[test]
+    fn frames_on_this_stack_prove_the_state_runs_here() {
+        let mut state = fake_state();
+        let s: *mut FakeState = &raw mut *state;
+        assert!(in_frames(s, 3, &mut || check(s)), "three frames deep");
+        assert!(in_frames(s, 1, &mut || check(s)), "one frame");
+        // No Python code on the state (a state used from C): its cframe is
+        // its root.
+        assert!(!check(s), "no frames");
+        // Frames on this stack whose chain ends at another state's root (a
+        // stale `cframe` that points into them).
+        let mut other = fake_state();
+        let o: *mut FakeState = &raw mut *other;
+        let stale = in_frames(o, 2, &mut || {
+            // SAFETY: `o` is live.
+            let innermost = unsafe { (*o).cframe };
+            runs_python_here(s.cast(), innermost, FAKE)
+        });
+        assert!(!stale, "another state's frames");
+        // A chain that loops.
+        let looped = in_frames(s, 2, &mut || {
+            // SAFETY: `s` is live; the innermost frame is ours until
+            // `in_frames` returns, and its `previous` is put back below.
+            unsafe {
+                let innermost = (*s).cframe as *mut FakeFrame;
+                let previous = (*innermost).previous;
+                (*innermost).previous = (*s).cframe;
+                let answer = check(s);
+                (*innermost).previous = previous;
+                answer
+            }
+        });
+        assert!(!looped, "a chain that loops");
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[test]
+    fn frames_on_another_threads_stack_prove_nothing() {
+        use std::sync::mpsc;
+        let mut state = fake_state();
+        let address = (&raw mut *state).expose_provenance();
+        let (inside_tx, inside_rx) = mpsc::channel();
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let other = std::thread::spawn(move || {
+            let s = core::ptr::with_exposed_provenance_mut::<FakeState>(address);
+            in_frames(s, 3, &mut || {
+                let here = check(s);
+                inside_tx.send(()).unwrap();
+                done_rx.recv().unwrap();
+                here
+            })
+        });
+        inside_rx.recv().unwrap();
+        // The other thread is inside its frames, on the state: not here.
+        let seen_here = check(&raw mut *state);
+        done_tx.send(()).unwrap();
+        assert!(other.join().unwrap(), "the thread that runs it");
+        assert!(!seen_here, "another thread's frames");
+    }
 
     #[test]
     fn parks_only_blocks_that_finalization_overtook() {

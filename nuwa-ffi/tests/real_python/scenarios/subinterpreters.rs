@@ -25,6 +25,8 @@ struct SubBlock {
     released: bool,
     /// The main interpreter's helper ran `gc.collect()` meanwhile.
     seen: bool,
+    /// A block nested in it released (never right).
+    nested_released: bool,
     held_after: bool,
 }
 
@@ -32,17 +34,20 @@ struct SubBlock {
 /// (bounded) for the helper of `pipes` to run.
 fn sub_block(pipes: Option<&Pipes>) -> SubBlock {
     let held = nuwa_ffi::gil_is_held();
-    let (released, seen) = {
+    let (released, seen, nested_released) = {
         // SAFETY: dropped at the end of this block, on this thread.
         let guard = unsafe { Guard::release(CPython) };
         let released = guard.released();
         let seen = released && pipes.is_some_and(|p| p.enter_and_wait(WAIT));
-        (released, seen)
+        // SAFETY: dropped at the end of the statement, on this thread.
+        let nested_released = unsafe { Guard::release(CPython) }.released();
+        (released, seen, nested_released)
     };
     SubBlock {
         held,
         released,
         seen,
+        nested_released,
         held_after: nuwa_ffi::gil_is_held(),
     }
 }
@@ -116,6 +121,7 @@ pub(crate) fn legacy_subinterpreter(target: &Target) -> Outcome {
         held: releases,
         released: releases,
         seen: releases,
+        nested_released: false,
         held_after: releases,
     };
     ensure!(
