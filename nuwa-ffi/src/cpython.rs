@@ -528,6 +528,7 @@ fn runs_python_here(current: ThreadStatePtr, innermost: usize, field: ThreadIdFi
     let word = core::mem::size_of::<usize>();
     let in_callers = |a: usize| {
         a > here
+            && a % core::mem::align_of::<usize>() == 0
             && a.checked_add(field.previous + word)
                 .is_some_and(|end| end <= high)
     };
@@ -535,11 +536,11 @@ fn runs_python_here(current: ThreadStatePtr, innermost: usize, field: ThreadIdFi
     let mut frame = innermost;
     let mut frames = 0usize;
     while in_callers(frame) {
-        // SAFETY: `frame + previous` is within the frames of this thread's
-        // stack between this function's frame and the stack's end (checked
-        // by `in_callers`): the callers' frames, mapped and readable while
-        // this function runs. The word is only compared, never followed
-        // outside that range.
+        // SAFETY: `frame + previous` is an aligned word within the frames of
+        // this thread's stack between this function's frame and the stack's
+        // end (checked by `in_callers`; `previous` is a multiple of the word
+        // size): the callers' frames, mapped and readable while this function
+        // runs. The word is only compared, never followed outside that range.
         let previous = unsafe {
             core::ptr::read_volatile(core::ptr::with_exposed_provenance::<usize>(
                 frame + field.previous,
