@@ -52,6 +52,8 @@
 //!   then running Python code) on a state that Python thread A made for it,
 //!   A's held check says "not held", its block releases nothing, a
 //!   `with_gil!` part is refused, and a nested block releases nothing.
+//!   `state_made_by_a_thread_that_ended`: the same with a state made by a
+//!   thread C that ended, whose id A got back (skipped if it did not).
 //! - `state_attached_in_subinterpreter_block`: `PyGILState_Ensure` left
 //!   attached in a block in a `Py_NewInterpreter` subinterpreter (on
 //!   3.8-3.11 it attaches the main interpreter's state): a panic, not a

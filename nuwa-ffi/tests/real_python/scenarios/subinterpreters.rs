@@ -281,101 +281,103 @@ fn maker_view() -> MakerView {
     }
 }
 
-/// Python thread A, which has a thread state of its own (its GIL-state
-/// state), makes a state for thread B with `PyThreadState_New`; B attaches
-/// it and holds the GIL, first in C, then while it runs Python code (a
-/// `ctypes` call that waits). Each time, on A: the held check says "not
-/// held", a block releases nothing, a `with_gil!` part is refused, and a
-/// nested block releases nothing. On 3.8-3.11 the state B runs on carries
-/// A's `thread_id`.
-pub(crate) fn state_made_by_a_python_thread(target: &Target) -> Outcome {
-    if target.debug && target.version >= (3, 12, 0) {
-        return Ok(Pass::Skipped(
-            "CPython 3.12+ debug build: it asserts against attaching a state made on another \
-             thread"
-                .into(),
-        ));
+/// The C API functions the scenarios of states made for another thread use.
+#[derive(Clone, Copy)]
+struct StateApi {
+    interp: usize,
+    new_state: NewStateFn,
+    restore: EndFn,
+    save: StateFn,
+}
+
+impl StateApi {
+    fn load() -> Result<StateApi, String> {
+        // SAFETY: the C signatures of these CPython 3.8+ functions.
+        let (interp_main, new_state, restore, save) = unsafe {
+            (
+                api::<InterpFn>("PyInterpreterState_Main")?,
+                api::<NewStateFn>("PyThreadState_New")?,
+                api::<EndFn>("PyEval_RestoreThread")?,
+                api::<StateFn>("PyEval_SaveThread")?,
+            )
+        };
+        // SAFETY: the interpreter is initialised.
+        let interp = unsafe { interp_main() } as usize;
+        Ok(StateApi {
+            interp,
+            new_state,
+            restore,
+            save,
+        })
     }
-    let py = start(target)?;
-    // SAFETY: the C signatures of these CPython 3.8+ functions.
-    let (interp_main, new_state, restore, save) = unsafe {
-        (
-            api::<InterpFn>("PyInterpreterState_Main")?,
-            api::<NewStateFn>("PyThreadState_New")?,
-            api::<EndFn>("PyEval_RestoreThread")?,
-            api::<StateFn>("PyEval_SaveThread")?,
-        )
-    };
-    // SAFETY: the interpreter is initialised.
-    let interp = unsafe { interp_main() } as usize;
-    let (to_b, from_a) = mpsc::channel::<usize>();
-    let (b_holds_tx, b_holds_rx) = mpsc::channel::<&'static str>();
-    let (a_done_tx, a_done_rx) = mpsc::channel::<()>();
-    let outcome = nuwa_ffi::nogil! {
-        let a = thread::spawn(move || {
-            let gil = py.gilstate_ensure();
-            let own_held = nuwa_ffi::gil_is_held();
-            // SAFETY: a valid interpreter; A holds the GIL.
-            let state = unsafe { new_state(interp as *mut c_void) } as usize;
-            // SAFETY: A holds the GIL through its own state.
-            let own = unsafe { save() };
-            let _ = to_b.send(state);
-            let mut views = Vec::new();
-            let mut error = None;
-            for _ in 0..2 {
-                match b_holds_rx.recv_timeout(WAIT) {
-                    Ok(how) => views.push((how, maker_view())),
-                    Err(e) => {
-                        error = Some(format!("B never held the GIL: {e}"));
-                        break;
-                    }
-                }
-                let _ = a_done_tx.send(());
-            }
-            // SAFETY: A's own state, which A saved above.
-            unsafe { restore(own) };
-            py.gilstate_release(gil);
-            (own_held, views, error)
-        });
-        let b = thread::spawn(move || {
-            let state = from_a.recv_timeout(WAIT).map_err(|e| format!("from A: {e}"))?;
-            // SAFETY: a fresh state of this interpreter, attached here.
-            unsafe { restore(state as *mut c_void) };
-            let _ = b_holds_tx.send("in C");
-            a_done_rx
-                .recv_timeout(WAIT)
-                .map_err(|e| format!("A never answered: {e}"))?;
-            let python = {
-                let (b_holds_tx, a_done_rx) = (&b_holds_tx, &a_done_rx);
-                // SAFETY: B holds the GIL through `state`.
-                unsafe {
-                    call_from_python_unchecked(py, || {
-                        let _ = b_holds_tx.send("running Python");
-                        a_done_rx.recv_timeout(WAIT)
-                    })
-                }
-            };
-            // SAFETY: B holds the GIL through `state`.
-            unsafe { save() };
-            python?.map_err(|e| format!("A never answered: {e}"))
-        });
-        let b = b.join().map_err(|_| "thread B panicked".to_string());
-        let a = a.join().map_err(|_| "thread A panicked".to_string());
-        (a, b)
-    };
-    let (own_held, views, error) = outcome.0?;
-    outcome.1??;
-    if let Some(error) = error {
-        return Err(error);
+
+    /// A new state of the main interpreter, made on this thread.
+    fn make(&self) -> usize {
+        // SAFETY: a valid interpreter; `PyThreadState_New` needs no GIL.
+        unsafe { (self.new_state)(self.interp as *mut c_void) as usize }
     }
-    ensure!(own_held, "A does not see the GIL as held on its own state");
+}
+
+/// Thread B: attaches `state` (from `from_maker`) and holds the GIL on it,
+/// first in C, then while it runs Python code (a `ctypes` call that waits);
+/// each time it says so on `holds` and waits (bounded) for `answered`.
+fn hold_on_a_state_made_for_it(
+    py: &'static Py,
+    api: StateApi,
+    from_maker: mpsc::Receiver<usize>,
+    holds: mpsc::Sender<&'static str>,
+    answered: mpsc::Receiver<()>,
+) -> Result<(), String> {
+    let state = from_maker
+        .recv_timeout(WAIT)
+        .map_err(|e| format!("B got no state: {e}"))?;
+    // SAFETY: a state of this interpreter that no thread has attached.
+    unsafe { (api.restore)(state as *mut c_void) };
+    let _ = holds.send("in C");
+    let in_c = answered.recv_timeout(WAIT);
+    let python = in_c.is_ok().then(|| {
+        // SAFETY: B holds the GIL through `state`.
+        unsafe {
+            call_from_python_unchecked(py, || {
+                let _ = holds.send("running Python");
+                answered.recv_timeout(WAIT)
+            })
+        }
+    });
+    // SAFETY: B holds the GIL through `state`.
+    unsafe { (api.save)() };
+    in_c.map_err(|e| format!("nobody answered B: {e}"))?;
+    if let Some(python) = python {
+        python?.map_err(|e| format!("nobody answered B: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Thread A, without the GIL: while B holds it (twice), what A sees.
+fn watch_the_holder(
+    holds: &mpsc::Receiver<&'static str>,
+    answered: &mpsc::Sender<()>,
+) -> Result<Vec<(&'static str, MakerView)>, String> {
+    let mut views = Vec::new();
+    for _ in 0..2 {
+        let how = holds
+            .recv_timeout(WAIT)
+            .map_err(|e| format!("B never held the GIL: {e}"))?;
+        views.push((how, maker_view()));
+        let _ = answered.send(());
+    }
+    Ok(views)
+}
+
+/// Fails with every wrong view.
+fn judge(views: &[(&'static str, MakerView)]) -> Result<(), String> {
     let wrong: Vec<String> = views
         .iter()
         .filter(|(_, view)| *view != MakerView::default())
         .map(|(how, view)| {
             format!(
-                "while B held the GIL {how} on the state A made, A saw: gil_is_held {}, its \
-                 block released {}, a part ran {}, a nested block released {}",
+                "while B held the GIL {how}, A saw: gil_is_held {}, its block released {}, \
+                 a part ran {}, a nested block released {}",
                 view.held, view.released, view.part_ran, view.nested_released
             )
         })
@@ -386,9 +388,144 @@ pub(crate) fn state_made_by_a_python_thread(target: &Target) -> Outcome {
         wrong.join("; ")
     );
     ensure!(views.len() == 2, "only {} of 2 rounds", views.len());
+    Ok(())
+}
+
+fn skip_on_debug_3_12(target: &Target) -> Option<Outcome> {
+    (target.debug && target.version >= (3, 12, 0)).then(|| {
+        Ok(Pass::Skipped(
+            "CPython 3.12+ debug build: it asserts against attaching a state made on another \
+             thread"
+                .into(),
+        ))
+    })
+}
+
+/// Python thread A, which has a thread state of its own (its GIL-state
+/// state), makes a state for thread B with `PyThreadState_New`; B attaches
+/// it and holds the GIL, first in C, then while it runs Python code. Each
+/// time, on A: the held check says "not held", a block releases nothing, a
+/// `with_gil!` part is refused, and a nested block releases nothing. On
+/// 3.8-3.11 the state B runs on carries A's `thread_id`.
+pub(crate) fn state_made_by_a_python_thread(target: &Target) -> Outcome {
+    if let Some(skip) = skip_on_debug_3_12(target) {
+        return skip;
+    }
+    let py = start(target)?;
+    let api = StateApi::load()?;
+    let (to_b, from_a) = mpsc::channel::<usize>();
+    let (holds_tx, holds_rx) = mpsc::channel();
+    let (answered_tx, answered_rx) = mpsc::channel();
+    let outcome = nuwa_ffi::nogil! {
+        let a = thread::spawn(move || {
+            let gil = py.gilstate_ensure();
+            let own_held = nuwa_ffi::gil_is_held();
+            let state = api.make();
+            // SAFETY: A holds the GIL through its own state.
+            let own = unsafe { (api.save)() };
+            let _ = to_b.send(state);
+            let views = watch_the_holder(&holds_rx, &answered_tx);
+            // SAFETY: A's own state, which A saved above.
+            unsafe { (api.restore)(own) };
+            py.gilstate_release(gil);
+            (own_held, views)
+        });
+        let b = thread::spawn(move || {
+            hold_on_a_state_made_for_it(py, api, from_a, holds_tx, answered_rx)
+        });
+        let b = b.join().map_err(|_| "thread B panicked".to_string());
+        let a = a.join().map_err(|_| "thread A panicked".to_string());
+        (a, b)
+    };
+    let (own_held, views) = outcome.0?;
+    outcome.1??;
+    let views = views?;
+    judge(&views)?;
+    ensure!(own_held, "A does not see the GIL as held on its own state");
     py.run("nuwa_x = 1")?;
     py.finalize()?;
     Ok(Pass::Ok(
         "A saw nothing held while B held the GIL in C and in Python".into(),
     ))
+}
+
+type IdentFn = unsafe extern "C" fn() -> std::ffi::c_ulong;
+
+/// Thread C makes a state for thread B and ends; Python thread A, started
+/// next, gets C's thread id back (glibc reuses a joined thread's stack, and
+/// the id is its address). While B holds the GIL on C's state (which carries
+/// A's id now), in C and then running Python code: on A the held check says
+/// "not held", and its blocks release nothing. Skipped if the C library
+/// gave A another id.
+pub(crate) fn state_made_by_a_thread_that_ended(target: &Target) -> Outcome {
+    if let Some(skip) = skip_on_debug_3_12(target) {
+        return skip;
+    }
+    let py = start(target)?;
+    // SAFETY: the C signature of this CPython 3.8+ function.
+    let ident = unsafe { api::<IdentFn>("PyThread_get_thread_ident")? };
+    let api = StateApi::load()?;
+    let (a_id_tx, a_id_rx) = mpsc::channel();
+    let (to_b, from_c) = mpsc::channel::<usize>();
+    let (holds_tx, holds_rx) = mpsc::channel();
+    let (answered_tx, answered_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<bool>();
+    let outcome = nuwa_ffi::nogil! {
+        let c = thread::spawn(move || {
+            let gil = py.gilstate_ensure();
+            let state = api.make();
+            py.gilstate_release(gil);
+            // SAFETY: may be called on any thread.
+            (state, unsafe { ident() })
+        })
+        .join()
+        .map_err(|_| "thread C panicked".to_string());
+        let a = thread::spawn(move || {
+            let gil = py.gilstate_ensure();
+            // SAFETY: may be called on any thread.
+            let _ = a_id_tx.send(unsafe { ident() });
+            // SAFETY: A holds the GIL through its own state.
+            let own = unsafe { (api.save)() };
+            let views = match go_rx.recv_timeout(WAIT) {
+                Ok(true) => Some(watch_the_holder(&holds_rx, &answered_tx)),
+                _ => None,
+            };
+            // SAFETY: A's own state, which A saved above.
+            unsafe { (api.restore)(own) };
+            py.gilstate_release(gil);
+            views
+        });
+        let a_id = a_id_rx.recv_timeout(WAIT);
+        let reused = matches!((&c, &a_id), (Ok((_, c_id)), Ok(a_id)) if c_id == a_id);
+        let b = reused.then(|| {
+            let _ = go_tx.send(true);
+            let b = thread::spawn(move || {
+                hold_on_a_state_made_for_it(py, api, from_c, holds_tx, answered_rx)
+            });
+            if let Ok((state, _)) = &c {
+                let _ = to_b.send(*state);
+            }
+            b.join().map_err(|_| "thread B panicked".to_string())
+        });
+        let _ = go_tx.send(false);
+        let a = a.join().map_err(|_| "thread A panicked".to_string());
+        (c, a, b)
+    };
+    let (c, a, b) = outcome;
+    let (_, c_id) = c?;
+    let views = a?;
+    let (Some(b), Some(views)) = (b, views) else {
+        py.finalize()?;
+        return Ok(Pass::Skipped(format!(
+            "A did not get C's thread id back (C {c_id:#x}): nothing to check"
+        )));
+    };
+    b??;
+    let views = views?;
+    judge(&views)?;
+    py.run("nuwa_x = 1")?;
+    py.finalize()?;
+    Ok(Pass::Ok(format!(
+        "A reused C's id {c_id:#x} and saw nothing held while B held the GIL on C's state"
+    )))
 }
