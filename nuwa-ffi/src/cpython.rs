@@ -528,7 +528,7 @@ fn runs_python_here(current: ThreadStatePtr, innermost: usize, field: ThreadIdFi
     let word = core::mem::size_of::<usize>();
     let in_callers = |a: usize| {
         a > here
-            && a % core::mem::align_of::<usize>() == 0
+            && a.is_multiple_of(core::mem::align_of::<usize>())
             && a.checked_add(field.previous + word)
                 .is_some_and(|end| end <= high)
     };
