@@ -29,9 +29,10 @@
 //! ```
 //!
 //! On CPython 3.11 and older, also hand over `PyGILState_GetThisThreadState`
-//! (required) and `PyThread_get_thread_ident` (so that blocks in legacy
-//! subinterpreters release too). Hand over `PyErr_CheckSignals`
-//! ([`EmbeddedPython::with_check_signals`]) to let Ctrl-C stop long blocks
+//! (required) and `PyThread_get_thread_ident` (so that, on 3.10 and 3.11,
+//! blocks called from Python code in legacy subinterpreters release too).
+//! Hand over `PyErr_CheckSignals` ([`EmbeddedPython::with_check_signals`])
+//! to let Ctrl-C stop long blocks
 //! ([`SignalCheck`](crate::SignalCheck)).
 
 use core::ffi::{CStr, c_ulong, c_void};
@@ -91,8 +92,9 @@ impl EmbeddedPython {
         self
     }
 
-    /// `PyThread_get_thread_ident`: on CPython 3.8 to 3.11 (64-bit Linux), lets
-    /// blocks release on the thread that runs a legacy subinterpreter.
+    /// `PyThread_get_thread_ident`: on CPython 3.10 and 3.11 (64-bit Linux),
+    /// lets blocks called from Python code in a legacy subinterpreter release
+    /// (see [`HeldCheck::CompareWithThisThreadOrThreadId`](crate::HeldCheck)).
     pub fn with_thread_ident(mut self, f: *const c_void) -> Self {
         self.thread_ident = f.addr();
         self

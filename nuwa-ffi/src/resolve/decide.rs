@@ -22,17 +22,42 @@ pub(crate) const GIL_PAIR: [&CStr; 2] = [c"PyEval_SaveThread", c"PyEval_RestoreT
 /// C API name with `PyPy`).
 pub(crate) const PYPY_MARK: &CStr = c"PyPyEval_SaveThread";
 
-/// `PyThreadState.thread_id`'s byte offset on a 64-bit Unix (LP64) build of
-/// CPython `version`, for the versions whose current thread state is
-/// process-global. The struct is public (`cpython/pystate.h`) and its layout
-/// is fixed within a minor version; these were read with `offsetof` from
-/// each version's headers, release and debug builds alike.
-pub(crate) fn thread_id_offset(version: (u8, u8)) -> Option<usize> {
+/// The byte offsets the thread-id fallback reads on a 64-bit Unix (LP64)
+/// build of CPython `version`: `PyThreadState.thread_id`, `.cframe` and
+/// `.root_cframe`, and the C frame's `previous`. The structs are public
+/// (`cpython/pystate.h`) and their layout is fixed within a minor version;
+/// these were read with `offsetof` from each version's headers, release and
+/// debug builds alike.
+///
+/// Only 3.10 and 3.11: 3.8 and 3.9 keep no pointer from a thread state to
+/// the stack of the thread that runs Python code on it, and a `thread_id`
+/// alone names the thread that *made* the state, not the one using it (a
+/// thread may make a state for another), so they get no fallback.
+pub(crate) fn thread_id_layout(version: (u8, u8)) -> Option<Layout> {
     match version {
-        (3, 8) | (3, 9) | (3, 10) => Some(176),
-        (3, 11) => Some(152),
+        (3, 10) => Some(Layout {
+            thread_id: 176,
+            cframe: 48,
+            root_cframe: 264,
+            previous: 8,
+        }),
+        (3, 11) => Some(Layout {
+            thread_id: 152,
+            cframe: 56,
+            root_cframe: 336,
+            previous: 16,
+        }),
         _ => None,
     }
+}
+
+/// See [`thread_id_layout`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Layout {
+    pub(crate) thread_id: usize,
+    pub(crate) cframe: usize,
+    pub(crate) root_cframe: usize,
+    pub(crate) previous: usize,
 }
 
 /// Decides, from the symbols present in one object, which functions to use.
@@ -65,13 +90,16 @@ pub(crate) fn decide(symbols: &dyn Lookup, platform: Platform) -> State {
                     // SAFETY: the address of `PyGILState_GetThisThreadState`,
                     // whose C signature is `PyThreadState *(void)`.
                     let this_thread = unsafe { as_fn::<super::GetThreadStateFn>(t) };
-                    let offset = version
+                    let layout = version
                         .filter(|_| platform.thread_id_read)
-                        .and_then(thread_id_offset);
-                    match (offset, ident) {
-                        (Some(offset), Some(ident)) => (
+                        .and_then(thread_id_layout);
+                    match (layout, ident) {
+                        (Some(layout), Some(ident)) => (
                             f,
-                            HeldCheck::CompareWithThisThreadOrThreadId { symbol, offset },
+                            HeldCheck::CompareWithThisThreadOrThreadId {
+                                symbol,
+                                offset: layout.thread_id,
+                            },
                             Check::Compare {
                                 this_thread,
                                 thread_id: Some(ThreadIdField {
@@ -79,7 +107,10 @@ pub(crate) fn decide(symbols: &dyn Lookup, platform: Platform) -> State {
                                     // `PyThread_get_thread_ident`, whose C
                                     // signature is `unsigned long (void)`.
                                     ident: unsafe { as_fn::<super::ThreadIdentFn>(ident) },
-                                    offset,
+                                    offset: layout.thread_id,
+                                    cframe: layout.cframe,
+                                    root_cframe: layout.root_cframe,
+                                    previous: layout.previous,
                                 }),
                             },
                         ),
@@ -379,13 +410,8 @@ mod tests {
     }
 
     #[test]
-    fn python_3_8_to_3_11_compare_then_thread_id_on_64_bit_unix() {
-        for (hex, offset) in [
-            (0x030812f0, 176),
-            (0x030912f0, 176),
-            (0x030a0df0, 176),
-            (0x030b07f0, 152),
-        ] {
+    fn python_3_10_and_3_11_compare_then_thread_id_on_64_bit_linux() {
+        for (hex, offset) in [(0x030a0df0, 176), (0x030b07f0, 152)] {
             let r = resolve(OLD, Some(hex));
             let symbol = "_PyThreadState_UncheckedGet";
             assert_eq!(
@@ -401,6 +427,23 @@ mod tests {
     #[test]
     fn without_a_known_layout_the_comparison_stays_pointer_only() {
         let symbol = "_PyThreadState_UncheckedGet";
+        // 3.8 and 3.9: no frame chain to tell the maker of a state from its
+        // user.
+        for hex in [0x030812f0, 0x030912f0] {
+            let r = resolve(OLD, Some(hex));
+            assert_eq!(
+                r.held_check(),
+                HeldCheck::CompareWithThisThread { symbol },
+                "{hex:x}"
+            );
+        }
+        // 32-bit Linux (see `platform()`): no offsets known.
+        let linux_32 = Platform {
+            thread_id_read: false,
+            ..GLIBC
+        };
+        let r = resolve_on(OLD, Some(0x030b07f0), linux_32);
+        assert_eq!(r.held_check(), HeldCheck::CompareWithThisThread { symbol });
         // 32-bit or Windows (unsigned long is 32 bits): no offsets known.
         let r = resolve_on(OLD, Some(0x030b07f0), WINDOWS);
         assert_eq!(r.held_check(), HeldCheck::CompareWithThisThread { symbol });
@@ -488,10 +531,23 @@ mod tests {
     }
 
     #[test]
-    fn thread_id_offsets_only_for_global_state_versions() {
-        assert_eq!(thread_id_offset((3, 7)), None);
-        assert_eq!(thread_id_offset((3, 11)), Some(152));
-        assert_eq!(thread_id_offset((3, 12)), None);
+    fn thread_id_layouts_only_for_3_10_and_3_11() {
+        for minor in [7, 8, 9, 12, 13] {
+            assert_eq!(thread_id_layout((3, minor)), None, "3.{minor}");
+        }
+        assert_eq!(thread_id_layout((3, 10)).map(|l| l.thread_id), Some(176));
+        assert_eq!(thread_id_layout((3, 11)).map(|l| l.thread_id), Some(152));
+    }
+
+    #[test]
+    fn thread_id_read_only_on_64_bit_linux() {
+        assert_eq!(
+            crate::resolve::platform().thread_id_read,
+            cfg!(all(
+                any(target_os = "linux", target_os = "android"),
+                target_pointer_width = "64"
+            ))
+        );
     }
 
     #[test]

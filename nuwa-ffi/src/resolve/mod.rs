@@ -109,20 +109,31 @@ pub(crate) enum Check {
     /// 3.12 and later: `current` is thread-local; not null means held.
     ThreadLocal,
     /// 3.11 and older: `current` is process-global; held if it is this
-    /// thread's GIL-state state, or (`thread_id`) a state this thread made.
+    /// thread's GIL-state state, or (`thread_id`, 3.10 and 3.11) a state
+    /// this thread made and runs Python code on, on this very stack.
     Compare {
         this_thread: GetThreadStateFn,
         thread_id: Option<ThreadIdField>,
     },
 }
 
-/// `PyThreadState.thread_id`, read at a fixed offset on the versions whose
-/// layout is known, compared with `PyThread_get_thread_ident()`.
+/// The fields of `PyThreadState` that prove, on 3.10 and 3.11, that the
+/// current state is the calling thread's: its `thread_id`, read at a fixed
+/// offset and compared with `PyThread_get_thread_ident()`, and its C frame
+/// chain (`cframe`, each C frame's `previous`, ending at the state's own
+/// `root_cframe`), which must run through the caller's frames on this
+/// thread's stack.
 #[derive(Clone, Copy)]
 pub(crate) struct ThreadIdField {
     pub(crate) ident: ThreadIdentFn,
     /// Byte offset of `thread_id` (an `unsigned long`) in `PyThreadState`.
     pub(crate) offset: usize,
+    /// Byte offset of `cframe` (a pointer) in `PyThreadState`.
+    pub(crate) cframe: usize,
+    /// Byte offset of `root_cframe` (a C frame) in `PyThreadState`.
+    pub(crate) root_cframe: usize,
+    /// Byte offset of `previous` (a pointer) in a C frame.
+    pub(crate) previous: usize,
 }
 
 /// How a block takes the GIL back, chosen once at resolution.
@@ -320,9 +331,10 @@ pub(crate) struct Platform {
     /// `pthread_exit` unwinds the stack, so the C frame's cleanup runs
     /// (glibc, FreeBSD). Elsewhere the thread just ends.
     pub(crate) exit_unwinds: bool,
-    /// `PyThreadState.thread_id` offsets are known for this data model
-    /// (64-bit pointers and `unsigned long`), and the field can be read
-    /// without faulting on freed memory (`process_vm_readv`: Linux).
+    /// `PyThreadState` offsets are known for this data model (64-bit
+    /// pointers and `unsigned long`), its fields can be read without
+    /// faulting on freed memory (`process_vm_readv`), and a thread can find
+    /// its own stack (`pthread_getattr_np`): Linux.
     pub(crate) thread_id_read: bool,
     /// Threads have a last-error value that `PyEval_RestoreThread` keeps
     /// and `PyThreadState_Swap` does not (Windows' `GetLastError`).

@@ -18,16 +18,23 @@ pub enum HeldCheck {
     /// whichever thread it is, so it is compared with this thread's own state
     /// (`PyGILState_GetThisThreadState`). A thread running on a state that the
     /// GIL-state API does not know (the thread that made a legacy
-    /// subinterpreter) releases nothing: safe, but without parallelism.
+    /// subinterpreter; on 3.8 and 3.9 always) releases nothing: safe, but
+    /// without parallelism.
     CompareWithThisThread {
         /// `_PyThreadState_UncheckedGet`.
         symbol: &'static str,
     },
-    /// CPython 3.8 to 3.11 on 64-bit Linux: as
+    /// CPython 3.10 and 3.11 on 64-bit Linux: as
     /// [`CompareWithThisThread`](HeldCheck::CompareWithThisThread), and when
-    /// that fails on a thread that has a GIL-state state, the current state's
-    /// `thread_id` field is compared with `PyThread_get_thread_ident()`, so
-    /// that the thread running a legacy subinterpreter releases too.
+    /// that fails on a thread that has a GIL-state state, "held" if the
+    /// current state's `thread_id` field is `PyThread_get_thread_ident()`
+    /// (the state was made on this thread) and its chain of C frames runs
+    /// through the frames of this thread's stack that called the check (this
+    /// thread runs Python code on it now): so a block called from Python code
+    /// in a legacy subinterpreter releases too. A `thread_id` alone does not
+    /// name the thread that uses a state (a thread may make one for
+    /// another), so without Python code of that state below the block (called
+    /// straight from C), nothing is released.
     CompareWithThisThreadOrThreadId {
         /// `_PyThreadState_UncheckedGet`.
         symbol: &'static str,
@@ -278,7 +285,8 @@ impl fmt::Display for Resolution {
             Some(HeldCheck::CompareWithThisThreadOrThreadId { symbol, .. }) => write!(
                 f,
                 ": held check {symbol} == PyGILState_GetThisThreadState, \
-                 else its thread_id == PyThread_get_thread_ident (global current state)"
+                 else its thread_id == PyThread_get_thread_ident and its C frames are on \
+                 this thread's stack (global current state)"
             )?,
             Some(HeldCheck::Unavailable) | None => write!(
                 f,

@@ -114,3 +114,24 @@ unsafe extern "C" {
         flags: core::ffi::c_ulong,
     ) -> isize;
 }
+
+/// `pthread_attr_t`, only ever handled by pointer: room for every Linux C
+/// library's (56 or 64 bytes on 64-bit targets, 36 on 32-bit ones).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[repr(C, align(16))]
+pub(crate) struct PthreadAttr(pub(crate) [u8; 128]);
+
+// In the C library (glibc 2.34+, musl, bionic), or libpthread, which Rust's
+// standard library links where it is separate.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+unsafe extern "C" {
+    /// `pthread_t` is an `unsigned long` (glibc, musl) or a `long` (bionic).
+    pub(crate) fn pthread_self() -> core::ffi::c_ulong;
+    pub(crate) fn pthread_getattr_np(thread: core::ffi::c_ulong, attr: *mut PthreadAttr) -> c_int;
+    pub(crate) fn pthread_attr_getstack(
+        attr: *const PthreadAttr,
+        stackaddr: *mut *mut c_void,
+        stacksize: *mut usize,
+    ) -> c_int;
+    pub(crate) fn pthread_attr_destroy(attr: *mut PthreadAttr) -> c_int;
+}

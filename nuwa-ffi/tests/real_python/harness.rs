@@ -348,9 +348,20 @@ impl Py {
             "cannot run Python code: the interpreter is not initialised or this \
              thread does not hold the GIL"
         );
+        // SAFETY: checked just above.
+        unsafe { self.run_unchecked(code) }
+    }
+
+    /// [`run`](Self::run) without its check, for a thread that holds the GIL
+    /// through a state `PyGILState_Check` does not know.
+    ///
+    /// # Safety
+    ///
+    /// The interpreter is initialised and this thread holds the GIL.
+    pub(crate) unsafe fn run_unchecked(&self, code: &str) -> Result<(), String> {
         let code = CString::new(code).map_err(|e| e.to_string())?;
         // SAFETY: the interpreter is initialised and this thread holds its
-        // GIL (both checked above); `code` is NUL-terminated; a null
+        // GIL (the caller's contract); `code` is NUL-terminated; a null
         // `PyCompilerFlags*` is allowed.
         let rc = unsafe { (self.run_simple_string_flags)(code.as_ptr(), std::ptr::null_mut()) };
         ensure!(
@@ -442,11 +453,17 @@ pub(crate) fn check_resolution(target: &Target) -> Result<String, String> {
         HeldCheck::ThreadLocal {
             symbol: "_PyThreadState_UncheckedGet",
         }
-    } else {
-        // 3.8-3.11 on x86_64 Linux: the thread_id fallback is always known.
+    } else if minor >= 10 {
+        // 3.10 and 3.11 on x86_64 Linux: the thread_id fallback is always
+        // known.
         HeldCheck::CompareWithThisThreadOrThreadId {
             symbol: "_PyThreadState_UncheckedGet",
             offset: if minor == 11 { 152 } else { 176 },
+        }
+    } else {
+        // 3.8 and 3.9: no fallback (nothing tells the user of a state).
+        HeldCheck::CompareWithThisThread {
+            symbol: "_PyThreadState_UncheckedGet",
         }
     };
     ensure!(
@@ -604,5 +621,75 @@ pub(crate) fn run_bounded(
             limit.as_secs(),
             err.replace('\n', " | ")
         )),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Calling Rust from Python code
+// ---------------------------------------------------------------------------
+
+thread_local! {
+    /// The closure [`call_from_python`] runs, while it runs.
+    static FROM_PYTHON: std::cell::Cell<Option<*mut (dyn FnMut() + 'static)>> =
+        const { std::cell::Cell::new(None) };
+}
+
+extern "C" fn from_python_trampoline() {
+    if let Some(f) = FROM_PYTHON.with(|slot| slot.take()) {
+        // SAFETY: `call_from_python` stored a pointer to a closure on its
+        // own stack, which it keeps alive until `py.run` returns.
+        unsafe { (*f)() }
+    }
+}
+
+/// Runs `f` on this thread from Python code (`ctypes` calls it, the GIL
+/// held) in the interpreter of the current thread state, so that Python
+/// frames of that state are on the stack below it, as for an extension
+/// function. A panic in `f` is resumed after Python returns.
+pub(crate) fn call_from_python<R>(py: &Py, f: impl FnOnce() -> R) -> Result<R, String> {
+    ensure!(
+        py.is_initialized() && py.gil_check() == 1,
+        "cannot run Python code: the interpreter is not initialised or this thread does \
+         not hold the GIL"
+    );
+    // SAFETY: checked just above.
+    unsafe { call_from_python_unchecked(py, f) }
+}
+
+/// [`call_from_python`] on a thread that holds the GIL through a state that
+/// `PyGILState_Check` does not know (one made by another thread).
+///
+/// # Safety
+///
+/// The interpreter is initialised and this thread holds the GIL.
+pub(crate) unsafe fn call_from_python_unchecked<R>(
+    py: &Py,
+    f: impl FnOnce() -> R,
+) -> Result<R, String> {
+    let mut f = Some(f);
+    let mut out = None;
+    let mut call = || {
+        if let Some(f) = f.take() {
+            out = Some(panic::catch_unwind(AssertUnwindSafe(f)));
+        }
+    };
+    let call: &mut dyn FnMut() = &mut call;
+    // SAFETY: only the lifetime is erased; the pointer is taken (and so
+    // used) only while `py.run` below runs, and cleared after it.
+    let call: *mut (dyn FnMut() + 'static) = unsafe { std::mem::transmute(call) };
+    FROM_PYTHON.with(|slot| slot.set(Some(call)));
+    // SAFETY: the caller's contract.
+    let ran = unsafe {
+        py.run_unchecked(&format!(
+            "import ctypes as _nuwa_ctypes\n_nuwa_ctypes.PYFUNCTYPE(None)({})()\n",
+            from_python_trampoline as *const () as usize
+        ))
+    };
+    FROM_PYTHON.with(|slot| slot.set(None));
+    ran?;
+    match out {
+        Some(Ok(value)) => Ok(value),
+        Some(Err(payload)) => panic::resume_unwind(payload),
+        None => Err("Python never called the Rust function".into()),
     }
 }

@@ -44,6 +44,16 @@
 //!   thread works stops it at its next `SignalCheck`, in place and strict,
 //!   with `KeyboardInterrupt` set; in a nested block a check does nothing and
 //!   the signal stays pending for the outer one.
+//! - `legacy_subinterpreter`: a block in a `Py_NewInterpreter`
+//!   subinterpreter releases when called from Python code (3.10+) or from C
+//!   (3.12+), proven by a main-interpreter thread, and releases nothing
+//!   otherwise.
+//! - `state_made_by_a_python_thread`: while thread B holds the GIL (in C,
+//!   then running Python code) on a state that Python thread A made for it,
+//!   A's held check says "not held", its block releases nothing, a
+//!   `with_gil!` part is refused, and a nested block releases nothing.
+//!   `state_made_by_a_thread_that_ended`: the same with a state made by a
+//!   thread C that ended, whose id A got back (skipped if it did not).
 //! - `state_attached_in_subinterpreter_block`: `PyGILState_Ensure` left
 //!   attached in a block in a `Py_NewInterpreter` subinterpreter (on
 //!   3.8-3.11 it attaches the main interpreter's state): a panic, not a

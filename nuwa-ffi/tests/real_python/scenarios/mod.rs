@@ -160,6 +160,18 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         hosts: false,
     },
     Scenario {
+        name: "state_made_by_a_python_thread",
+        runs: 1,
+        run: state_made_by_a_python_thread,
+        hosts: false,
+    },
+    Scenario {
+        name: "state_made_by_a_thread_that_ended",
+        runs: 1,
+        run: state_made_by_a_thread_that_ended,
+        hosts: false,
+    },
+    Scenario {
         name: "state_attached_in_block",
         runs: 1,
         run: state_attached_in_block,

@@ -18,9 +18,48 @@ type InterpFn = unsafe extern "C" fn() -> *mut c_void;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A block on the thread that runs a legacy subinterpreter releases the
-/// GIL: a main-interpreter Python thread runs `gc.collect()` meanwhile. A
-/// thread without a Python state still releases nothing then.
+/// What a block on the thread of a legacy subinterpreter did.
+#[derive(Debug, PartialEq, Eq)]
+struct SubBlock {
+    held: bool,
+    released: bool,
+    /// The main interpreter's helper ran `gc.collect()` meanwhile.
+    seen: bool,
+    /// A block nested in it released (never right).
+    nested_released: bool,
+    held_after: bool,
+}
+
+/// A block on this thread; if it releases and `pipes` is given, it waits
+/// (bounded) for the helper of `pipes` to run.
+fn sub_block(pipes: Option<&Pipes>) -> SubBlock {
+    let held = nuwa_ffi::gil_is_held();
+    let (released, seen, nested_released) = {
+        // SAFETY: dropped at the end of this block, on this thread.
+        let guard = unsafe { Guard::release(CPython) };
+        let released = guard.released();
+        let seen = released && pipes.is_some_and(|p| p.enter_and_wait(WAIT));
+        // SAFETY: dropped at the end of the statement, on this thread.
+        let nested_released = unsafe { Guard::release(CPython) }.released();
+        (released, seen, nested_released)
+    };
+    SubBlock {
+        held,
+        released,
+        seen,
+        nested_released,
+        held_after: nuwa_ffi::gil_is_held(),
+    }
+}
+
+/// A block on the thread that runs a legacy subinterpreter, called from
+/// Python code in the subinterpreter (as an extension function is) and
+/// straight from C after `Py_NewInterpreter`. Where the held check can tell
+/// that this thread holds the GIL (3.12+ always; 3.10 and 3.11 only from
+/// Python code: its C frames on this stack prove it), the block releases:
+/// a main-interpreter Python thread runs `gc.collect()` meanwhile.
+/// Elsewhere (3.8 and 3.9; 3.10 and 3.11 from C) it cannot tell, and the
+/// block releases nothing. A thread without a Python state never releases.
 pub(crate) fn legacy_subinterpreter(target: &Target) -> Outcome {
     let py = start(target)?;
     // SAFETY: the C signatures of these CPython 3.8+ functions.
@@ -32,17 +71,28 @@ pub(crate) fn legacy_subinterpreter(target: &Target) -> Outcome {
             api::<SwapFn>("PyThreadState_Swap")?,
         )
     };
-    let pipes = Pipes::new()?;
-    // The helper belongs to the main interpreter.
-    py.run(&pipes.helper_code("nuwa_main_helper"))?;
+    let version = (target.version.0, target.version.1);
+    let from_python_releases = version >= (3, 10);
+    let from_c_releases = version >= (3, 12);
+    let (from_python_pipes, from_c_pipes) = (Pipes::new()?, Pipes::new()?);
+    // The helpers belong to the main interpreter.
+    if from_python_releases {
+        py.run(&from_python_pipes.helper_code("nuwa_main_helper"))?;
+    }
+    if from_c_releases {
+        py.run(&from_c_pipes.helper_code("nuwa_main_helper_2"))?;
+    }
     // SAFETY: this thread holds the GIL.
     let main_state = unsafe { get() };
     // SAFETY: this thread holds the GIL of an initialised interpreter; the
     // new subinterpreter's state becomes current (sharing the main GIL).
     let sub = unsafe { new_interpreter() };
     ensure!(!sub.is_null(), "Py_NewInterpreter() failed");
-    let held = nuwa_ffi::gil_is_held();
     py.run("nuwa_in_sub = sum(range(10))")?;
+    let from_python = call_from_python(py, || {
+        sub_block(from_python_releases.then_some(&from_python_pipes))
+    });
+    let from_c = sub_block(from_c_releases.then_some(&from_c_pipes));
     // A thread with no Python state, while this one holds the GIL in the
     // subinterpreter: never a release.
     let foreign = thread::spawn(|| {
@@ -52,12 +102,6 @@ pub(crate) fn legacy_subinterpreter(target: &Target) -> Outcome {
     })
     .join()
     .map_err(|_| "the foreign thread panicked".to_string())?;
-    let (seen, released) = {
-        // SAFETY: dropped at the end of this block, on this thread.
-        let guard = unsafe { Guard::release(CPython) };
-        (pipes.enter_and_wait(WAIT), guard.released())
-    };
-    let after = nuwa_ffi::gil_is_held();
     py.run("nuwa_in_sub += 1")?;
     // SAFETY: `sub` is current; afterwards no state is, and the main
     // thread's state is made current again.
@@ -65,6 +109,7 @@ pub(crate) fn legacy_subinterpreter(target: &Target) -> Outcome {
         end_interpreter(sub);
         swap(main_state);
     }
+    let from_python = from_python?;
     ensure!(
         !foreign.0 && !foreign.1,
         "a thread without a Python state released ({}) or saw the GIL as its own ({}) \
@@ -72,20 +117,32 @@ pub(crate) fn legacy_subinterpreter(target: &Target) -> Outcome {
         foreign.0,
         foreign.1
     );
-    ensure!(held, "gil_is_held() is false in the subinterpreter");
+    let expect = |releases: bool| SubBlock {
+        held: releases,
+        released: releases,
+        seen: releases,
+        nested_released: false,
+        held_after: releases,
+    };
     ensure!(
-        released && seen,
-        "in a legacy subinterpreter the block released {released}, and the main \
-         interpreter's Python thread {} within {WAIT:?}",
-        if seen { "ran" } else { "never ran" }
+        from_python == expect(from_python_releases),
+        "{}.{}: a block called from Python code in a legacy subinterpreter: {from_python:?} \
+         (a release is proven by the main interpreter's Python thread running meanwhile, \
+         within {WAIT:?})",
+        version.0,
+        version.1
     );
     ensure!(
-        after,
-        "gil_is_held() is false after the block in the subinterpreter"
+        from_c == expect(from_c_releases),
+        "{}.{}: a block called from C in a legacy subinterpreter: {from_c:?}",
+        version.0,
+        version.1
     );
     py.run("nuwa_x = 1")?;
     py.finalize()?;
-    passed()
+    Ok(Pass::Ok(format!(
+        "released from Python code {from_python_releases}, from C {from_c_releases}"
+    )))
 }
 
 /// Thread A (no state of its own) makes a state with `PyThreadState_New`
@@ -181,5 +238,294 @@ pub(crate) fn state_made_for_another_thread(target: &Target) -> Outcome {
     Ok(Pass::Ok(format!(
         "A (maker): gil_is_held {a_held}, PyGILState_Check {a_check}; B (user): gil_is_held \
          {b_held}, its block released {b_released}"
+    )))
+}
+
+/// What thread A saw while B held the GIL on the state A made for it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct MakerView {
+    held: bool,
+    released: bool,
+    part_ran: bool,
+    nested_released: bool,
+}
+
+/// On A, which does not hold the GIL while B does: the held check, a block,
+/// a `with_gil!` part of a block that released nothing, and a block nested
+/// in one. The wrong answer is "held"; then nothing else is tried (it would
+/// release B's GIL, and B would crash).
+fn maker_view() -> MakerView {
+    let held = nuwa_ffi::gil_is_held();
+    if held {
+        return MakerView {
+            held,
+            ..MakerView::default()
+        };
+    }
+    let released = {
+        // SAFETY: dropped at the end of this block, on this thread.
+        let guard = unsafe { Guard::release(CPython) };
+        guard.released()
+    };
+    let mut part_ran = false;
+    let nested_released = nuwa_ffi::nogil! {
+        let _ = with_gil! { part_ran = true; };
+        // SAFETY: dropped at the end of the statement, on this thread.
+        unsafe { Guard::release(CPython) }.released()
+    };
+    MakerView {
+        held,
+        released,
+        part_ran,
+        nested_released,
+    }
+}
+
+/// The C API functions the scenarios of states made for another thread use.
+#[derive(Clone, Copy)]
+struct StateApi {
+    interp: usize,
+    new_state: NewStateFn,
+    restore: EndFn,
+    save: StateFn,
+}
+
+impl StateApi {
+    fn load() -> Result<StateApi, String> {
+        // SAFETY: the C signatures of these CPython 3.8+ functions.
+        let (interp_main, new_state, restore, save) = unsafe {
+            (
+                api::<InterpFn>("PyInterpreterState_Main")?,
+                api::<NewStateFn>("PyThreadState_New")?,
+                api::<EndFn>("PyEval_RestoreThread")?,
+                api::<StateFn>("PyEval_SaveThread")?,
+            )
+        };
+        // SAFETY: the interpreter is initialised.
+        let interp = unsafe { interp_main() } as usize;
+        Ok(StateApi {
+            interp,
+            new_state,
+            restore,
+            save,
+        })
+    }
+
+    /// A new state of the main interpreter, made on this thread.
+    fn make(&self) -> usize {
+        // SAFETY: a valid interpreter; `PyThreadState_New` needs no GIL.
+        unsafe { (self.new_state)(self.interp as *mut c_void) as usize }
+    }
+}
+
+/// Thread B: attaches `state` (from `from_maker`) and holds the GIL on it,
+/// first in C, then while it runs Python code (a `ctypes` call that waits);
+/// each time it says so on `holds` and waits (bounded) for `answered`.
+fn hold_on_a_state_made_for_it(
+    py: &'static Py,
+    api: StateApi,
+    from_maker: mpsc::Receiver<usize>,
+    holds: mpsc::Sender<&'static str>,
+    answered: mpsc::Receiver<()>,
+) -> Result<(), String> {
+    let state = from_maker
+        .recv_timeout(WAIT)
+        .map_err(|e| format!("B got no state: {e}"))?;
+    // SAFETY: a state of this interpreter that no thread has attached.
+    unsafe { (api.restore)(state as *mut c_void) };
+    let _ = holds.send("in C");
+    let in_c = answered.recv_timeout(WAIT);
+    let python = in_c.is_ok().then(|| {
+        // SAFETY: B holds the GIL through `state`.
+        unsafe {
+            call_from_python_unchecked(py, || {
+                let _ = holds.send("running Python");
+                answered.recv_timeout(WAIT)
+            })
+        }
+    });
+    // SAFETY: B holds the GIL through `state`.
+    unsafe { (api.save)() };
+    in_c.map_err(|e| format!("nobody answered B: {e}"))?;
+    if let Some(python) = python {
+        python?.map_err(|e| format!("nobody answered B: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Thread A, without the GIL: while B holds it (twice), what A sees.
+fn watch_the_holder(
+    holds: &mpsc::Receiver<&'static str>,
+    answered: &mpsc::Sender<()>,
+) -> Result<Vec<(&'static str, MakerView)>, String> {
+    let mut views = Vec::new();
+    for _ in 0..2 {
+        let how = holds
+            .recv_timeout(WAIT)
+            .map_err(|e| format!("B never held the GIL: {e}"))?;
+        views.push((how, maker_view()));
+        let _ = answered.send(());
+    }
+    Ok(views)
+}
+
+/// Fails with every wrong view.
+fn judge(views: &[(&'static str, MakerView)]) -> Result<(), String> {
+    let wrong: Vec<String> = views
+        .iter()
+        .filter(|(_, view)| *view != MakerView::default())
+        .map(|(how, view)| {
+            format!(
+                "while B held the GIL {how}, A saw: gil_is_held {}, its block released {}, \
+                 a part ran {}, a nested block released {}",
+                view.held, view.released, view.part_ran, view.nested_released
+            )
+        })
+        .collect();
+    ensure!(
+        wrong.is_empty(),
+        "{} (expected all false)",
+        wrong.join("; ")
+    );
+    ensure!(views.len() == 2, "only {} of 2 rounds", views.len());
+    Ok(())
+}
+
+fn skip_on_debug_3_12(target: &Target) -> Option<Outcome> {
+    (target.debug && target.version >= (3, 12, 0)).then(|| {
+        Ok(Pass::Skipped(
+            "CPython 3.12+ debug build: it asserts against attaching a state made on another \
+             thread"
+                .into(),
+        ))
+    })
+}
+
+/// Python thread A, which has a thread state of its own (its GIL-state
+/// state), makes a state for thread B with `PyThreadState_New`; B attaches
+/// it and holds the GIL, first in C, then while it runs Python code. Each
+/// time, on A: the held check says "not held", a block releases nothing, a
+/// `with_gil!` part is refused, and a nested block releases nothing. On
+/// 3.8-3.11 the state B runs on carries A's `thread_id`.
+pub(crate) fn state_made_by_a_python_thread(target: &Target) -> Outcome {
+    if let Some(skip) = skip_on_debug_3_12(target) {
+        return skip;
+    }
+    let py = start(target)?;
+    let api = StateApi::load()?;
+    let (to_b, from_a) = mpsc::channel::<usize>();
+    let (holds_tx, holds_rx) = mpsc::channel();
+    let (answered_tx, answered_rx) = mpsc::channel();
+    let outcome = nuwa_ffi::nogil! {
+        let a = thread::spawn(move || {
+            let gil = py.gilstate_ensure();
+            let own_held = nuwa_ffi::gil_is_held();
+            let state = api.make();
+            // SAFETY: A holds the GIL through its own state.
+            let own = unsafe { (api.save)() };
+            let _ = to_b.send(state);
+            let views = watch_the_holder(&holds_rx, &answered_tx);
+            // SAFETY: A's own state, which A saved above.
+            unsafe { (api.restore)(own) };
+            py.gilstate_release(gil);
+            (own_held, views)
+        });
+        let b = thread::spawn(move || {
+            hold_on_a_state_made_for_it(py, api, from_a, holds_tx, answered_rx)
+        });
+        let b = b.join().map_err(|_| "thread B panicked".to_string());
+        let a = a.join().map_err(|_| "thread A panicked".to_string());
+        (a, b)
+    };
+    let (own_held, views) = outcome.0?;
+    outcome.1??;
+    let views = views?;
+    judge(&views)?;
+    ensure!(own_held, "A does not see the GIL as held on its own state");
+    py.run("nuwa_x = 1")?;
+    py.finalize()?;
+    Ok(Pass::Ok(
+        "A saw nothing held while B held the GIL in C and in Python".into(),
+    ))
+}
+
+type IdentFn = unsafe extern "C" fn() -> std::ffi::c_ulong;
+
+/// Thread C makes a state for thread B and ends; Python thread A, started
+/// next, gets C's thread id back (glibc reuses a joined thread's stack, and
+/// the id is its address). While B holds the GIL on C's state (which carries
+/// A's id now), in C and then running Python code: on A the held check says
+/// "not held", and its blocks release nothing. Skipped if the C library
+/// gave A another id.
+pub(crate) fn state_made_by_a_thread_that_ended(target: &Target) -> Outcome {
+    if let Some(skip) = skip_on_debug_3_12(target) {
+        return skip;
+    }
+    let py = start(target)?;
+    // SAFETY: the C signature of this CPython 3.8+ function.
+    let ident = unsafe { api::<IdentFn>("PyThread_get_thread_ident")? };
+    let api = StateApi::load()?;
+    let (a_id_tx, a_id_rx) = mpsc::channel();
+    let (to_b, from_c) = mpsc::channel::<usize>();
+    let (holds_tx, holds_rx) = mpsc::channel();
+    let (answered_tx, answered_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<bool>();
+    let outcome = nuwa_ffi::nogil! {
+        let c = thread::spawn(move || {
+            let gil = py.gilstate_ensure();
+            let state = api.make();
+            py.gilstate_release(gil);
+            // SAFETY: may be called on any thread.
+            (state, unsafe { ident() })
+        })
+        .join()
+        .map_err(|_| "thread C panicked".to_string());
+        let a = thread::spawn(move || {
+            let gil = py.gilstate_ensure();
+            // SAFETY: may be called on any thread.
+            let _ = a_id_tx.send(unsafe { ident() });
+            // SAFETY: A holds the GIL through its own state.
+            let own = unsafe { (api.save)() };
+            let views = match go_rx.recv_timeout(WAIT) {
+                Ok(true) => Some(watch_the_holder(&holds_rx, &answered_tx)),
+                _ => None,
+            };
+            // SAFETY: A's own state, which A saved above.
+            unsafe { (api.restore)(own) };
+            py.gilstate_release(gil);
+            views
+        });
+        let a_id = a_id_rx.recv_timeout(WAIT);
+        let reused = matches!((&c, &a_id), (Ok((_, c_id)), Ok(a_id)) if c_id == a_id);
+        let b = reused.then(|| {
+            let _ = go_tx.send(true);
+            let b = thread::spawn(move || {
+                hold_on_a_state_made_for_it(py, api, from_c, holds_tx, answered_rx)
+            });
+            if let Ok((state, _)) = &c {
+                let _ = to_b.send(*state);
+            }
+            b.join().map_err(|_| "thread B panicked".to_string())
+        });
+        let _ = go_tx.send(false);
+        let a = a.join().map_err(|_| "thread A panicked".to_string());
+        (c, a, b)
+    };
+    let (c, a, b) = outcome;
+    let (_, c_id) = c?;
+    let views = a?;
+    let (Some(b), Some(views)) = (b, views) else {
+        py.finalize()?;
+        return Ok(Pass::Skipped(format!(
+            "A did not get C's thread id back (C {c_id:#x}): nothing to check"
+        )));
+    };
+    b??;
+    let views = views?;
+    judge(&views)?;
+    py.run("nuwa_x = 1")?;
+    py.finalize()?;
+    Ok(Pass::Ok(format!(
+        "A reused C's id {c_id:#x} and saw nothing held while B held the GIL on C's state"
     )))
 }
