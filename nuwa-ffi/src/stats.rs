@@ -17,11 +17,12 @@
 //!
 //! A block counts once, whatever its [`with_gil!`](crate::with_gil!) parts
 //! (or [`Released::with_gil`](crate::Released::with_gil) calls), and
-//! whatever way it ends: its end, `return`, `?`, `break`, a panic of its
-//! own, and nuwa's own panic where it takes the GIL back (at the end or for
-//! a part) after a thread state was left attached inside the block. (A
-//! block parked for good at interpreter shutdown never ends, and is not
-//! counted.) Each part
+//! whatever way it ends (its end, `return`, `?`, `break`, a panic of its
+//! own, nuwa's own panic where it takes the GIL back after a thread state
+//! was left attached inside the block, a thread parked or ended at
+//! interpreter shutdown): it counts as it begins, before the release, so a
+//! block still running is counted too. A stretch is timed when the GIL is
+//! back; the one that ends in nuwa's panic is not. Each part
 //! ends one released stretch of the block and starts another: the times
 //! above, the longest and the short count are per stretch (each part costs
 //! a GIL round trip), and a part's wait for the GIL is a wait to take it
@@ -159,27 +160,26 @@ impl CallSite {
         }
     }
 
-    fn not_released(&'static self) {
+    /// A block begins. It counts now, before its backend is called, so
+    /// that it counts whichever way it ends (a panic of the backend's own
+    /// included), and while it runs.
+    fn began(&'static self) {
         self.register();
         self.blocks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The block that just began released nothing.
+    #[inline(always)]
+    fn released_nothing(&self) {
         // Release: a snapshot that sees this sees the block counted (see
         // `stats`).
         self.not_released.fetch_add(1, Ordering::Release);
     }
 
-    /// A block ended: its last released stretch, and the wait to take the
-    /// GIL back.
-    fn record(&'static self, released: Duration, waiting: Duration) {
-        self.register();
-        self.blocks.fetch_add(1, Ordering::Relaxed);
-        self.stretch(released, waiting);
-    }
-
     /// A released stretch ended, and the GIL was taken back after `waiting`:
-    /// at the end of a block ([`record`](Self::record)) or for one of its
-    /// `with_gil!` parts, after which the same block goes on.
-    fn stretch(&'static self, released: Duration, waiting: Duration) {
-        self.register();
+    /// at the end of a block or for one of its `with_gil!` parts, after
+    /// which the same block goes on.
+    fn stretch(&self, released: Duration, waiting: Duration) {
         let released = duration_ns(released);
         let waiting = duration_ns(waiting);
         // Each longest after its total, with Release: see `stats`.
@@ -190,13 +190,6 @@ impl CallSite {
         if released < SHORT_NS.load(Ordering::Relaxed) {
             self.short.fetch_add(1, Ordering::Relaxed);
         }
-    }
-
-    /// A block that released and took the GIL back for a part could not
-    /// release again after it: it ends now, with the GIL held.
-    fn ended_in_part(&'static self) {
-        self.register();
-        self.blocks.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A snapshot. Blocks may be counting meanwhile, so each part is read
@@ -287,7 +280,8 @@ fn duration_ns(d: Duration) -> u64 {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Blocks that ran (released or not).
+    /// Blocks begun (released or not), counted as they begin: every block
+    /// counts, however it ends, and so does a block still running.
     pub blocks: u64,
     /// Blocks that released nothing (the thread did not hold the GIL: a
     /// nested block, a thread Python does not know, no interpreter).
@@ -571,46 +565,41 @@ unsafe impl<G: GilOps> GilOps for __Recorded<G> {
     type State = (G::State, Instant);
     type Gil = G::Gil;
 
+    /// The block counts here, before the release: see [`CallSite::began`].
     #[inline(always)]
     unsafe fn release(&self) -> Option<Self::State> {
-        let unwound = IfUnwound(self.site, Unwound::Release);
+        self.site.began();
         // SAFETY: the caller's obligations are passed on unchanged.
-        let released = unsafe { self.ops.release() };
-        core::mem::forget(unwound);
-        match released {
+        match unsafe { self.ops.release() } {
             Some(state) => Some((state, Instant::now())),
             None => {
-                self.site.not_released();
+                self.site.released_nothing();
                 None
             }
         }
     }
 
+    /// The block's last released stretch, and the wait to take the GIL back.
     #[inline(always)]
     unsafe fn reacquire(&self, (state, released_at): Self::State) {
         let back_at = Instant::now();
-        let unwound = IfUnwound(self.site, Unwound::TakeBack(released_at, back_at));
         // SAFETY: the caller's obligations are passed on unchanged.
         unsafe { self.ops.reacquire(state) };
-        core::mem::forget(unwound);
         let held_at = Instant::now();
-        self.site.record(back_at - released_at, held_at - back_at);
+        self.site.stretch(back_at - released_at, held_at - back_at);
     }
 
     fn is_held(&self) -> bool {
         self.ops.is_held()
     }
 
-    /// A part of the block: the stretch before it is recorded, not the
-    /// block, which goes on after it (unless the take-back panics: then the
-    /// block ends here).
+    /// A part of the block: the stretch before it ends; the block goes on
+    /// after it (it counted when it began).
     #[inline(always)]
     unsafe fn reacquire_for_part(&self, (state, released_at): Self::State) {
         let back_at = Instant::now();
-        let unwound = IfUnwound(self.site, Unwound::TakeBack(released_at, back_at));
         // SAFETY: the caller's obligations are passed on unchanged.
         unsafe { self.ops.reacquire_for_part(state) };
-        core::mem::forget(unwound);
         let held_at = Instant::now();
         self.site.stretch(back_at - released_at, held_at - back_at);
     }
@@ -618,49 +607,8 @@ unsafe impl<G: GilOps> GilOps for __Recorded<G> {
     /// The end of a part: the block released again, not a new block.
     #[inline(always)]
     unsafe fn release_after_part(&self) -> Option<Self::State> {
-        let unwound = IfUnwound(self.site, Unwound::ReleaseAfterPart);
         // SAFETY: the caller's obligations are passed on unchanged.
-        let released = unsafe { self.ops.release_after_part() };
-        core::mem::forget(unwound);
-        match released {
-            Some(state) => Some((state, Instant::now())),
-            None => {
-                self.site.ended_in_part();
-                None
-            }
-        }
-    }
-}
-
-/// What a backend call of a block was doing when it panicked.
-#[derive(Clone, Copy)]
-enum Unwound {
-    /// Releasing: the block released nothing.
-    Release,
-    /// Taking the GIL back (at the end of the block or for a part), from the
-    /// moment given: the block ends here. nuwa's CPython backend panics
-    /// there when a thread state was left attached inside the block.
-    TakeBack(Instant, Instant),
-    /// Releasing again after a part: the block ends here, the GIL held.
-    ReleaseAfterPart,
-}
-
-/// Counts the block if the backend call it guards unwinds, so that every
-/// way out of a block counts it, a panic of the backend's own included;
-/// forgotten when the call returns, which counts as usual.
-struct IfUnwound(&'static CallSite, Unwound);
-
-impl Drop for IfUnwound {
-    #[cold]
-    fn drop(&mut self) {
-        match self.1 {
-            Unwound::Release => self.0.not_released(),
-            Unwound::TakeBack(released_at, back_at) => {
-                self.0
-                    .record(back_at - released_at, Instant::now() - back_at);
-            }
-            Unwound::ReleaseAfterPart => self.0.ended_in_part(),
-        }
+        unsafe { self.ops.release_after_part() }.map(|state| (state, Instant::now()))
     }
 }
 
@@ -685,10 +633,13 @@ mod tests {
         static SITE: CallSite = CallSite::__new(file!(), line!(), 0);
         assert_eq!(short_threshold(), Duration::from_micros(10));
         let us = Duration::from_micros;
-        SITE.record(us(9), us(1)); // short
-        SITE.record(us(10), us(1)); // not short: at the threshold
+        for _ in 0..3 {
+            SITE.began();
+        }
+        SITE.stretch(us(9), us(1)); // short
+        SITE.stretch(us(10), us(1)); // not short: at the threshold
         SITE.stretch(us(3), us(1)); // a part's stretch, short
-        SITE.record(us(30), us(2));
+        SITE.stretch(us(30), us(2));
         let s = SITE.stats();
         assert_eq!((s.blocks, s.short), (3, 2), "{s:?}");
         assert_eq!((s.released, s.max_released), (us(52), us(30)));
@@ -870,18 +821,16 @@ mod tests {
     #[test]
     fn every_way_out_of_an_in_place_block_counts_it_once() {
         let mut runs = 0;
-        let mut not_released = 0;
         for fault in FAULTS {
             for exit in EXITS {
                 quietly(|| {
                     let _ = in_place(fault, exit);
                 });
                 runs += 1;
-                not_released += u64::from(fault == Fault::Release);
                 let s = at(IN_PLACE_LINE.load(Ordering::Relaxed));
                 assert_eq!(
                     (s.blocks, s.not_released),
-                    (runs, not_released),
+                    (runs, 0),
                     "after {fault:?}, {exit:?}: {s:?}"
                 );
             }
@@ -898,16 +847,14 @@ mod tests {
         };
         let line = line!() - 5;
         let mut runs = 0;
-        let mut not_released = 0;
         for fault in FAULTS {
             for exit in [Exit::End, Exit::Panic, Exit::PanicInPart] {
                 quietly(|| strict(fault, exit));
                 runs += 1;
-                not_released += u64::from(fault == Fault::Release);
                 let s = at(line);
                 assert_eq!(
                     (s.blocks, s.not_released),
-                    (runs, not_released),
+                    (runs, 0),
                     "after {fault:?}, {exit:?}: {s:?}"
                 );
             }
@@ -939,7 +886,7 @@ mod tests {
                     scope.spawn(move || {
                         barrier.wait();
                         for i in 0..MANY.len() {
-                            MANY[(i + t) % MANY.len()].not_released();
+                            MANY[(i + t) % MANY.len()].began();
                         }
                         [lookup(), lookup(), lookup()]
                     })
@@ -967,7 +914,8 @@ mod tests {
             .map(|_| {
                 std::thread::spawn(|| {
                     while !STOP.load(Ordering::Relaxed) {
-                        SITE.not_released();
+                        SITE.began();
+                        SITE.released_nothing();
                     }
                 })
             })
