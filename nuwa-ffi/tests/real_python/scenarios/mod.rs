@@ -174,6 +174,12 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         hosts: false,
     },
     Scenario {
+        name: "stats_fork_while_a_thread_is_in_the_registry",
+        runs: 1,
+        run: stats_fork_while_a_thread_is_in_the_registry,
+        hosts: false,
+    },
+    Scenario {
         name: "state_attached_while_panicking",
         runs: 1,
         run: state_attached_while_panicking,
