@@ -70,6 +70,7 @@ test-rust:
 	$(CARGO) test --workspace
 	$(CARGO) test -p nuwa-ffi --features stats --lib
 	$(CARGO) test -p nuwa-ffi --features stats --doc
+	$(CARGO) test -p nuwa-ffi --features stats --test real_python -- stats_
 
 # Fails to build if nuwa-core ever pulls in std (duplicate panic_impl).
 test-no-std:

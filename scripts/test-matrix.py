@@ -214,6 +214,7 @@ def venv_for(it: Interp) -> Path:
 class Builds:
     """What is built once, on the host, and used by every interpreter."""
     real_python: Path  # nuwa-ffi's real-interpreter test binary
+    real_python_stats: Path  # the same with the `stats` feature (its stats_ scenarios run)
     wheel: Path  # my_extension's abi3 wheel
     module_name: str  # the extension's file name inside the wheel
     module_sha256: str
@@ -250,13 +251,17 @@ def build_once() -> Builds:
     t0 = time.monotonic()
     check(run(["cargo", "build", "--release", "--quiet", "-p", "nuwa-c-abi-example", "-p", "nuwa-c-abi-host"]),
           "the C-ABI example")
-    r = run(["cargo", "test", "--quiet", "-p", "nuwa-ffi", "--test", "real_python", "--no-run",
-             "--message-format=json"])
-    check(r, "nuwa-ffi's real-interpreter tests")
-    executables = [json.loads(line).get("executable") for line in r.stdout.splitlines() if line.startswith("{")]
-    executables = [e for e in executables if e and Path(e).name.startswith("real_python")]
-    if len(executables) != 1:
-        sys.exit(f"expected one real_python test binary, found {executables}")
+    def real_python(*features: str) -> str:
+        r = run(["cargo", "test", "--quiet", "-p", "nuwa-ffi", *features, "--test", "real_python",
+                 "--no-run", "--message-format=json"])
+        check(r, "nuwa-ffi's real-interpreter tests")
+        found = [json.loads(line).get("executable") for line in r.stdout.splitlines() if line.startswith("{")]
+        found = [e for e in found if e and Path(e).name.startswith("real_python")]
+        if len(found) != 1:
+            sys.exit(f"expected one real_python test binary, found {found}")
+        return found[0]
+
+    executables = [real_python(), real_python("--features", "stats")]
     maturin = shutil.which("maturin") or str(Path(sys.executable).parent / "maturin")
 
     def abi3_wheel(example: str) -> tuple[Path, str, str]:
@@ -276,20 +281,29 @@ def build_once() -> Builds:
     pyo3_wheel, pyo3_name, pyo3_digest = abi3_wheel("pyo3_extension")
     print(f"built once in {time.monotonic() - t0:.0f} s: {executables[0]}, {wheel.name}, {pyo3_wheel.name}",
           flush=True)
-    return Builds(Path(executables[0]), wheel, name, digest, pyo3_wheel, pyo3_name, pyo3_digest)
+    return Builds(Path(executables[0]), Path(executables[1]), wheel, name, digest, pyo3_wheel, pyo3_name,
+                  pyo3_digest)
 
 
 def rust_suite(it: Interp, builds: Builds) -> Result:
     env = {"NUWA_TEST_PYTHON": it.path, "NUWA_REQUIRE_PYTHON": "1"}
-    r = run([str(builds.real_python)], env=env, prefix=it.prefix)
-    text = r.stdout + r.stderr
-    m = re.search(r"(\d+) passed, (\d+) failed, (\d+) skipped", text)
-    if not m:
-        return Result(failed=1, note="no summary line", log=text)
-    passed, failed, skipped = map(int, m.groups())
-    if r.returncode != 0 and failed == 0:
-        failed = 1
-    return Result(passed, failed, skipped, log=text)
+    total = Result()
+    # Every scenario, then the release statistics' scenarios in the build
+    # with the `stats` feature (without it they are skipped).
+    for binary, args in ((builds.real_python, []), (builds.real_python_stats, ["stats_"])):
+        r = run([str(binary), *args], env=env, prefix=it.prefix)
+        text = r.stdout + r.stderr
+        total.log += text
+        m = re.search(r"(\d+) passed, (\d+) failed, (\d+) skipped", text)
+        if not m:
+            return Result(failed=1, note="no summary line", log=total.log)
+        passed, failed, skipped = map(int, m.groups())
+        if r.returncode != 0 and failed == 0:
+            failed = 1
+        total.passed += passed
+        total.failed += failed
+        total.skipped += skipped
+    return total
 
 
 def pytest_suite(it: Interp, python: Path, suite: str) -> Result:

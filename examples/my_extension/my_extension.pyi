@@ -180,3 +180,12 @@ def nogil_stats() -> list[NogilSiteStats]:
 
 def reset_nogil_stats() -> None:
     """Set every counter of :func:`nogil_stats` back to zero."""
+
+def _test_stats_pause(point: int) -> None:
+    """Not public API. Stop a thread inside nuwa's registry of call sites (0, 1, 2)."""
+
+def _test_stats_probe(point: int) -> int:
+    """Not public API. Run the strict-form block of ``point``; returns its line."""
+
+def _test_stats_resume() -> int | None:
+    """Not public API. Let the stopped thread go on; returns the line it ran."""

@@ -16,7 +16,13 @@
 //!   more than they gave.
 //!
 //! A block counts once, whatever its [`with_gil!`](crate::with_gil!) parts
-//! (or [`Released::with_gil`](crate::Released::with_gil) calls). Each part
+//! (or [`Released::with_gil`](crate::Released::with_gil) calls), and
+//! whatever way it ends (its end, `return`, `?`, `break`, a panic of its
+//! own, nuwa's own panic where it takes the GIL back after a thread state
+//! was left attached inside the block, a thread parked or ended at
+//! interpreter shutdown): it counts as it begins, before the release, so a
+//! block still running is counted too. A stretch is timed when the GIL is
+//! back; the one that ends in nuwa's panic is not. Each part
 //! ends one released stretch of the block and starts another: the times
 //! above, the longest and the short count are per stretch (each part costs
 //! a GIL round trip), and a part's wait for the GIL is a wait to take it
@@ -28,8 +34,16 @@
 //!
 //! With it on, each block reads the clock three times (after the release,
 //! before and after the reacquire) and updates a few atomic counters; the
-//! strict form also looks its call site up in a locked table. BENCHMARKS.md
-//! has the cost in instructions.
+//! strict form also looks its call site up in a table. BENCHMARKS.md has
+//! the cost in instructions.
+//!
+//! No lock: the table of the strict form's call sites and the list of call
+//! sites are lists that only grow, each entry put on with a
+//! compare-exchange, and a site half put on the list by one thread is
+//! finished by the next that looks. So a thread stopped anywhere in this
+//! module holds up no other, and a child forked while another thread of the
+//! parent was in here (where only the forking thread goes on) runs its
+//! blocks and counts them.
 //!
 //! # Examples
 //!
@@ -48,9 +62,9 @@
 //! ```
 
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::boxed::Box;
 use std::panic::Location;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use std::vec::Vec;
 
@@ -63,7 +77,8 @@ pub struct CallSite {
     file: &'static str,
     line: u32,
     column: u32,
-    registered: AtomicBool,
+    /// The next site on the list of sites, [`UNLINKED`] until it is put
+    /// on the list (null at the end of the list).
     next: AtomicPtr<CallSite>,
     blocks: AtomicU64,
     not_released: AtomicU64,
@@ -74,8 +89,17 @@ pub struct CallSite {
     short: AtomicU64,
 }
 
-/// The registered call sites, newest first (a lock-free list of statics).
+/// The registered call sites, newest first: a list of statics (or leaked
+/// sites of the strict form), never shortened. It takes no lock: a site is
+/// put on it through [`PENDING`], which any thread completes.
 static SITES: AtomicPtr<CallSite> = AtomicPtr::new(core::ptr::null_mut());
+/// The site being put on [`SITES`] (null: none). A thread claims it for
+/// its site, and any thread that finds it set finishes the job (see
+/// [`finish_pending`]): a thread stopped halfway, or gone (a forked child has
+/// only the thread that forked), leaves nothing stuck and no site lost.
+static PENDING: AtomicPtr<CallSite> = AtomicPtr::new(core::ptr::null_mut());
+/// The `next` of a site not on the list yet: an address no site can have.
+const UNLINKED: *mut CallSite = core::ptr::NonNull::<CallSite>::dangling().as_ptr();
 /// The short-block threshold, in nanoseconds.
 static SHORT_NS: AtomicU64 = AtomicU64::new(10_000);
 
@@ -88,8 +112,7 @@ impl CallSite {
             file,
             line,
             column,
-            registered: AtomicBool::new(false),
-            next: AtomicPtr::new(core::ptr::null_mut()),
+            next: AtomicPtr::new(UNLINKED),
             blocks: AtomicU64::new(0),
             not_released: AtomicU64::new(0),
             released_ns: AtomicU64::new(0),
@@ -101,42 +124,62 @@ impl CallSite {
     }
 
     /// Puts this site on the list that [`sites`] reads, once.
+    #[inline(always)]
     fn register(&'static self) {
-        if self.registered.load(Ordering::Relaxed) || self.registered.swap(true, Ordering::AcqRel) {
-            return;
+        if self.next.load(Ordering::Relaxed) == UNLINKED {
+            self.register_slow();
         }
+    }
+
+    /// Claims [`PENDING`] for this site and puts it on the list, unless it is
+    /// linked to the list already (then it is on it, or a thread that finds
+    /// it pending puts it there). No lock: each turn either finishes another
+    /// thread's pending site or claims the slot.
+    #[cold]
+    #[inline(never)]
+    fn register_slow(&'static self) {
         let me = core::ptr::from_ref(self).cast_mut();
-        let mut head = SITES.load(Ordering::Acquire);
         loop {
-            self.next.store(head, Ordering::Relaxed);
-            match SITES.compare_exchange_weak(head, me, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return,
-                Err(now) => head = now,
+            finish_pending();
+            if self.next.load(Ordering::Acquire) != UNLINKED {
+                return;
+            }
+            if PENDING
+                .compare_exchange(
+                    core::ptr::null_mut(),
+                    me,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+            {
+                registry_point(__RegistryPoint::Claimed);
+                finish_pending();
+                return;
             }
         }
     }
 
-    fn not_released(&'static self) {
+    /// A block begins. It counts now, before its backend is called, so
+    /// that it counts whichever way it ends (a panic of the backend's own
+    /// included), and while it runs.
+    fn began(&'static self) {
         self.register();
         self.blocks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The block that just began released nothing.
+    #[inline(always)]
+    fn released_nothing(&self) {
         // Release: a snapshot that sees this sees the block counted (see
         // `stats`).
         self.not_released.fetch_add(1, Ordering::Release);
     }
 
-    /// A block ended: its last released stretch, and the wait to take the
-    /// GIL back.
-    fn record(&'static self, released: Duration, waiting: Duration) {
-        self.register();
-        self.blocks.fetch_add(1, Ordering::Relaxed);
-        self.stretch(released, waiting);
-    }
-
     /// A released stretch ended, and the GIL was taken back after `waiting`:
-    /// at the end of a block ([`record`](Self::record)) or for one of its
-    /// `with_gil!` parts, after which the same block goes on.
-    fn stretch(&'static self, released: Duration, waiting: Duration) {
-        self.register();
+    /// at the end of a block or for one of its `with_gil!` parts, after
+    /// which the same block goes on.
+    fn stretch(&self, released: Duration, waiting: Duration) {
         let released = duration_ns(released);
         let waiting = duration_ns(waiting);
         // Each longest after its total, with Release: see `stats`.
@@ -147,13 +190,6 @@ impl CallSite {
         if released < SHORT_NS.load(Ordering::Relaxed) {
             self.short.fetch_add(1, Ordering::Relaxed);
         }
-    }
-
-    /// A block that released and took the GIL back for a part could not
-    /// release again after it: it ends now, with the GIL held.
-    fn ended_in_part(&'static self) {
-        self.register();
-        self.blocks.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A snapshot. Blocks may be counting meanwhile, so each part is read
@@ -193,6 +229,49 @@ impl CallSite {
     }
 }
 
+/// Puts the pending site (if any) on the list of sites, and clears
+/// [`PENDING`]. Any thread may call it, any number of times, at any moment:
+///
+/// - While a site is pending, only it can be put on the list, so the head
+///   is either what it was when the site was claimed, or the site itself.
+/// - The site's `next` goes from [`UNLINKED`] to that head once (a
+///   compare-exchange), and the head becomes the site only if it still is
+///   the `next` the site got: the head never comes back to an older site,
+///   so a thread that read `PENDING` long ago (the site since put on the
+///   list, another one pending now) changes nothing.
+/// - `PENDING` is cleared only once the site is linked, and then the site
+///   is on the list, or about to be by the linking thread's compare-exchange.
+fn finish_pending() {
+    let pending = PENDING.load(Ordering::Acquire);
+    if pending.is_null() {
+        return;
+    }
+    // SAFETY: only `&'static CallSite`s are made pending.
+    let site = unsafe { &*pending };
+    let head = SITES.load(Ordering::Acquire);
+    if head != pending {
+        let next =
+            match site
+                .next
+                .compare_exchange(UNLINKED, head, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => head,
+                Err(linked) => linked,
+            };
+        registry_point(__RegistryPoint::Linked);
+        if next == head {
+            // Fails only if another thread put it there first.
+            let _ = SITES.compare_exchange(head, pending, Ordering::AcqRel, Ordering::Acquire);
+        }
+    }
+    let _ = PENDING.compare_exchange(
+        pending,
+        core::ptr::null_mut(),
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    );
+}
+
 fn duration_ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -201,7 +280,8 @@ fn duration_ns(d: Duration) -> u64 {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Blocks that ran (released or not).
+    /// Blocks begun (released or not), counted as they begin: every block
+    /// counts, however it ends, and so does a block still running.
     pub blocks: u64,
     /// Blocks that released nothing (the thread did not hold the GIL: a
     /// nested block, a thread Python does not know, no interpreter).
@@ -273,6 +353,7 @@ impl fmt::Display for SiteStats {
 
 /// Every call site that ran a block since the process started, newest first.
 pub fn sites() -> Vec<SiteStats> {
+    finish_pending();
     let mut out = Vec::new();
     let mut p = SITES.load(Ordering::Acquire);
     while !p.is_null() {
@@ -305,6 +386,7 @@ pub fn total() -> Stats {
 /// that released nothing than blocks, until the next reset. Reset while no
 /// block runs for exact figures.
 pub fn reset() {
+    finish_pending();
     let mut p = SITES.load(Ordering::Acquire);
     while !p.is_null() {
         // SAFETY: as in `sites`.
@@ -325,31 +407,140 @@ pub fn set_short_threshold(threshold: Duration) {
 }
 
 /// The call site of a strict-form call (`nuwa_ffi::nogil`,
-/// `nuwa_ffi::nogil_catch`), found by its `Location` in a locked table.
+/// `nuwa_ffi::nogil_catch`), found by its `Location` in [`STRICT`].
+///
+/// No lock: a thread stopped anywhere in here (or gone, in a forked child)
+/// holds nothing another thread waits for. What it had not published is
+/// its own, and another thread looking up the same call site makes its own
+/// entry.
 pub(crate) fn site_of(location: &'static Location<'static>) -> &'static CallSite {
-    static TABLE: Mutex<Vec<(usize, &'static CallSite)>> = Mutex::new(Vec::new());
     let key = core::ptr::from_ref(location).addr();
-    let mut table = TABLE
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some((_, site)) = table.iter().find(|(k, _)| *k == key) {
-        return site;
+    let place = (location.file(), location.line(), location.column());
+    let mut head = STRICT.load(Ordering::Acquire);
+    // The entries from here on were searched.
+    let mut searched: *mut Entry = core::ptr::null_mut();
+    // A site found for the same place: one line of source may have several
+    // `Location`s (a generic caller instantiated in two crates), which
+    // share its site.
+    let mut same_place: *const CallSite = core::ptr::null();
+    // This thread's own site and entry, until published.
+    let mut own_site: *mut CallSite = core::ptr::null_mut();
+    let mut entry: *mut Entry = core::ptr::null_mut();
+    loop {
+        let mut p = head;
+        while p != searched {
+            // SAFETY: published entries are leaked and never changed.
+            let e = unsafe { &*p };
+            if e.key == key {
+                // SAFETY: the unpublished allocations are this thread's own.
+                unsafe { free(entry, own_site) };
+                // SAFETY: a published entry's site is a leaked or static one.
+                return unsafe { &*e.site };
+            }
+            // SAFETY: as above.
+            let site = unsafe { &*e.site };
+            if same_place.is_null() && (site.file, site.line, site.column) == place {
+                same_place = e.site;
+            }
+            p = e.next;
+        }
+        searched = head;
+        let site = if same_place.is_null() {
+            if own_site.is_null() {
+                own_site = Box::into_raw(Box::new(CallSite::__new(place.0, place.1, place.2)));
+            }
+            own_site.cast_const()
+        } else {
+            if !own_site.is_null() {
+                // SAFETY: never published.
+                drop(unsafe { Box::from_raw(own_site) });
+                own_site = core::ptr::null_mut();
+            }
+            same_place
+        };
+        if entry.is_null() {
+            entry = Box::into_raw(Box::new(Entry {
+                key,
+                site,
+                next: head,
+            }));
+        } else {
+            // SAFETY: this thread's own entry, not published yet.
+            unsafe {
+                (*entry).site = site;
+                (*entry).next = head;
+            }
+        }
+        registry_point(__RegistryPoint::Lookup);
+        match STRICT.compare_exchange(head, entry, Ordering::AcqRel, Ordering::Acquire) {
+            // SAFETY: published: leaked (the entry and its site).
+            Ok(_) => return unsafe { &*site },
+            Err(now) => head = now,
+        }
     }
-    // One line of source may have several `Location`s (a generic caller
-    // instantiated in two crates): they share its site.
-    let same_place = |(_, site): &&(usize, &'static CallSite)| {
-        (site.file, site.line, site.column) == (location.file(), location.line(), location.column())
-    };
-    let site: &'static CallSite = match table.iter().find(same_place) {
-        Some((_, site)) => site,
-        None => std::boxed::Box::leak(std::boxed::Box::new(CallSite::__new(
-            location.file(),
-            location.line(),
-            location.column(),
-        ))),
-    };
-    table.push((key, site));
-    site
+}
+
+/// A strict-form call site's `Location` (by address) and its site.
+struct Entry {
+    key: usize,
+    site: *const CallSite,
+    next: *mut Entry,
+}
+
+/// The strict-form call sites, newest first: a list of leaked entries,
+/// never shortened, each pushed with a compare-exchange.
+static STRICT: AtomicPtr<Entry> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Frees what [`site_of`] allocated and did not publish.
+///
+/// # Safety
+///
+/// Both are null or this thread's own allocations, never published.
+unsafe fn free(entry: *mut Entry, site: *mut CallSite) {
+    if !entry.is_null() {
+        // SAFETY: the caller's contract.
+        drop(unsafe { Box::from_raw(entry) });
+    }
+    if !site.is_null() {
+        // SAFETY: the caller's contract.
+        drop(unsafe { Box::from_raw(site) });
+    }
+}
+
+/// A point in the registry of call sites where a test can stop a thread.
+/// Not public API.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum __RegistryPoint {
+    /// A strict-form call site is looked up, and not found yet.
+    Lookup,
+    /// A call site is claimed for the list of sites, not put on it yet.
+    Claimed,
+    /// A claimed call site is linked to the list, not put at its head yet.
+    Linked,
+}
+
+/// The hook of [`__set_registry_hook`], as a pointer (null: none).
+static HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Test-only, not public API: `hook` is called by every thread that reaches
+/// a [`__RegistryPoint`] (off the fast path), so that a test can stop a
+/// thread there, for example while another thread forks.
+#[doc(hidden)]
+pub fn __set_registry_hook(hook: Option<fn(__RegistryPoint)>) {
+    let ptr = hook.map_or(core::ptr::null_mut(), |f| f as *mut ());
+    HOOK.store(ptr, Ordering::Release);
+}
+
+/// Calls the test hook, if one is set.
+#[cold]
+fn registry_point(point: __RegistryPoint) {
+    let ptr = HOOK.load(Ordering::Acquire);
+    if !ptr.is_null() {
+        // SAFETY: only `__set_registry_hook` stores here, a `fn(__RegistryPoint)`.
+        let hook = unsafe { core::mem::transmute::<*mut (), fn(__RegistryPoint)>(ptr) };
+        hook(point);
+    }
 }
 
 /// A backend that records its blocks in a [`CallSite`]. Not public API: use
@@ -374,33 +565,36 @@ unsafe impl<G: GilOps> GilOps for __Recorded<G> {
     type State = (G::State, Instant);
     type Gil = G::Gil;
 
+    /// The block counts here, before the release: see [`CallSite::began`].
     #[inline(always)]
     unsafe fn release(&self) -> Option<Self::State> {
+        self.site.began();
         // SAFETY: the caller's obligations are passed on unchanged.
         match unsafe { self.ops.release() } {
             Some(state) => Some((state, Instant::now())),
             None => {
-                self.site.not_released();
+                self.site.released_nothing();
                 None
             }
         }
     }
 
+    /// The block's last released stretch, and the wait to take the GIL back.
     #[inline(always)]
     unsafe fn reacquire(&self, (state, released_at): Self::State) {
         let back_at = Instant::now();
         // SAFETY: the caller's obligations are passed on unchanged.
         unsafe { self.ops.reacquire(state) };
         let held_at = Instant::now();
-        self.site.record(back_at - released_at, held_at - back_at);
+        self.site.stretch(back_at - released_at, held_at - back_at);
     }
 
     fn is_held(&self) -> bool {
         self.ops.is_held()
     }
 
-    /// A part of the block: the stretch before it is recorded, not the
-    /// block, which goes on after it.
+    /// A part of the block: the stretch before it ends; the block goes on
+    /// after it (it counted when it began).
     #[inline(always)]
     unsafe fn reacquire_for_part(&self, (state, released_at): Self::State) {
         let back_at = Instant::now();
@@ -414,13 +608,7 @@ unsafe impl<G: GilOps> GilOps for __Recorded<G> {
     #[inline(always)]
     unsafe fn release_after_part(&self) -> Option<Self::State> {
         // SAFETY: the caller's obligations are passed on unchanged.
-        match unsafe { self.ops.release_after_part() } {
-            Some(state) => Some((state, Instant::now())),
-            None => {
-                self.site.ended_in_part();
-                None
-            }
-        }
+        unsafe { self.ops.release_after_part() }.map(|state| (state, Instant::now()))
     }
 }
 
@@ -445,10 +633,13 @@ mod tests {
         static SITE: CallSite = CallSite::__new(file!(), line!(), 0);
         assert_eq!(short_threshold(), Duration::from_micros(10));
         let us = Duration::from_micros;
-        SITE.record(us(9), us(1)); // short
-        SITE.record(us(10), us(1)); // not short: at the threshold
+        for _ in 0..3 {
+            SITE.began();
+        }
+        SITE.stretch(us(9), us(1)); // short
+        SITE.stretch(us(10), us(1)); // not short: at the threshold
         SITE.stretch(us(3), us(1)); // a part's stretch, short
-        SITE.record(us(30), us(2));
+        SITE.stretch(us(30), us(2));
         let s = SITE.stats();
         assert_eq!((s.blocks, s.short), (3, 2), "{s:?}");
         assert_eq!((s.released, s.max_released), (us(52), us(30)));
@@ -527,6 +718,193 @@ mod tests {
         assert_eq!((s.blocks, s.not_released), (1, 0), "outer {s:?}");
     }
 
+    /// Where [`Faulty`] panics: at a take-back, as nuwa's CPython backend
+    /// does when a thread state was left attached inside the block, or at a
+    /// release.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Fault {
+        Nothing,
+        Release,
+        TakeBack,
+        PartTakeBack,
+        ReleaseAfterPart,
+    }
+
+    /// A backend that releases every time and panics at its `Fault`,
+    /// unless a panic is unwinding already (where nuwa prints its message
+    /// and aborts the process).
+    struct Faulty(Fault);
+
+    impl Faulty {
+        fn fault(&self, here: Fault) {
+            if self.0 == here && !std::thread::panicking() {
+                panic!("nuwa's own panic, at {here:?}");
+            }
+        }
+    }
+
+    // SAFETY: it holds no GIL; "released" is a state of its own, handed back
+    // once by the guard.
+    unsafe impl GilOps for Faulty {
+        type State = ();
+        type Gil = Faulty;
+        unsafe fn release(&self) -> Option<()> {
+            self.fault(Fault::Release);
+            Some(())
+        }
+        unsafe fn reacquire(&self, (): ()) {
+            self.fault(Fault::TakeBack);
+        }
+        unsafe fn reacquire_for_part(&self, (): ()) {
+            self.fault(Fault::PartTakeBack);
+        }
+        unsafe fn release_after_part(&self) -> Option<()> {
+            self.fault(Fault::ReleaseAfterPart);
+            Some(())
+        }
+    }
+
+    /// How the body of a block leaves it.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Exit {
+        End,
+        Question,
+        Return,
+        Break,
+        Panic,
+        PanicInPart,
+    }
+
+    const FAULTS: [Fault; 5] = [
+        Fault::Nothing,
+        Fault::Release,
+        Fault::TakeBack,
+        Fault::PartTakeBack,
+        Fault::ReleaseAfterPart,
+    ];
+    const EXITS: [Exit; 6] = [
+        Exit::End,
+        Exit::Question,
+        Exit::Return,
+        Exit::Break,
+        Exit::Panic,
+        Exit::PanicInPart,
+    ];
+
+    /// Runs `f`, catching a panic (its message is printed).
+    fn quietly(f: impl FnOnce()) -> bool {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err()
+    }
+
+    static IN_PLACE_LINE: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+    /// One in-place block, at one call site, with a part, left by `exit`.
+    fn in_place(fault: Fault, exit: Exit) -> Result<u32, ()> {
+        #[allow(clippy::never_loop)]
+        'outer: loop {
+            IN_PLACE_LINE.store(line!() + 1, Ordering::Relaxed);
+            let value = crate::nogil!(crate::recorded!(Faulty(fault)) => {
+                let _ = with_gil! { assert_ne!(exit, Exit::PanicInPart, "in a part") };
+                match exit {
+                    Exit::End => 1,
+                    Exit::Question => Err(())?,
+                    Exit::Return => return Ok(2),
+                    Exit::Break => break 'outer,
+                    Exit::Panic | Exit::PanicInPart => panic!("in the block"),
+                }
+            });
+            return Ok(value);
+        }
+        Ok(3)
+    }
+
+    #[test]
+    fn every_way_out_of_an_in_place_block_counts_it_once() {
+        let mut runs = 0;
+        for fault in FAULTS {
+            for exit in EXITS {
+                quietly(|| {
+                    let _ = in_place(fault, exit);
+                });
+                runs += 1;
+                let s = at(IN_PLACE_LINE.load(Ordering::Relaxed));
+                assert_eq!(
+                    (s.blocks, s.not_released),
+                    (runs, 0),
+                    "after {fault:?}, {exit:?}: {s:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_way_out_of_a_strict_block_counts_it_once() {
+        let strict = |fault: Fault, exit: Exit| {
+            crate::nuwa_core::nogil(crate::recorded!(Faulty(fault)), |released| {
+                let _ = released.with_gil(|| assert_ne!(exit, Exit::PanicInPart, "in a part"));
+                assert_ne!(exit, Exit::Panic, "in the block");
+            })
+        };
+        let line = line!() - 5;
+        let mut runs = 0;
+        for fault in FAULTS {
+            for exit in [Exit::End, Exit::Panic, Exit::PanicInPart] {
+                quietly(|| strict(fault, exit));
+                runs += 1;
+                let s = at(line);
+                assert_eq!(
+                    (s.blocks, s.not_released),
+                    (runs, 0),
+                    "after {fault:?}, {exit:?}: {s:?}"
+                );
+            }
+        }
+    }
+
+    /// Sixteen sites at line 10 000 of this file, columns 0 to 15.
+    static MANY: [CallSite; 16] = {
+        let mut sites = [const { CallSite::__new(file!(), 10_000, 0) }; 16];
+        let mut i = 0;
+        while i < sites.len() {
+            sites[i].column = i as u32;
+            i += 1;
+        }
+        sites
+    };
+
+    #[test]
+    fn threads_registering_at_once_list_each_site_once() {
+        #[track_caller]
+        fn lookup() -> usize {
+            core::ptr::from_ref(site_of(Location::caller())).addr()
+        }
+        let barrier = std::sync::Barrier::new(8);
+        let seen: Vec<[usize; 3]> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..8)
+                .map(|t| {
+                    let barrier = &barrier;
+                    scope.spawn(move || {
+                        barrier.wait();
+                        for i in 0..MANY.len() {
+                            MANY[(i + t) % MANY.len()].began();
+                        }
+                        [lookup(), lookup(), lookup()]
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let listed: Vec<_> = sites().into_iter().filter(|s| s.line == 10_000).collect();
+        let mut columns: Vec<_> = listed.iter().map(|s| s.column).collect();
+        columns.sort_unstable();
+        assert_eq!(columns, (0..16).collect::<Vec<_>>(), "each site once");
+        assert!(listed.iter().all(|s| s.stats.blocks == 8), "{listed:?}");
+        // One site per strict-form call site, whichever thread looked first.
+        assert!(seen.iter().all(|s| *s == seen[0]), "{seen:?}");
+        let [a, b, c] = seen[0];
+        assert!(a != b && b != c && a != c);
+    }
+
     #[test]
     fn a_snapshot_never_shows_more_unreleased_blocks_than_blocks() {
         use std::sync::atomic::AtomicBool;
@@ -536,7 +914,8 @@ mod tests {
             .map(|_| {
                 std::thread::spawn(|| {
                     while !STOP.load(Ordering::Relaxed) {
-                        SITE.not_released();
+                        SITE.began();
+                        SITE.released_nothing();
                     }
                 })
             })

@@ -5,11 +5,16 @@ asserted except that a released block took some."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
+import warnings
 
 import pytest
 
 import my_extension as m
+from conftest import NATIVE
 
 
 def by_line(stats):
@@ -86,3 +91,60 @@ def test_a_block_that_takes_the_gil_back_counts_once():
     m.compute_pi(100, release=False, progress=calls.append)
     (site,) = by_line(m.nogil_stats()).values()
     assert (site["blocks"], site["not_released"]) == (1, 1), site
+
+
+def _wait_bounded(pid, seconds):
+    """The exit status of child `pid`, or None after killing it when it has
+    not ended within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return None
+        time.sleep(0.01)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.parametrize("point", [0, 1, 2], ids=["lookup", "claimed", "linked"])
+def test_a_child_forked_while_a_thread_is_in_the_site_registry_runs_and_counts(point):
+    """A thread of the parent is stopped inside nuwa's registry of call sites
+    (through its test hook: while a strict-form call site is looked up, or
+    while a site is being put on the list of sites) when the main thread
+    forks. The child runs a strict-form block at that same call site: it
+    must end (a lock held by the stopped thread would hang it for good) and
+    see the block counted (a site left half-registered would hide it)."""
+    NATIVE._test_stats_pause(point)
+    try:
+        r, w = os.pipe()
+        with warnings.catch_warnings():
+            # 3.12+: "This process is multi-threaded, use of fork() may lead
+            # to deadlocks in the child": which is what this test is about.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:
+            code = 3
+            try:
+                os.close(r)
+                m.reset_nogil_stats()
+                line = NATIVE._test_stats_probe(point)
+                found = [s for s in m.nogil_stats() if s["line"] == line and s["file"].endswith("stats.rs")]
+                os.write(w, repr((line, found)).encode())
+                ok = len(found) == 1 and (found[0]["blocks"], found[0]["not_released"]) == (1, 0)
+                code = 0 if ok else 1
+            finally:
+                os._exit(code)
+        os.close(w)
+        status = _wait_bounded(pid, 30)
+        with os.fdopen(r, "rb") as pipe:
+            report = pipe.read().decode()
+        assert status is not None, "the forked child hung (killed after 30 s)"
+        assert os.waitstatus_to_exitcode(status) == 0, f"the child saw: {report}"
+    finally:
+        line = NATIVE._test_stats_resume()
+    # The stopped thread went on and its block counted, in the parent.
+    (site,) = [s for s in m.nogil_stats() if s["line"] == line and s["file"].endswith("stats.rs")]
+    assert site["not_released"] >= 1, site

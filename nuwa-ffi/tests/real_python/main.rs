@@ -61,6 +61,12 @@
 //! - `state_attached_before_a_part`: the same, left attached before a
 //!   `with_gil!` part (in place and strict): the part's reacquire panics,
 //!   the part does not run, and the thread holds the GIL afterwards.
+//! - `stats_count_blocks_nuwa_panics_in`, `stats_fork_while_a_thread_is_in_the_registry`
+//!   (built with the `stats` feature; skipped without it): a block that ends
+//!   in nuwa's panic at a take-back counts once; a child forked by
+//!   `os.fork()` while a thread is stopped inside the registry of call
+//!   sites (its test hook) runs a strict-form block there, exits, and
+//!   counts it.
 //! - `with_gil_restores_the_saved_state`: `with_gil!` and `Released::with_gil`
 //!   in a block in a `Py_NewInterpreter` subinterpreter run Python code in
 //!   that subinterpreter, with the GIL held, and release it again after.

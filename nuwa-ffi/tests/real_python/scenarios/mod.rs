@@ -10,6 +10,7 @@ mod reattach;
 mod release;
 pub(crate) mod shutdown;
 mod signals;
+mod stats;
 mod subinterpreters;
 
 use embedding::*;
@@ -20,6 +21,7 @@ use reattach::*;
 use release::*;
 use shutdown::*;
 use signals::*;
+use stats::*;
 use subinterpreters::*;
 
 /// A scenario: its name, how many children run it, and its body.
@@ -181,6 +183,18 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         name: "state_attached_before_a_part",
         runs: 1,
         run: state_attached_before_a_part,
+        hosts: false,
+    },
+    Scenario {
+        name: "stats_count_blocks_nuwa_panics_in",
+        runs: 1,
+        run: stats_count_blocks_nuwa_panics_in,
+        hosts: false,
+    },
+    Scenario {
+        name: "stats_fork_while_a_thread_is_in_the_registry",
+        runs: 1,
+        run: stats_fork_while_a_thread_is_in_the_registry,
         hosts: false,
     },
     Scenario {
