@@ -98,6 +98,49 @@ unsafe impl GilOps for CPython {
     fn is_held(&self) -> bool {
         gil_is_held()
     }
+
+    #[inline(always)]
+    unsafe fn release_after_part(&self) -> Option<SavedThreadState> {
+        // SAFETY: the caller's obligations are `release`'s.
+        let saved = unsafe { self.release() };
+        if saved.is_none() {
+            part_ended_without_gil();
+        }
+        saved
+    }
+}
+
+/// A `with_gil` part that took the GIL back ended with the thread not
+/// holding it. Where `pthread_exit` unwinds (glibc, FreeBSD), on CPython
+/// 3.13 and older, while the interpreter finalizes, that means CPython ended
+/// the thread inside the part, in Python code the part ran (a callback, a
+/// signal handler): it gave up the GIL in its eval loop, could not take it
+/// back, and called `pthread_exit`, whose forced unwind has run the part's
+/// own cleanups and is now in the `Drop` that ends the part. Letting it go on
+/// would unwind the rest of the block and the function around it, up to the
+/// extension's `extern "C"` boundary, which aborts the process. The thread is
+/// parked here instead, for good, as the block's own take-back does (and as
+/// CPython 3.14 does itself).
+///
+/// Only the finalizing thread can hold the GIL once finalization has
+/// started, and CPython never ends that one, so a thread parked here holds
+/// no GIL. Outside finalization (a held check that cannot be sure, see
+/// [`HeldCheck`](crate::HeldCheck)), and on 3.14 and later, nothing happens:
+/// the block goes on without having released.
+#[cold]
+#[inline(never)]
+fn part_ended_without_gil() {
+    #[cfg(nuwa_exit_unwinds)]
+    if let Some(api) = resolve::api()
+        && matches!(api.reacquire, Reacquire::Shim)
+        && let Some(is_finalizing) = api.is_finalizing
+        // SAFETY: `Py_IsFinalizing` may be called at any time, on any
+        // thread, with or without the GIL.
+        && unsafe { is_finalizing() } != 0
+    {
+        // SAFETY: takes no arguments and never returns.
+        unsafe { nuwa_ffi_0_1_park_forever() }
+    }
 }
 
 /// Takes the GIL back with `tstate`, unless this thread holds it already.
@@ -536,6 +579,13 @@ unsafe extern "C-unwind" {
 
     /// `swap(tstate)` through the same kind of C frame (3.13).
     fn nuwa_ffi_0_1_swap_thread(swap: SwapFn, tstate: ThreadStatePtr) -> ThreadStatePtr;
+}
+
+#[cfg(nuwa_exit_unwinds)]
+unsafe extern "C" {
+    /// Parks the calling thread for good (`pause()` in a loop, in the C
+    /// frame of `src/restore_shim.c`): see [`part_ended_without_gil`].
+    fn nuwa_ffi_0_1_park_forever() -> !;
 }
 
 #[cfg(test)]
