@@ -310,7 +310,19 @@ del nuwa_cycle
 /// parked at the end of the part (3.14 and later hang it in the eval loop
 /// themselves), never unwound past the part: before nuwa parked it, the
 /// unwind reached the function's `extern "C"` boundary and aborted.
+///
+/// A free-threaded build runs with its GIL enabled here: with the GIL
+/// disabled, CPython 3.13t's finalization stops a thread that runs Python
+/// and leaves it suspended for good (or, now and then, ends it inside the
+/// part when it was detached at that moment), which this scenario cannot
+/// bring about every run.
 fn shutdown_in_part(target: &Target, form: c_int) -> Outcome {
+    if target.free_threaded {
+        // SAFETY: no other thread of this child runs yet (the interpreter
+        // and the pause helper start below), so nothing reads the
+        // environment concurrently.
+        unsafe { env::set_var("PYTHON_GIL", "1") };
+    }
     learn_pause_syscall()?;
     let py = start(target)?;
     py.run(&format!(
@@ -328,9 +340,10 @@ nuwa_wait({IN_PART})
     ensure!(
         rp_daemon_paused() == 1,
         "the daemon thread is not blocked in pause() after Py_FinalizeEx (system call \
-         {:?}; pause is {:?})",
+         {:?}; pause is {:?}; part left {} times)",
         syscall_of(FLAGS[DAEMON_TID].load(SeqCst)),
-        PAUSE.get()
+        PAUSE.get(),
+        FLAGS[PART_LEFT].load(SeqCst)
     );
     let left = FLAGS[PART_LEFT].load(SeqCst);
     if target.version < (3, 14, 0) {
