@@ -134,7 +134,8 @@ pub unsafe trait GilOps {
     /// the part, which stays in place until
     /// [`part_ended`](GilOps::part_ended). The default does nothing. The
     /// CPython backend registers a handler there that parks the thread if
-    /// CPython ends it inside the part at interpreter shutdown.
+    /// CPython ends it inside the part at interpreter shutdown. A backend
+    /// that wraps another forwards both hooks.
     ///
     /// # Safety
     ///

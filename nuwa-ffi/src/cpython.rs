@@ -24,7 +24,11 @@ use crate::resolve::{
 /// the waiting thread; where that exit unwinds the stack (glibc, FreeBSD)
 /// nuwa parks the thread instead, for good, as CPython 3.14 does itself: the
 /// block never returns, no Rust frame is unwound, and the process exits
-/// normally. A thread that must finish its work should not be a daemon
+/// normally. A thread CPython ends inside Python code that a `with_gil` part
+/// runs is parked too (on glibc), as the unwind reaches the frame that runs
+/// the part: the frames between the Python code and that frame are unwound
+/// as they would be without nuwa; that frame and those outside it are not.
+/// A parked thread keeps what it holds (a lock taken before the block). A thread that must finish its work should not be a daemon
 /// thread. See [`RestorePath`](crate::RestorePath) for the other targets.
 ///
 /// # Panics
