@@ -6,6 +6,9 @@
 //! - `nuwa_exit_unwinds`: `pthread_exit` unwinds the stack, so the frame's
 //!   cleanup runs (glibc, FreeBSD). Elsewhere (musl, macOS, the other BSDs)
 //!   the thread just ends, and nuwa checks for finalization instead.
+//! - `nuwa_part_cleanup`: glibc's `_pthread_cleanup_push`, whose handlers
+//!   the forced unwind of `pthread_exit` calls frame by frame, parks a
+//!   thread CPython ends inside a `with_gil` part.
 //! - `nuwa_dl_noload`: `dlopen` has `RTLD_NOLOAD` and `RTLD_NODELETE`.
 //! - `nuwa_dl_iterate`: the C library has `dl_iterate_phdr`.
 //! - `nuwa_weak_linked`: the C frame also holds weak references to CPython's
@@ -18,6 +21,7 @@ fn main() {
     for cfg in [
         "nuwa_restore_shim",
         "nuwa_exit_unwinds",
+        "nuwa_part_cleanup",
         "nuwa_dl_noload",
         "nuwa_dl_iterate",
         "nuwa_weak_linked",
@@ -57,6 +61,9 @@ fn main() {
         println!("cargo::rustc-cfg=nuwa_restore_shim");
         if (os == "linux" && env == "gnu") || os == "freebsd" {
             println!("cargo::rustc-cfg=nuwa_exit_unwinds");
+        }
+        if os == "linux" && env == "gnu" {
+            println!("cargo::rustc-cfg=nuwa_part_cleanup");
         }
     }
     let elf_dl = [

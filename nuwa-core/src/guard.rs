@@ -1,9 +1,10 @@
 //! The drop guard, and taking the GIL back for part of a block.
 
+use core::cell::Cell;
 use core::fmt;
 use core::marker::PhantomData;
 
-use crate::GilOps;
+use crate::{GilOps, PartFrame};
 
 /// Releases the GIL when created and takes it back when dropped.
 ///
@@ -120,7 +121,10 @@ impl<G: GilOps> Guard<G> {
     /// assert_eq!((gil.releases(), gil.reacquires()), (2, 2));
     /// ```
     pub fn with_gil<T>(&mut self, f: impl FnOnce() -> T) -> Result<T, GilUnavailable> {
-        let _reentered = self.reenter()?;
+        let reentered = self.reenter()?;
+        // SAFETY: `reentered` stays in this frame, where it is not moved,
+        // until it is dropped at the end of this function.
+        unsafe { reentered.__begin() };
         Ok(f())
     }
 
@@ -137,11 +141,15 @@ impl<G: GilOps> Guard<G> {
                 Ok(Reentered {
                     guard: self,
                     reacquired: true,
+                    frame: PartFrame::new(),
+                    began: Cell::new(false),
                 })
             }
             None if self.ops.is_held() => Ok(Reentered {
                 guard: self,
                 reacquired: false,
+                frame: PartFrame::new(),
+                began: Cell::new(false),
             }),
             None => Err(GilUnavailable { _private: () }),
         }
@@ -173,11 +181,40 @@ impl<G: GilOps> fmt::Debug for Guard<G> {
 pub struct Reentered<'a, G: GilOps> {
     guard: &'a mut Guard<G>,
     reacquired: bool,
+    /// The backend's room in the part's stack frame (see
+    /// [`GilOps::part_began`]).
+    frame: PartFrame,
+    /// `part_began` was called with `frame`.
+    began: Cell<bool>,
+}
+
+impl<G: GilOps> Reentered<'_, G> {
+    /// Tells the backend that the part's code begins (see
+    /// [`GilOps::part_began`]). Not public API.
+    ///
+    /// # Safety
+    ///
+    /// `self` stays where it is (in the frame that runs the part) until it
+    /// is dropped; called at most once.
+    #[doc(hidden)]
+    #[inline(always)]
+    pub unsafe fn __begin(&self) {
+        self.began.set(true);
+        // SAFETY: the caller keeps `self`, and so `frame`, in place in the
+        // part's frame until the drop, which calls `part_ended` with it;
+        // parts nest, so they end in the reverse order.
+        unsafe { self.guard.ops.part_began(&self.frame) }
+    }
 }
 
 impl<G: GilOps> Drop for Reentered<'_, G> {
     #[inline]
     fn drop(&mut self) {
+        if self.began.get() {
+            // SAFETY: `part_began` was called with this frame, on this
+            // thread (not `Send`), and this is the only `part_ended`.
+            unsafe { self.guard.ops.part_ended(&self.frame) }
+        }
         if self.reacquired {
             // SAFETY: the GIL was taken back by `reenter` on this thread (not
             // `Send`); the new state goes back into the guard, whose `Drop`

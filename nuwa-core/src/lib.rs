@@ -15,5 +15,7 @@ pub use guard::{GilUnavailable, Guard};
 #[doc(hidden)]
 pub use hide::__Unhide;
 pub use hide::HiddenWhileGilReleased;
+#[doc(hidden)]
+pub use ops::PartFrame;
 pub use ops::{GilOps, ReleaseIf};
 pub use strict::{Nogil, Released, WithGil, nogil};

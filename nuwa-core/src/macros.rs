@@ -265,6 +265,10 @@ macro_rules! __nuwa_nogil {
                     // `Ok` unreachable; that is no mistake of the caller's.
                     #[allow(unreachable_code)]
                     ::core::result::Result::Ok(__nuwa_reentered) => {
+                        // SAFETY: bound in this arm, which the part cannot
+                        // name (macro hygiene): it is not moved, and is
+                        // dropped at the end of the arm.
+                        unsafe { $crate::Reentered::__begin(&__nuwa_reentered) };
                         $crate::__nuwa_unhide_scan! { (__nuwa_reentered) $d($d part)* }
                         // The part's own temporaries end here, the GIL held.
                         // (A part may diverge: `return`, `?`, a panic.)

@@ -127,6 +127,74 @@ pub unsafe trait GilOps {
         // SAFETY: the caller's obligations are `release`'s.
         unsafe { self.release() }
     }
+
+    /// A part ([`with_gil!`](crate::with_gil!),
+    /// [`Released::with_gil`](crate::Released::with_gil)) begins running its
+    /// code, with the GIL held; `frame` is room in the stack frame that runs
+    /// the part, which stays in place until
+    /// [`part_ended`](GilOps::part_ended). The default does nothing. The
+    /// CPython backend registers a handler there that parks the thread if
+    /// CPython ends it inside the part at interpreter shutdown. A backend
+    /// that wraps another forwards both hooks.
+    ///
+    /// # Safety
+    ///
+    /// `frame` lives in the stack frame of the calling code, is not moved,
+    /// and is handed to `part_ended` on this thread before that frame is
+    /// left; parts on one thread end in the reverse order they began.
+    #[inline(always)]
+    unsafe fn part_began(&self, frame: &PartFrame) {
+        let _ = frame;
+    }
+
+    /// The part that [`part_began`](GilOps::part_began) began ends (before
+    /// [`release_after_part`](GilOps::release_after_part)). The default does
+    /// nothing.
+    ///
+    /// # Safety
+    ///
+    /// `frame` is what `part_began` was given on this thread, once.
+    #[inline(always)]
+    unsafe fn part_ended(&self, frame: &PartFrame) {
+        let _ = frame;
+    }
+}
+
+/// Room for a backend in the stack frame that runs a `with_gil` part, from
+/// [`GilOps::part_began`] to [`GilOps::part_ended`]. Not public API.
+#[doc(hidden)]
+#[repr(C, align(16))]
+pub struct PartFrame {
+    words: core::cell::UnsafeCell<[core::mem::MaybeUninit<usize>; 4]>,
+}
+
+impl PartFrame {
+    /// An empty frame.
+    #[inline(always)]
+    pub const fn new() -> Self {
+        PartFrame {
+            words: core::cell::UnsafeCell::new([core::mem::MaybeUninit::uninit(); 4]),
+        }
+    }
+
+    /// The room itself: four machine words, aligned to 16 bytes, that the
+    /// backend may write through this pointer while the part runs.
+    #[inline(always)]
+    pub fn as_ptr(&self) -> *mut core::ffi::c_void {
+        self.words.get().cast()
+    }
+}
+
+impl Default for PartFrame {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl core::fmt::Debug for PartFrame {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("PartFrame")
+    }
 }
 
 // SAFETY: every call is forwarded unchanged to `T`, which upholds the contract.
@@ -163,6 +231,18 @@ unsafe impl<T: GilOps + ?Sized> GilOps for &T {
     unsafe fn release_after_part(&self) -> Option<Self::State> {
         // SAFETY: the caller's obligations are passed on unchanged.
         unsafe { (**self).release_after_part() }
+    }
+
+    #[inline(always)]
+    unsafe fn part_began(&self, frame: &PartFrame) {
+        // SAFETY: the caller's obligations are passed on unchanged.
+        unsafe { (**self).part_began(frame) }
+    }
+
+    #[inline(always)]
+    unsafe fn part_ended(&self, frame: &PartFrame) {
+        // SAFETY: the caller's obligations are passed on unchanged.
+        unsafe { (**self).part_ended(frame) }
     }
 }
 
@@ -220,6 +300,22 @@ unsafe impl<T: GilOps> GilOps for Option<T> {
             // SAFETY: the caller's obligations are passed on unchanged.
             Some(ops) => unsafe { ops.release_after_part() },
             None => None,
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn part_began(&self, frame: &PartFrame) {
+        if let Some(ops) = self {
+            // SAFETY: the caller's obligations are passed on unchanged.
+            unsafe { ops.part_began(frame) }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn part_ended(&self, frame: &PartFrame) {
+        if let Some(ops) = self {
+            // SAFETY: the caller's obligations are passed on unchanged.
+            unsafe { ops.part_ended(frame) }
         }
     }
 }
@@ -302,5 +398,19 @@ unsafe impl<G: GilOps> GilOps for ReleaseIf<G> {
         } else {
             None
         }
+    }
+
+    /// Forwarded whether or not the block released: the part runs code with
+    /// the GIL either way.
+    #[inline(always)]
+    unsafe fn part_began(&self, frame: &PartFrame) {
+        // SAFETY: the caller's obligations are passed on unchanged.
+        unsafe { self.ops.part_began(frame) }
+    }
+
+    #[inline(always)]
+    unsafe fn part_ended(&self, frame: &PartFrame) {
+        // SAFETY: the caller's obligations are passed on unchanged.
+        unsafe { self.ops.part_ended(frame) }
     }
 }

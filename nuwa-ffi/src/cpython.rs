@@ -3,7 +3,7 @@
 use core::ffi::c_ulong;
 use core::ptr::NonNull;
 
-use nuwa_core::GilOps;
+use nuwa_core::{GilOps, PartFrame};
 
 use crate::resolve::{
     self, Api, Check, Reacquire, Release, Restore, RestoreThreadFn, SwapFn, ThreadIdField,
@@ -24,7 +24,11 @@ use crate::resolve::{
 /// the waiting thread; where that exit unwinds the stack (glibc, FreeBSD)
 /// nuwa parks the thread instead, for good, as CPython 3.14 does itself: the
 /// block never returns, no Rust frame is unwound, and the process exits
-/// normally. A thread that must finish its work should not be a daemon
+/// normally. A thread CPython ends inside Python code that a `with_gil` part
+/// runs is parked too (on glibc), as the unwind reaches the frame that runs
+/// the part: the frames between the Python code and that frame are unwound
+/// as they would be without nuwa; that frame and those outside it are not.
+/// A parked thread keeps what it holds (a lock taken before the block). A thread that must finish its work should not be a daemon
 /// thread. See [`RestorePath`](crate::RestorePath) for the other targets.
 ///
 /// # Panics
@@ -97,6 +101,196 @@ unsafe impl GilOps for CPython {
 
     fn is_held(&self) -> bool {
         gil_is_held()
+    }
+
+    #[inline(always)]
+    unsafe fn release_after_part(&self) -> Option<SavedThreadState> {
+        // SAFETY: the caller's obligations are `release`'s.
+        let saved = unsafe { self.release() };
+        if saved.is_none() {
+            part_ended_without_gil();
+        }
+        saved
+    }
+
+    #[inline(always)]
+    unsafe fn part_began(&self, frame: &PartFrame) {
+        #[cfg(nuwa_part_cleanup)]
+        // SAFETY: the caller's contract: `frame` stays in the part's stack
+        // frame until `part_ended`, and parts end in reverse order.
+        unsafe {
+            part_cleanup::push(frame)
+        };
+        #[cfg(not(nuwa_part_cleanup))]
+        let _ = frame;
+    }
+
+    #[inline(always)]
+    unsafe fn part_ended(&self, frame: &PartFrame) {
+        #[cfg(nuwa_part_cleanup)]
+        // SAFETY: the caller's contract: `frame` is what `part_began` was
+        // given on this thread.
+        unsafe {
+            part_cleanup::pop(frame)
+        };
+        #[cfg(not(nuwa_part_cleanup))]
+        let _ = frame;
+    }
+}
+
+/// Parks a thread that CPython ends inside a part, before the unwind leaves
+/// the part's frame, with glibc's cleanup handlers (what the C macro
+/// `pthread_cleanup_push` used before glibc 2.3.3, still exported).
+///
+/// A part registers a handler whose buffer lives in the part's own stack
+/// frame ([`PartFrame`]). The forced unwind of `pthread_exit` calls the
+/// handlers of the frames it leaves, from its stop function, before it runs
+/// any cleanup of that frame, whatever the frame's landing pads: the call
+/// into Python inside a part is usually an `extern "C"` function, which
+/// Rust assumes cannot unwind, so the part's own `Drop` would never run. The
+/// handler parks the thread while the interpreter finalizes (see
+/// [`park_if_ended_by_finalization`]), and otherwise returns: the unwind
+/// (a `pthread_cancel`, a `pthread_exit` of the program's own) goes on as it
+/// would without nuwa.
+#[cfg(nuwa_part_cleanup)]
+mod part_cleanup {
+    use core::ffi::{c_int, c_void};
+    use core::sync::atomic::{AtomicUsize, Ordering};
+
+    use nuwa_core::PartFrame;
+
+    type Handler = unsafe extern "C" fn(*mut c_void);
+    type PushFn = unsafe extern "C" fn(*mut c_void, Handler, *mut c_void);
+    type PopFn = unsafe extern "C" fn(*mut c_void, c_int);
+
+    // `struct _pthread_cleanup_buffer`: a handler, its argument, an `int`
+    // and a pointer.
+    const _: () = assert!(
+        size_of::<PartFrame>() >= 4 * size_of::<usize>()
+            && align_of::<PartFrame>() >= align_of::<usize>()
+    );
+
+    /// `_pthread_cleanup_push` and `_pthread_cleanup_pop`: 0 before the
+    /// lookup, 1 where the C library has none, the address otherwise. Set
+    /// once (racing threads store the same values), never changed; `POP` is
+    /// stored before `PUSH`.
+    static PUSH: AtomicUsize = AtomicUsize::new(0);
+    static POP: AtomicUsize = AtomicUsize::new(0);
+    const MISSING: usize = 1;
+
+    #[cold]
+    #[inline(never)]
+    fn look_up() -> usize {
+        // SAFETY: `dlsym` with `RTLD_DEFAULT` (null on glibc) and
+        // NUL-terminated names may be called at any time.
+        let (push, pop) = unsafe {
+            (
+                crate::resolve::sys::dlsym(
+                    core::ptr::null_mut(),
+                    c"_pthread_cleanup_push".as_ptr(),
+                ),
+                crate::resolve::sys::dlsym(core::ptr::null_mut(), c"_pthread_cleanup_pop".as_ptr()),
+            )
+        };
+        let (push, pop) = if push.is_null() || pop.is_null() {
+            (MISSING, MISSING)
+        } else {
+            (push.addr(), pop.addr())
+        };
+        POP.store(pop, Ordering::Relaxed);
+        PUSH.store(push, Ordering::Release);
+        push
+    }
+
+    /// Registers the handler, with its buffer in `frame`.
+    ///
+    /// # Safety
+    ///
+    /// `frame` stays in the calling stack frame, unmoved, until [`pop`] is
+    /// called with it on this thread; buffers are popped in reverse order.
+    #[inline(always)]
+    pub(super) unsafe fn push(frame: &PartFrame) {
+        let mut push = PUSH.load(Ordering::Acquire);
+        if push == 0 {
+            push = look_up();
+        }
+        if push != MISSING {
+            // SAFETY: `push` is the address of glibc's
+            // `void _pthread_cleanup_push(struct _pthread_cleanup_buffer *,
+            // void (*)(void *), void *)`.
+            let push: PushFn = unsafe { core::mem::transmute::<usize, PushFn>(push) };
+            // SAFETY: the buffer is `frame`'s room, large and aligned enough
+            // (checked above), in place until `pop` (the caller's contract).
+            unsafe { push(frame.as_ptr(), park_if_finalizing, core::ptr::null_mut()) }
+        }
+    }
+
+    /// Unregisters the handler that [`push`] registered, without running it.
+    ///
+    /// # Safety
+    ///
+    /// `frame` was given to `push` on this thread, and not popped since.
+    #[inline(always)]
+    pub(super) unsafe fn pop(frame: &PartFrame) {
+        // `push` looked the functions up before; neither value changes after.
+        if PUSH.load(Ordering::Acquire) > MISSING {
+            let pop = POP.load(Ordering::Relaxed);
+            // SAFETY: `pop` is the address of glibc's
+            // `void _pthread_cleanup_pop(struct _pthread_cleanup_buffer *, int)`.
+            let pop: PopFn = unsafe { core::mem::transmute::<usize, PopFn>(pop) };
+            // SAFETY: `frame` holds the buffer `push` registered last on this
+            // thread (parts end in reverse order); 0: the handler is not run.
+            unsafe { pop(frame.as_ptr(), 0) }
+        }
+    }
+
+    /// The handler: called by the forced unwind of `pthread_exit` (or
+    /// `pthread_cancel`) as it leaves the part's frame.
+    unsafe extern "C" fn park_if_finalizing(_: *mut c_void) {
+        super::park_if_ended_by_finalization();
+    }
+}
+
+/// A `with_gil` part that took the GIL back ended with the thread not
+/// holding it. Where `pthread_exit` unwinds (glibc, FreeBSD), on CPython
+/// 3.13 and older, while the interpreter finalizes, that means CPython ended
+/// the thread inside the part, in Python code the part ran (a callback, a
+/// signal handler): it gave up the GIL in its eval loop, could not take it
+/// back, and called `pthread_exit`, whose forced unwind has run the part's
+/// own cleanups and is now in the `Drop` that ends the part. Letting it go on
+/// would unwind the rest of the block and the function around it, up to the
+/// extension's `extern "C"` boundary, which aborts the process. The thread is
+/// parked here instead, for good, as the block's own take-back does (and as
+/// CPython 3.14 does itself).
+///
+/// Only the finalizing thread can hold the GIL once finalization has
+/// started, and CPython never ends that one, so a thread parked here holds
+/// no GIL. Outside finalization (a held check that cannot be sure, see
+/// [`HeldCheck`](crate::HeldCheck)), and on 3.14 and later, nothing happens:
+/// the block goes on without having released.
+#[cold]
+#[inline(never)]
+fn part_ended_without_gil() {
+    park_if_ended_by_finalization();
+}
+
+/// Parks the calling thread for good if, where `pthread_exit` unwinds, on
+/// CPython 3.13 and older, the interpreter is finalizing: called where the
+/// thread is known not to hold the GIL, or is being unwound (see
+/// [`part_ended_without_gil`]). Otherwise it returns.
+#[cold]
+#[inline(never)]
+fn park_if_ended_by_finalization() {
+    #[cfg(nuwa_exit_unwinds)]
+    if let Some(api) = resolve::api()
+        && matches!(api.reacquire, Reacquire::Shim)
+        && let Some(is_finalizing) = api.is_finalizing
+        // SAFETY: `Py_IsFinalizing` may be called at any time, on any
+        // thread, with or without the GIL.
+        && unsafe { is_finalizing() } != 0
+    {
+        // SAFETY: takes no arguments and never returns.
+        unsafe { nuwa_ffi_0_1_park_forever() }
     }
 }
 
@@ -660,6 +854,13 @@ unsafe extern "C-unwind" {
 
     /// `swap(tstate)` through the same kind of C frame (3.13).
     fn nuwa_ffi_0_1_swap_thread(swap: SwapFn, tstate: ThreadStatePtr) -> ThreadStatePtr;
+}
+
+#[cfg(nuwa_exit_unwinds)]
+unsafe extern "C" {
+    /// Parks the calling thread for good (`pause()` in a loop, in the C
+    /// frame of `src/restore_shim.c`): see [`part_ended_without_gil`].
+    fn nuwa_ffi_0_1_park_forever() -> !;
 }
 
 #[cfg(test)]

@@ -107,3 +107,15 @@ const void *nuwa_ffi_0_1_linked(const char *name) {
     return 0;
 }
 #endif
+
+/* Parks the calling thread for good. nuwa calls it at the end of a with_gil
+ * part that finds the thread without the GIL while the interpreter
+ * finalizes: CPython ended the thread inside the part (pthread_exit, a forced
+ * unwind, which has already run the part's own cleanups) and the unwind must
+ * go no further. */
+__attribute__((visibility("hidden"), noreturn))
+void nuwa_ffi_0_1_park_forever(void) {
+    for (;;) {
+        pause();
+    }
+}

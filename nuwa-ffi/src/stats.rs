@@ -610,6 +610,18 @@ unsafe impl<G: GilOps> GilOps for __Recorded<G> {
         // SAFETY: the caller's obligations are passed on unchanged.
         unsafe { self.ops.release_after_part() }.map(|state| (state, Instant::now()))
     }
+
+    #[inline(always)]
+    unsafe fn part_began(&self, frame: &nuwa_core::PartFrame) {
+        // SAFETY: the caller's obligations are passed on unchanged.
+        unsafe { self.ops.part_began(frame) }
+    }
+
+    #[inline(always)]
+    unsafe fn part_ended(&self, frame: &nuwa_core::PartFrame) {
+        // SAFETY: the caller's obligations are passed on unchanged.
+        unsafe { self.ops.part_ended(frame) }
+    }
 }
 
 #[cfg(test)]

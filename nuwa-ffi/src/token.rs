@@ -125,6 +125,18 @@ unsafe impl GilOps for &mut GilHeld {
     fn is_held(&self) -> bool {
         cpython::gil_is_held()
     }
+
+    #[inline(always)]
+    unsafe fn part_began(&self, frame: &nuwa_core::PartFrame) {
+        // SAFETY: the caller's obligations are passed on unchanged.
+        unsafe { CPython.part_began(frame) }
+    }
+
+    #[inline(always)]
+    unsafe fn part_ended(&self, frame: &nuwa_core::PartFrame) {
+        // SAFETY: the caller's obligations are passed on unchanged.
+        unsafe { CPython.part_ended(frame) }
+    }
 }
 
 #[cfg(debug_assertions)]

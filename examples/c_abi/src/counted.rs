@@ -50,6 +50,20 @@ unsafe impl GilOps for Counted {
     fn is_held(&self) -> bool {
         CPython.is_held()
     }
+
+    // The parts' hooks too: they park a thread CPython ends inside a part
+    // at shutdown.
+    #[inline]
+    unsafe fn part_began(&self, frame: &nuwa_ffi::nuwa_core::PartFrame) {
+        // SAFETY: the caller's obligations are the same for `CPython`.
+        unsafe { CPython.part_began(frame) }
+    }
+
+    #[inline]
+    unsafe fn part_ended(&self, frame: &nuwa_ffi::nuwa_core::PartFrame) {
+        // SAFETY: the caller's obligations are the same for `CPython`.
+        unsafe { CPython.part_ended(frame) }
+    }
 }
 
 /// The counters, as `(releases, reacquires)`.

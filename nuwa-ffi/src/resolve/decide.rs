@@ -161,6 +161,10 @@ pub(crate) fn decide(symbols: &dyn Lookup, platform: Platform) -> State {
             check_signals: symbols
                 .lookup(c"PyErr_CheckSignals")
                 .map(|f| as_fn::<super::CheckSignalsFn>(f)),
+            is_finalizing: symbols
+                .lookup(c"Py_IsFinalizing")
+                .or_else(|| symbols.lookup(c"_Py_IsFinalizing"))
+                .map(|f| as_fn::<super::IsFinalizingFn>(f)),
         }
     };
     State::Ready {

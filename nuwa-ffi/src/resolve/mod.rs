@@ -72,6 +72,10 @@ pub(crate) struct Api {
     /// `PyErr_CheckSignals`, for signal checks inside blocks (not on the
     /// fast path); `None` if the object does not define it.
     pub(crate) check_signals: Option<CheckSignalsFn>,
+    /// `Py_IsFinalizing` (3.13) or `_Py_IsFinalizing` (3.8-3.12), for a part
+    /// that ends without the GIL (not on the fast path); `None` if the object
+    /// defines neither.
+    pub(crate) is_finalizing: Option<IsFinalizingFn>,
 }
 
 /// How a block releases, chosen once by version (see BENCHMARKS.md for the

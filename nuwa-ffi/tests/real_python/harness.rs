@@ -68,6 +68,9 @@ pub(crate) const STOP: usize = 14;
 pub(crate) const PROGRESS: usize = 15;
 pub(crate) const GC_DONE: usize = 16;
 pub(crate) const GC_COUNT: usize = 17;
+pub(crate) const IN_PART: usize = 19;
+pub(crate) const PART_LEFT: usize = 20;
+pub(crate) const DAEMON_TID: usize = 21;
 
 pub(crate) static FLAGS: [AtomicI64; 32] = [const { AtomicI64::new(0) }; 32];
 

@@ -102,6 +102,24 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         hosts: false,
     },
     Scenario {
+        name: "shutdown_in_with_gil_part",
+        runs: 3,
+        run: shutdown_in_with_gil_part,
+        hosts: false,
+    },
+    Scenario {
+        name: "shutdown_in_released_part",
+        runs: 3,
+        run: shutdown_in_released_part,
+        hosts: false,
+    },
+    Scenario {
+        name: "shutdown_in_strict_part",
+        runs: 3,
+        run: shutdown_in_strict_part,
+        hosts: false,
+    },
+    Scenario {
         name: "gil_held_token",
         runs: 1,
         run: gil_held_token,

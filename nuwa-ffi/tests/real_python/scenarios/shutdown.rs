@@ -244,3 +244,184 @@ nuwa_wait({CALLS}, 8000)
         "{calls} calls; {stopped} threads stopped in a reacquire at shutdown"
     )))
 }
+
+/// A local of a `with_gil` part whose `Drop` records that the part was left.
+struct PartWitness;
+
+impl Drop for PartWitness {
+    fn drop(&mut self) {
+        FLAGS[PART_LEFT].fetch_add(1, SeqCst);
+    }
+}
+
+/// The Python code of the daemon's part: it says it runs, then loops in the
+/// eval loop, which gives the GIL up and takes it back every switch
+/// interval, until CPython ends the thread there at shutdown.
+fn part_that_loops() {
+    let _witness = PartWitness;
+    if let Some(py) = PY.get() {
+        // Errors are noted by the prelude's hook; the loop never ends.
+        let _ = py.run(&format!("_nuwa_set({IN_PART}, 1)\nwhile True:\n    pass\n"));
+    }
+}
+
+/// Run by a Python daemon thread (through `ctypes.PYFUNCTYPE`, so with the
+/// GIL): a block whose part runs Python code until the interpreter
+/// finalizes. `form` picks the part: 0 `with_gil!`, 1 `released!()`'s
+/// `with_gil`, 2 the strict form's.
+pub(crate) extern "C" fn rp_daemon_part(form: c_int) {
+    let mut witness = UnwindWitness { completed: false };
+    // SAFETY: gettid has no preconditions.
+    FLAGS[DAEMON_TID].store(i64::from(unsafe { libc::gettid() }), SeqCst);
+    let ran = match form {
+        0 => nuwa_ffi::nogil! {
+            with_gil! { part_that_loops() }
+        },
+        1 => nuwa_ffi::nogil! {
+            released!().with_gil(part_that_loops)
+        },
+        _ => nuwa_ffi::nogil(|gil| gil.with_gil(part_that_loops)),
+    };
+    witness.completed = ran.is_ok();
+    FLAGS[RETURNED].fetch_add(1, SeqCst);
+}
+
+/// The number of the system call a thread blocked in `pause()` is in
+/// (`pause` is not a system call on every architecture), read once from a
+/// helper thread parked that way.
+static PAUSE: OnceLock<String> = OnceLock::new();
+
+fn learn_pause_syscall() -> Result<(), String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        // SAFETY: gettid has no preconditions.
+        let _ = tx.send(unsafe { libc::gettid() });
+        loop {
+            // SAFETY: pause has no preconditions; it returns only after a
+            // signal handler ran.
+            unsafe { libc::pause() };
+        }
+    });
+    let tid = rx
+        .recv_timeout(WAIT)
+        .map_err(|e| format!("the pause helper: {e}"))?;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(call) = syscall_of(i64::from(tid)).filter(|c| c != "running") {
+            ensure!(PAUSE.set(call).is_ok(), "pause learnt twice");
+            return Ok(());
+        }
+        ensure!(Instant::now() < deadline, "the pause helper never blocked");
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The first field of `/proc/self/task/<tid>/syscall`: the number of the
+/// system call the thread is blocked in, or `running`.
+fn syscall_of(tid: i64) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).ok()?;
+    text.split_whitespace().next().map(str::to_owned)
+}
+
+/// Whether the daemon thread of [`rp_daemon_part`] is blocked in `pause()`:
+/// parked by nuwa (3.13 and older) or hung by CPython (3.14 and later).
+extern "C" fn rp_daemon_paused() -> c_int {
+    let tid = FLAGS[DAEMON_TID].load(SeqCst);
+    c_int::from(tid != 0 && PAUSE.get().is_some() && syscall_of(tid).as_ref() == PAUSE.get())
+}
+
+/// A garbage cycle whose `__del__`, run by `Py_FinalizeEx`, gives the GIL up
+/// (so that the daemon thread waiting for it is ended, or hung) until the
+/// daemon is blocked in `pause()`, for at most 30 s.
+fn cycle_until_daemon_paused() -> String {
+    format!(
+        r#"
+gc.disable()
+class NuwaCycle:
+    def __del__(self, _set=_nuwa_set, _sleep=time.sleep, _finalizing=sys.is_finalizing,
+                _now=time.monotonic, _paused=ctypes.PYFUNCTYPE(ctypes.c_int)({paused})):
+        _set({DEL_FINALIZING}, 1 if _finalizing() else 2)
+        _set({DEL_RAN}, 1)
+        deadline = _now() + 30
+        while not _paused() and _now() < deadline:
+            _sleep(0.001)
+nuwa_cycle = NuwaCycle()
+nuwa_cycle.itself = nuwa_cycle
+del nuwa_cycle
+"#,
+        paused = rp_daemon_paused as *const () as usize,
+    )
+}
+
+/// A daemon thread is in a part of a block, running Python code, when the
+/// interpreter finalizes; CPython 3.13 and older end it there. It must be
+/// parked at the end of the part (3.14 and later hang it in the eval loop
+/// themselves), never unwound past the part: before nuwa parked it, the
+/// unwind reached the function's `extern "C"` boundary and aborted.
+///
+/// A free-threaded build runs with its GIL enabled here: with the GIL
+/// disabled, CPython 3.13t's finalization stops a thread that runs Python
+/// and leaves it suspended for good (or, now and then, ends it inside the
+/// part when it was detached at that moment), which this scenario cannot
+/// bring about every run.
+fn shutdown_in_part(target: &Target, form: c_int) -> Outcome {
+    if target.free_threaded {
+        // SAFETY: no other thread of this child runs yet (the interpreter
+        // and the pause helper start below), so nothing reads the
+        // environment concurrently.
+        unsafe { env::set_var("PYTHON_GIL", "1") };
+    }
+    learn_pause_syscall()?;
+    let py = start(target)?;
+    py.run(&format!(
+        r#"
+nuwa_daemon = threading.Thread(
+    target=ctypes.PYFUNCTYPE(None, ctypes.c_int)({addr}), args=({form},), daemon=True)
+nuwa_daemon.start()
+nuwa_wait({IN_PART})
+"#,
+        addr = rp_daemon_part as *const () as usize,
+    ))?;
+    py.run(&cycle_until_daemon_paused())?;
+    py.finalize()?;
+    check_del_ran_finalizing()?;
+    ensure!(
+        rp_daemon_paused() == 1,
+        "the daemon thread is not blocked in pause() after Py_FinalizeEx (system call \
+         {:?}; pause is {:?}; part left {} times)",
+        syscall_of(FLAGS[DAEMON_TID].load(SeqCst)),
+        PAUSE.get(),
+        FLAGS[PART_LEFT].load(SeqCst)
+    );
+    let left = FLAGS[PART_LEFT].load(SeqCst);
+    if target.version < (3, 14, 0) {
+        ensure!(
+            left == 1,
+            "the daemon's part was not left: the scenario did not exercise a thread \
+             that CPython ends inside a part"
+        );
+    } else {
+        ensure!(left == 0, "CPython 3.14+ ended the daemon inside its part");
+    }
+    ensure!(
+        FLAGS[UNWOUND].load(SeqCst) == 0,
+        "the daemon's function was unwound past its part"
+    );
+    ensure!(
+        FLAGS[RETURNED].load(SeqCst) == 0,
+        "the daemon's function returned"
+    );
+    passed()
+}
+
+pub(crate) fn shutdown_in_with_gil_part(target: &Target) -> Outcome {
+    shutdown_in_part(target, 0)
+}
+
+pub(crate) fn shutdown_in_released_part(target: &Target) -> Outcome {
+    shutdown_in_part(target, 1)
+}
+
+pub(crate) fn shutdown_in_strict_part(target: &Target) -> Outcome {
+    shutdown_in_part(target, 2)
+}
