@@ -44,7 +44,7 @@ pub(crate) fn gil_check_here() -> i64 {
 }
 
 /// The kernel's id of the thread in [`rp_daemon_block`] (Linux), 0 before.
-static DAEMON_TID: AtomicI64 = AtomicI64::new(0);
+static BLOCK_DAEMON_TID: AtomicI64 = AtomicI64::new(0);
 
 /// Run by a Python daemon thread: a block that ends only when `__del__`
 /// runs during `Py_FinalizeEx`, so that the reacquire happens while the
@@ -53,7 +53,7 @@ pub(crate) extern "C" fn rp_daemon_block() {
     let mut witness = UnwindWitness { completed: false };
     #[cfg(target_os = "linux")]
     // SAFETY: gettid(2) has no preconditions.
-    DAEMON_TID.store(i64::from(unsafe { libc::gettid() }), SeqCst);
+    BLOCK_DAEMON_TID.store(i64::from(unsafe { libc::gettid() }), SeqCst);
     nuwa_ffi::nogil! {
         FLAGS[GIL_CHECK_IN_BLOCK].store(gil_check_here(), SeqCst);
         FLAGS[IN_BLOCK].store(1, SeqCst);
@@ -149,7 +149,7 @@ nuwa_wait({IN_BLOCK})
 /// the reacquire's park (nuwa, CPython 3.13 and older) or hang (CPython
 /// 3.14+). Without Linux's /proc, a pause of 200 ms stands in.
 fn daemon_past_its_reacquire(deadline: Instant) -> bool {
-    let tid = DAEMON_TID.load(SeqCst);
+    let tid = BLOCK_DAEMON_TID.load(SeqCst);
     if !cfg!(target_os = "linux") || tid == 0 {
         thread::sleep(Duration::from_millis(200));
         return true;
