@@ -3,12 +3,14 @@ the call releases the GIL which does not depend on timing."""
 
 from __future__ import annotations
 
-import gc
+import errno
 import os
+import platform
+import select
 import struct
+import subprocess
 import sys
 import threading
-import time
 import zlib
 
 import pytest
@@ -60,65 +62,180 @@ def test_wrong_arguments_are_a_type_error(call):
         call()
 
 
-def released_during(call, attempts: int = 100) -> bool:
-    """Whether another Python thread ran while `call()` was running.
-
-    A watcher thread sets `seen` if it finds `calling` true. This thread sets
-    `calling` just around the call, with the switch interval at 100 s and the
-    garbage collector off: nothing makes it hand the GIL over between the two
-    assignments, except the call itself releasing the GIL. So the watcher can
-    set `seen` only if the call released it; a call that holds the GIL leaves
-    it unset, every time. A released call lets the watcher, already waiting
-    for the GIL, run: up to `attempts` calls give it the chance.
-    """
-    state = {"calling": False, "seen": False, "stop": False}
-
-    def watch():
-        while not state["stop"]:
-            if state["calling"]:
-                state["seen"] = True
-            time.sleep(0.0001)  # sleeps without the GIL: hands it back
-
-    old_interval = sys.getswitchinterval()
-    # Before the thread starts, so that it never waits for the GIL with a
-    # shorter interval (a waiter that times out asks this thread to let go).
-    sys.setswitchinterval(100)
-    gc.disable()
-    watcher = threading.Thread(target=watch, daemon=True)
-    try:
-        watcher.start()
-        for _ in range(attempts):
-            state["calling"] = True
-            call()
-            state["calling"] = False
-            if state["seen"]:
-                break
-    finally:
-        sys.setswitchinterval(old_interval)
-        gc.enable()
-        state["stop"] = True
-        watcher.join(10)
-    assert not watcher.is_alive()
-    return state["seen"]
-
-
 def gil_enabled() -> bool:
     return getattr(sys, "_is_gil_enabled", lambda: True)()
 
 
-@pytest.mark.skipif(not gil_enabled(), reason="no GIL to release on a free-threaded build")
+# The proof that a call releases the GIL, without timing and without a hook in
+# the extension. One page in the middle of the input is dropped and registered
+# with a userfaultfd (Linux): the first read of it stops the reading thread
+# until someone fills the page in. That someone is a Python thread, blocked in
+# `os.read` on the userfaultfd (which it does without the GIL); to fill the
+# page it must run Python, so it must take the GIL. If the call released the
+# GIL, the handler takes it, fills the page with zeros (what was there) and
+# the call goes on to return the right result. If the call holds the GIL,
+# nothing can ever fill the page: the call waits forever. The outcome follows
+# from who holds the GIL when the read faults, whatever the scheduler does. It
+# runs in a child interpreter, killed if it has not returned within a bound.
+
+NOT_RUN = 3  # the child's exit status when this machine cannot run the proof
+SIZE = 16 << 20  # zeros; the page dropped is wholly inside, so nothing else is touched
+CALLS = {
+    "minimal.adler32": lambda data: minimal.adler32(data),
+    "bytes.count": lambda data: data.count(b"\x01"),  # C, GIL held throughout
+    "zlib.adler32": zlib.adler32,  # releases the GIL for more than 5 KiB
+}
+
+
+def userfaultfd_syscall():
+    """The number of the userfaultfd system call for this process, or None."""
+    machine = platform.machine()
+    if struct.calcsize("P") == 8:
+        return {"x86_64": 323, "aarch64": 282, "riscv64": 282, "s390x": 355,
+                "ppc64": 364, "ppc64le": 364}.get(machine)
+    if machine in ("i386", "i486", "i586", "i686", "x86_64"):  # also x86_64's 32-bit ABI
+        return 374
+    if machine.startswith("arm") or machine == "aarch64":  # also aarch64's 32-bit ABI
+        return 388
+    return None
+
+
+def uffd_ioctl(nr: int, size: int, write: bool = True) -> int:
+    """`_IOWR(0xAA, nr, size)` (or `_IOR` without `write`), as <asm/ioctl.h>."""
+    if platform.machine().startswith("ppc"):
+        size_bits, read_bit, write_bit = 13, 2, 4
+    else:
+        size_bits, read_bit, write_bit = 14, 2, 1
+    direction = read_bit | (write_bit if write else 0)
+    return direction << (16 + size_bits) | size << 16 | 0xAA << 8 | nr
+
+
+def call_with_a_faulting_page(name: str) -> None:
+    """In the child: call `CALLS[name]` on bytes with a page that faults to a
+    Python thread. Prints "calling" just before the call, "returned" after
+    it; exits with NOT_RUN (and says why) if the machine has no userfaultfd."""
+    import ctypes
+    import fcntl
+    import mmap
+
+    def not_run(why: str):
+        print(f"not run: {why}", flush=True)
+        sys.exit(NOT_RUN)
+
+    page = mmap.PAGESIZE
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    number = userfaultfd_syscall()
+    if number is None:
+        not_run(f"no userfaultfd number known for {platform.machine()}")
+    # UFFD_USER_MODE_ONLY (Linux 5.11+) lets a process without privileges
+    # handle the faults raised in user mode, which a read by the call is.
+    uffd = libc.syscall(ctypes.c_long(number), ctypes.c_long(os.O_CLOEXEC | 1))
+    if uffd < 0 and ctypes.get_errno() == errno.EINVAL:  # an older kernel
+        uffd = libc.syscall(ctypes.c_long(number), ctypes.c_long(os.O_CLOEXEC))
+    if uffd < 0:
+        not_run(f"userfaultfd(): {os.strerror(ctypes.get_errno())}")
+    try:
+        fcntl.ioctl(uffd, uffd_ioctl(0x3F, 24), bytearray(struct.pack("QQQ", 0xAA, 0, 0)), True)
+    except OSError as error:
+        not_run(f"UFFDIO_API: {error}")
+
+    call = CALLS[name]
+    data = bytes(SIZE)
+    expected = call(data)  # before the page is dropped
+    # A `c_char_p` made from a bytes points at the bytes' own buffer, which
+    # starts where the bytes object's fixed part ends (its size less 1: the
+    # fixed part counts the terminating NUL). Both must agree, or no madvise.
+    start = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value
+    assert start == id(data) + bytes.__basicsize__ - 1, (start, id(data))
+    target = (start + SIZE // 2) & ~(page - 1)  # a whole page, inside `data`
+    register = bytearray(struct.pack("QQQQ", target, page, 1, 0))  # MODE_MISSING
+    try:
+        fcntl.ioctl(uffd, uffd_ioctl(0x00, 32), register, True)  # UFFDIO_REGISTER
+    except OSError as error:
+        not_run(f"UFFDIO_REGISTER: {error}")
+    if not struct.unpack_from("Q", register, 24)[0] & 1 << 0x04:
+        not_run("no UFFDIO_ZEROPAGE for this memory")
+    assert libc.madvise(target, page, 4) == 0, os.strerror(ctypes.get_errno())  # DONTNEED
+
+    faults = []
+
+    def handle_the_fault():
+        message = os.read(uffd, 32)  # struct uffd_msg, blocks without the GIL
+        # Here the GIL is needed: for the code below, and to return from read.
+        event, = struct.unpack_from("B", message, 0)
+        address, = struct.unpack_from("Q", message, 16)
+        faults.append((event, address & ~(page - 1)))
+        zeropage = bytearray(struct.pack("QQQq", target, page, 0, 0))
+        fcntl.ioctl(uffd, uffd_ioctl(0x04, 32), zeropage, True)  # UFFDIO_ZEROPAGE
+
+    handler = threading.Thread(target=handle_the_fault, daemon=True)
+    handler.start()
+    print("calling", flush=True)
+    result = call(data)
+    handler.join()
+    fcntl.ioctl(uffd, uffd_ioctl(0x01, 16, write=False), struct.pack("QQ", target, page))
+    os.close(uffd)
+    assert faults == [(0x12, target)], faults  # UFFD_EVENT_PAGEFAULT, once
+    assert result == expected, (result, expected)
+    print("returned", flush=True)
+
+
+def returns_with_a_faulting_page(name: str, wait: float) -> bool:
+    """Whether `CALLS[name]`, run in a child interpreter on bytes with a page
+    whose fault only a Python thread can resolve, returns: False if it is
+    still waiting `wait` seconds after the child started it (then killed)."""
+    # Unbuffered: a buffered readline could take "returned" with "calling",
+    # out of the reach of communicate(), which reads the pipe itself.
+    child = subprocess.Popen([sys.executable, __file__, name], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, bufsize=0)
+    try:
+        # Up to the call: bounded, but generous, since the outcome does not
+        # depend on it and a loaded machine may start Python slowly.
+        ready, _, _ = select.select([child.stdout], [], [], 120)
+        first = child.stdout.readline().decode() if ready else ""
+        if first != "calling\n":
+            if not first.startswith("not run: "):  # else it exits by itself
+                child.kill()
+            rest, errors = child.communicate(timeout=120)
+            if first.startswith("not run: ") and child.returncode == NOT_RUN:
+                pytest.skip(first[len("not run: "):].strip())
+            pytest.fail(f"the child did not reach the call: {first + rest.decode()!r}\n"
+                        f"{errors.decode()}")
+        try:
+            rest, errors = child.communicate(timeout=wait)
+        except subprocess.TimeoutExpired:
+            return False
+        assert (child.returncode, rest) == (0, b"returned\n"), errors.decode()
+        return True
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+
+
+linux_with_a_gil = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or not gil_enabled(),
+    reason="needs Linux's userfaultfd, and a GIL (none on a free-threaded build)")
+
+
+@linux_with_a_gil
 def test_adler32_releases_the_gil():
-    data = bytes(16 << 20)  # 16 MiB: a few milliseconds per call
-    assert released_during(lambda: minimal.adler32(data))
+    """A call that held the GIL would wait forever: 60 s is only a bound."""
+    assert returns_with_a_faulting_page("minimal.adler32", wait=60), (
+        "adler32 did not return: it read its input holding the GIL, so the Python "
+        "thread that resolves the page fault could not run")
 
 
-@pytest.mark.skipif(not gil_enabled(), reason="no GIL to hold on a free-threaded build")
+@linux_with_a_gil
 def test_controls_a_call_that_holds_the_gil_and_one_that_releases_it():
-    """The check can fail: `bytes.count` runs in C holding the GIL, and is
-    never seen; `time.sleep` releases it, and is."""
-    data = bytes(16 << 20)
-    assert not released_during(lambda: data.count(b"\x01"), attempts=20)
-    assert released_during(lambda: time.sleep(0.001))
+    """The proof can fail: `bytes.count` reads the bytes in C with the GIL
+    held, and never returns (5 s bound the wait for a deadlock); `zlib.adler32`
+    releases it for large buffers, and returns."""
+    assert not returns_with_a_faulting_page("bytes.count", wait=5), (
+        "bytes.count returned: the page fault was resolved with the GIL held")
+    assert returns_with_a_faulting_page("zlib.adler32", wait=60), "zlib.adler32 did not return"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads an ELF file")
@@ -137,3 +254,7 @@ def test_no_link_to_libpython():
             needed.append(data[strtab + value : data.index(b"\0", strtab + value)].decode())
     assert any(name.startswith("libc.so") for name in needed), needed
     assert not [name for name in needed if "python" in name], needed
+
+
+if __name__ == "__main__":  # the child of returns_with_a_faulting_page
+    call_with_a_faulting_page(sys.argv[1])
