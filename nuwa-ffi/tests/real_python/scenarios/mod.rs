@@ -2,6 +2,7 @@
 
 use crate::harness::{Outcome, Target};
 
+mod breaker;
 mod embedding;
 mod foreign;
 mod free_threaded;
@@ -12,6 +13,7 @@ pub(crate) mod shutdown;
 mod signals;
 mod subinterpreters;
 
+use breaker::*;
 use embedding::*;
 use foreign::*;
 use free_threaded::*;
@@ -205,6 +207,24 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         name: "with_gil_restores_the_saved_state",
         runs: 1,
         run: with_gil_restores_the_saved_state,
+        hosts: false,
+    },
+    Scenario {
+        name: "breaker_migrated_state",
+        runs: 1,
+        run: breaker_migrated_state,
+        hosts: false,
+    },
+    Scenario {
+        name: "breaker_stack_inside_callers",
+        runs: 1,
+        run: breaker_stack_inside_callers,
+        hosts: false,
+    },
+    Scenario {
+        name: "breaker_token_in_subinterpreter",
+        runs: 1,
+        run: breaker_token_in_subinterpreter,
         hosts: false,
     },
 ];
