@@ -10,8 +10,6 @@ use std::thread;
 use std::time::Duration;
 
 use nuwa_ffi::{CPython, GilHeld, Guard};
-#[allow(unused_imports)]
-use std::ops::Deref as _;
 
 use crate::harness::*;
 
@@ -331,4 +329,132 @@ pub(crate) fn breaker_token_in_subinterpreter(target: &Target) -> Outcome {
         Ok(_) => passed(),
         Err(msg) => Err(format!("WRONG: the token panicked in a legacy subinterpreter: {msg}")),
     }
+}
+
+// --- cost and signal stacks --------------------------------------------
+
+static CALLBACK: std::sync::Mutex<Option<Box<dyn FnMut() + Send>>> = std::sync::Mutex::new(None);
+
+extern "C" fn breaker_trampoline() {
+    let f = CALLBACK.lock().unwrap().take();
+    if let Some(mut f) = f {
+        f();
+    }
+}
+
+/// Runs `f` from Python code in the current (sub)interpreter, `depth`
+/// Python calls deep.
+fn at_depth(py: &Py, depth: u32, f: impl FnMut() + Send + 'static) -> Result<(), String> {
+    *CALLBACK.lock().unwrap() = Some(Box::new(f));
+    let code = format!(
+        "import ctypes, sys\nsys.setrecursionlimit(100000)\n\
+         _cb = ctypes.PYFUNCTYPE(None)({})\n\
+         def _f(n):\n    if n == 0:\n        _cb()\n    else:\n        _f(n - 1)\n_f({depth})\n",
+        breaker_trampoline as *const () as usize
+    );
+    // SAFETY: this thread holds the GIL (through the subinterpreter's state).
+    unsafe { py.run_unchecked(&code) }
+}
+
+static ALT_RESULTS: std::sync::Mutex<Vec<bool>> = std::sync::Mutex::new(Vec::new());
+
+extern "C" fn on_usr1(_: libc::c_int) {
+    // Not async-signal-safe itself (a Mutex), but uncontended here; the
+    // point is what gil_is_held does.
+    let held = nuwa_ffi::gil_is_held();
+    if let Ok(mut v) = ALT_RESULTS.try_lock() {
+        v.push(held);
+    }
+}
+
+/// In a legacy subinterpreter (3.10/3.11), from Python code: the cost of
+/// the held check at several Python call depths, and the check called from
+/// a signal handler on an alternate stack (see `strace -f -e openat`).
+pub(crate) fn breaker_subinterp_cost(target: &Target) -> Outcome {
+    let py = start(target)?;
+    // SAFETY: the C signatures of these CPython 3.8+ functions.
+    let (new_interpreter, end_interpreter, get, swap) = unsafe {
+        (
+            api::<StateFn>("Py_NewInterpreter")?,
+            api::<EndFn>("Py_EndInterpreter")?,
+            api::<StateFn>("PyThreadState_Get")?,
+            api::<unsafe extern "C" fn(*mut c_void) -> *mut c_void>("PyThreadState_Swap")?,
+        )
+    };
+    let mut report = Vec::new();
+    {
+        const N: u32 = 20_000;
+        let start = std::time::Instant::now();
+        let mut held = 0;
+        for _ in 0..N {
+            held += u32::from(core::hint::black_box(nuwa_ffi::gil_is_held()));
+        }
+        let ns = start.elapsed().as_nanos() / u128::from(N);
+        report.push(format!("main interpreter (fast path): {ns} ns/check (held {})", held == N));
+    }
+    // SAFETY: this thread holds the GIL.
+    let main_state = unsafe { get() };
+    // SAFETY: as in legacy_subinterpreter.
+    let sub = unsafe { new_interpreter() };
+    ensure!(!sub.is_null(), "Py_NewInterpreter failed");
+    let times = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    for depth in [1u32, 100, 1000, 3000] {
+        let t = times.clone();
+        at_depth(py, depth, move || {
+            const N: u32 = 20_000;
+            let start = std::time::Instant::now();
+            let mut held = 0;
+            for _ in 0..N {
+                held += u32::from(core::hint::black_box(nuwa_ffi::gil_is_held()));
+            }
+            let ns = start.elapsed().as_nanos() / u128::from(N);
+            t.lock().unwrap().push((depth, ns, held == N));
+        })?;
+    }
+    for (depth, ns, held) in times.lock().unwrap().iter() {
+        report.push(format!("depth {depth}: {ns} ns/check (held {held})"));
+    }
+    // The check from a signal handler on an alternate stack, 50 times.
+    at_depth(py, 1, || {
+        // SAFETY: a fresh alternate stack (leaked), and a handler that only
+        // calls gil_is_held and records it.
+        unsafe {
+            let size = 1 << 16;
+            let mem = Box::leak(vec![0u8; size].into_boxed_slice());
+            let ss = libc::stack_t {
+                ss_sp: mem.as_mut_ptr().cast(),
+                ss_flags: 0,
+                ss_size: size,
+            };
+            libc::sigaltstack(&ss, std::ptr::null_mut());
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_usr1 as usize;
+            sa.sa_flags = libc::SA_ONSTACK;
+            libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+            eprintln!("breaker: raising SIGUSR1 50 times (alternate stack)");
+            for _ in 0..50 {
+                libc::raise(libc::SIGUSR1);
+            }
+            eprintln!("breaker: done raising");
+            let ss_off = libc::stack_t {
+                ss_sp: std::ptr::null_mut(),
+                ss_flags: libc::SS_DISABLE,
+                ss_size: 0,
+            };
+            libc::sigaltstack(&ss_off, std::ptr::null_mut());
+        }
+    })?;
+    let alt = ALT_RESULTS.lock().unwrap().clone();
+    report.push(format!(
+        "on the alternate stack: {} checks, held {}",
+        alt.len(),
+        alt.iter().filter(|h| **h).count()
+    ));
+    // SAFETY: as in legacy_subinterpreter.
+    unsafe {
+        end_interpreter(sub);
+        swap(main_state);
+    }
+    py.finalize()?;
+    Ok(Pass::Ok(report.join("; ")))
 }

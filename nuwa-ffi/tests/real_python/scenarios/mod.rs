@@ -227,6 +227,12 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         run: breaker_token_in_subinterpreter,
         hosts: false,
     },
+    Scenario {
+        name: "breaker_subinterp_cost",
+        runs: 1,
+        run: breaker_subinterp_cost,
+        hosts: false,
+    },
 ];
 
 /// Scenarios that other scenarios run in a child of their own; the runner
