@@ -75,6 +75,16 @@ static HOOK: std::sync::Mutex<Option<Hook>> = std::sync::Mutex::new(None);
 /// (`PyEval_RestoreThread`) and holds the GIL in C. One thread at a time
 /// uses X. On A, which holds nothing: what does nuwa say?
 pub(crate) fn breaker_migrated_state(target: &Target) -> Outcome {
+    migrated(target, false)
+}
+
+/// As [`breaker_migrated_state`], but the state A hands over is its own
+/// GIL-state state (no `PyThreadState_New`): the pointer comparison.
+pub(crate) fn breaker_migrated_own_state(target: &Target) -> Outcome {
+    migrated(target, true)
+}
+
+fn migrated(target: &Target, own_state: bool) -> Outcome {
     let py = start(target)?;
     let api = load_api()?;
     let (to_b, from_a) = mpsc::channel::<usize>();
@@ -85,11 +95,11 @@ pub(crate) fn breaker_migrated_state(target: &Target) -> Outcome {
         let a = thread::spawn(move || -> Result<_, String> {
             let gil = py.gilstate_ensure();
             // SAFETY: a valid interpreter.
-            let x = unsafe { (api.new_state)(api.interp as *mut c_void) };
+            let x = if own_state { std::ptr::null_mut() } else { unsafe { (api.new_state)(api.interp as *mut c_void) } };
             // SAFETY: A holds the GIL through its own state.
-            let own = unsafe { (api.save)() };
+            let own = if own_state { std::ptr::null_mut() } else { unsafe { (api.save)() } };
             // SAFETY: X is fresh, attached by no thread.
-            unsafe { (api.restore)(x) };
+            if !own_state { unsafe { (api.restore)(x) } };
             // SAFETY: A holds the GIL through X.
             let inside = unsafe {
                 call_from_python_unchecked(py, || {
@@ -103,10 +113,12 @@ pub(crate) fn breaker_migrated_state(target: &Target) -> Outcome {
                     (held_on_x, seen)
                 })
             };
-            // SAFETY: A holds the GIL through X.
-            unsafe { (api.save)() };
-            // SAFETY: A's own state.
-            unsafe { (api.restore)(own) };
+            if !own_state {
+                // SAFETY: A holds the GIL through X.
+                unsafe { (api.save)() };
+                // SAFETY: A's own state.
+                unsafe { (api.restore)(own) };
+            }
             py.gilstate_release(gil);
             inside
         });

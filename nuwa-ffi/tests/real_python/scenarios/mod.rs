@@ -233,6 +233,12 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         run: breaker_subinterp_cost,
         hosts: false,
     },
+    Scenario {
+        name: "breaker_migrated_own_state",
+        runs: 1,
+        run: breaker_migrated_own_state,
+        hosts: false,
+    },
 ];
 
 /// Scenarios that other scenarios run in a child of their own; the runner
