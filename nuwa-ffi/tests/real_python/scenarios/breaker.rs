@@ -470,3 +470,71 @@ pub(crate) fn breaker_subinterp_cost(target: &Target) -> Outcome {
     py.finalize()?;
     Ok(Pass::Ok(report.join("; ")))
 }
+
+/// Python thread A makes 300 states (its thread id in each) and hands them
+/// to B, which attaches each, runs Python code on it, and deletes it while
+/// holding the GIL (`PyThreadState_Clear` + `PyThreadState_DeleteCurrent`).
+/// Meanwhile A, without the GIL, calls the held check in a loop: never
+/// "held", never a crash.
+pub(crate) fn breaker_states_freed_under_the_check(target: &Target) -> Outcome {
+    let py = start(target)?;
+    // SAFETY: the C signatures of these CPython 3.8+ functions.
+    let (clear, delete_current) = unsafe {
+        (
+            api::<EndFn>("PyThreadState_Clear")?,
+            api::<unsafe extern "C" fn()>("PyThreadState_DeleteCurrent")?,
+        )
+    };
+    let api = load_api()?;
+    const N: usize = 300;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let outcome = nuwa_ffi::nogil! {
+        let (to_b, from_a) = mpsc::channel::<Vec<usize>>();
+        let stop_a = stop.clone();
+        let a = thread::spawn(move || {
+            let gil = py.gilstate_ensure();
+            let states: Vec<usize> = (0..N)
+                // SAFETY: a valid interpreter.
+                .map(|_| unsafe { (api.new_state)(api.interp as *mut c_void) } as usize)
+                .collect();
+            // SAFETY: A holds the GIL through its own state.
+            let own = unsafe { (api.save)() };
+            let _ = to_b.send(states);
+            let (mut checks, mut held) = (0u64, 0u64);
+            while !stop_a.load(std::sync::atomic::Ordering::Acquire) {
+                checks += 1;
+                held += u64::from(nuwa_ffi::gil_is_held());
+            }
+            // SAFETY: A's own state.
+            unsafe { (api.restore)(own) };
+            py.gilstate_release(gil);
+            (checks, held)
+        });
+        let b = thread::spawn(move || -> Result<(), String> {
+            let states = from_a.recv_timeout(WAIT).map_err(|e| e.to_string())?;
+            for (i, x) in states.into_iter().enumerate() {
+                // SAFETY: a fresh state, attached by no thread.
+                unsafe { (api.restore)(x as *mut c_void) };
+                if i % 3 == 0 {
+                    // SAFETY: B holds the GIL through x.
+                    unsafe { call_from_python_unchecked(py, || ()) }?;
+                }
+                // SAFETY: B holds the GIL through x; it is cleared and freed.
+                unsafe {
+                    clear(x as *mut c_void);
+                    delete_current();
+                }
+            }
+            Ok(())
+        });
+        let b = b.join().map_err(|_| "B panicked".to_string());
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        let a = a.join().map_err(|_| "A panicked".to_string());
+        (a, b)
+    };
+    let (checks, held) = outcome.0?;
+    outcome.1??;
+    py.finalize()?;
+    ensure!(held == 0, "WRONG: A saw the GIL held {held} times of {checks}");
+    Ok(Pass::Ok(format!("{checks} checks on A, none held")))
+}

@@ -239,6 +239,12 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         run: breaker_migrated_own_state,
         hosts: false,
     },
+    Scenario {
+        name: "breaker_states_freed_under_the_check",
+        runs: 1,
+        run: breaker_states_freed_under_the_check,
+        hosts: false,
+    },
 ];
 
 /// Scenarios that other scenarios run in a child of their own; the runner
