@@ -538,3 +538,49 @@ pub(crate) fn breaker_states_freed_under_the_check(target: &Target) -> Outcome {
     ensure!(held == 0, "WRONG: A saw the GIL held {held} times of {checks}");
     Ok(Pass::Ok(format!("{checks} checks on A, none held")))
 }
+
+static HANDLER_SAW: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+extern "C" fn on_usr2(_: libc::c_int) {
+    let held = nuwa_ffi::gil_is_held();
+    HANDLER_SAW.store(i32::from(held), std::sync::atomic::Ordering::SeqCst);
+}
+
+/// The main thread runs a legacy subinterpreter (3.10/3.11) and has a
+/// SIGUSR2 handler that calls `gil_is_held()`; then it calls the check
+/// once. Run under gdb to deliver SIGUSR2 inside the check's first
+/// `pthread_getattr_np` (see the report).
+pub(crate) fn breaker_signal_in_first_check(target: &Target) -> Outcome {
+    let py = start(target)?;
+    // SAFETY: the C signatures of these CPython 3.8+ functions.
+    let (new_interpreter, end_interpreter, get, swap) = unsafe {
+        (
+            api::<StateFn>("Py_NewInterpreter")?,
+            api::<EndFn>("Py_EndInterpreter")?,
+            api::<StateFn>("PyThreadState_Get")?,
+            api::<unsafe extern "C" fn(*mut c_void) -> *mut c_void>("PyThreadState_Swap")?,
+        )
+    };
+    // SAFETY: this thread holds the GIL.
+    let main_state = unsafe { get() };
+    // SAFETY: as in legacy_subinterpreter.
+    let sub = unsafe { new_interpreter() };
+    ensure!(!sub.is_null(), "Py_NewInterpreter failed");
+    // SAFETY: a handler that calls gil_is_held and stores an atomic.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_usr2 as usize;
+        libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut());
+    }
+    let held = nuwa_ffi::gil_is_held();
+    // SAFETY: as in legacy_subinterpreter.
+    unsafe {
+        end_interpreter(sub);
+        swap(main_state);
+    }
+    py.finalize()?;
+    Ok(Pass::Ok(format!(
+        "check {held}; handler saw {}",
+        HANDLER_SAW.load(std::sync::atomic::Ordering::SeqCst)
+    )))
+}

@@ -245,6 +245,12 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         run: breaker_states_freed_under_the_check,
         hosts: false,
     },
+    Scenario {
+        name: "breaker_signal_in_first_check",
+        runs: 1,
+        run: breaker_signal_in_first_check,
+        hosts: false,
+    },
 ];
 
 /// Scenarios that other scenarios run in a child of their own; the runner
