@@ -1,3 +1,4 @@
+# Run: see the b4 breaker report (NUWA_BREAKER=1, NUWA_RP_* env as the runner sets them).
 set pagination off
 set confirm off
 handle SIGUSR2 nostop noprint pass

@@ -20,6 +20,16 @@ type InterpFn = unsafe extern "C" fn() -> *mut c_void;
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// The breaker scenarios are reproducers for a review, not part of the
+/// suite: they run only with `NUWA_BREAKER=1`.
+fn gated() -> Option<Outcome> {
+    std::env::var_os("NUWA_BREAKER").is_none().then(|| {
+        Ok(Pass::Skipped(
+            "breaker reproducer: set NUWA_BREAKER=1".into(),
+        ))
+    })
+}
+
 fn crash_mode() -> bool {
     std::env::var_os("NUWA_BREAKER_CRASH").is_some()
 }
@@ -75,12 +85,18 @@ static HOOK: std::sync::Mutex<Option<Hook>> = std::sync::Mutex::new(None);
 /// (`PyEval_RestoreThread`) and holds the GIL in C. One thread at a time
 /// uses X. On A, which holds nothing: what does nuwa say?
 pub(crate) fn breaker_migrated_state(target: &Target) -> Outcome {
+    if let Some(skip) = gated() {
+        return skip;
+    }
     migrated(target, false)
 }
 
 /// As [`breaker_migrated_state`], but the state A hands over is its own
 /// GIL-state state (no `PyThreadState_New`): the pointer comparison.
 pub(crate) fn breaker_migrated_own_state(target: &Target) -> Outcome {
+    if let Some(skip) = gated() {
+        return skip;
+    }
     migrated(target, true)
 }
 
@@ -210,7 +226,11 @@ extern "C" fn b_main(arg: *mut c_void) -> *mut c_void {
                     eprintln!("B: ran: {r:?}");
                     let _ = ran_tx.send(());
                 }
-                if args.answered.recv_timeout(Duration::from_millis(10)).is_ok() {
+                if args
+                    .answered
+                    .recv_timeout(Duration::from_millis(10))
+                    .is_ok()
+                {
                     break true;
                 }
             }
@@ -225,6 +245,9 @@ extern "C" fn b_main(arg: *mut c_void) -> *mut c_void {
 /// frame (`pthread_attr_setstack`, legal C). B runs Python code on X. On A,
 /// which does not hold the GIL: what does nuwa say?
 pub(crate) fn breaker_stack_inside_callers(target: &Target) -> Outcome {
+    if let Some(skip) = gated() {
+        return skip;
+    }
     let py = start(target)?;
     let api = load_api()?;
     let outcome = nuwa_ffi::nogil! {
@@ -277,11 +300,8 @@ fn run_b_on_my_stack(api: Api, x: usize) -> Result<(bool, bool), String> {
     unsafe {
         let mut attr: libc::pthread_attr_t = std::mem::zeroed();
         libc::pthread_attr_init(&mut attr);
-        let rc = libc::pthread_attr_setstack(
-            &mut attr,
-            stack.cast(),
-            std::mem::size_of::<StackBuf>(),
-        );
+        let rc =
+            libc::pthread_attr_setstack(&mut attr, stack.cast(), std::mem::size_of::<StackBuf>());
         if rc != 0 {
             return Err(format!("setstack {rc}"));
         }
@@ -303,6 +323,9 @@ fn run_b_on_my_stack(api: Api, x: usize) -> Result<(bool, bool), String> {
 /// Debug builds: a `GilHeld` token used as documented (made in a function
 /// Python code called, which holds the GIL) in a legacy subinterpreter.
 pub(crate) fn breaker_token_in_subinterpreter(target: &Target) -> Outcome {
+    if let Some(skip) = gated() {
+        return skip;
+    }
     let py = start(target)?;
     // SAFETY: the C signatures of these CPython 3.8+ functions.
     let (new_interpreter, end_interpreter, get, swap) = unsafe {
@@ -339,7 +362,9 @@ pub(crate) fn breaker_token_in_subinterpreter(target: &Target) -> Outcome {
     py.finalize()?;
     match r? {
         Ok(_) => passed(),
-        Err(msg) => Err(format!("WRONG: the token panicked in a legacy subinterpreter: {msg}")),
+        Err(msg) => Err(format!(
+            "WRONG: the token panicked in a legacy subinterpreter: {msg}"
+        )),
     }
 }
 
@@ -383,6 +408,9 @@ extern "C" fn on_usr1(_: libc::c_int) {
 /// the held check at several Python call depths, and the check called from
 /// a signal handler on an alternate stack (see `strace -f -e openat`).
 pub(crate) fn breaker_subinterp_cost(target: &Target) -> Outcome {
+    if let Some(skip) = gated() {
+        return skip;
+    }
     let py = start(target)?;
     // SAFETY: the C signatures of these CPython 3.8+ functions.
     let (new_interpreter, end_interpreter, get, swap) = unsafe {
@@ -402,7 +430,10 @@ pub(crate) fn breaker_subinterp_cost(target: &Target) -> Outcome {
             held += u32::from(core::hint::black_box(nuwa_ffi::gil_is_held()));
         }
         let ns = start.elapsed().as_nanos() / u128::from(N);
-        report.push(format!("main interpreter (fast path): {ns} ns/check (held {})", held == N));
+        report.push(format!(
+            "main interpreter (fast path): {ns} ns/check (held {})",
+            held == N
+        ));
     }
     // SAFETY: this thread holds the GIL.
     let main_state = unsafe { get() };
@@ -440,7 +471,7 @@ pub(crate) fn breaker_subinterp_cost(target: &Target) -> Outcome {
             };
             libc::sigaltstack(&ss, std::ptr::null_mut());
             let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_usr1 as usize;
+            sa.sa_sigaction = on_usr1 as *const () as usize;
             sa.sa_flags = libc::SA_ONSTACK;
             libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
             eprintln!("breaker: raising SIGUSR1 50 times (alternate stack)");
@@ -477,6 +508,9 @@ pub(crate) fn breaker_subinterp_cost(target: &Target) -> Outcome {
 /// Meanwhile A, without the GIL, calls the held check in a loop: never
 /// "held", never a crash.
 pub(crate) fn breaker_states_freed_under_the_check(target: &Target) -> Outcome {
+    if let Some(skip) = gated() {
+        return skip;
+    }
     let py = start(target)?;
     // SAFETY: the C signatures of these CPython 3.8+ functions.
     let (clear, delete_current) = unsafe {
@@ -535,7 +569,10 @@ pub(crate) fn breaker_states_freed_under_the_check(target: &Target) -> Outcome {
     let (checks, held) = outcome.0?;
     outcome.1??;
     py.finalize()?;
-    ensure!(held == 0, "WRONG: A saw the GIL held {held} times of {checks}");
+    ensure!(
+        held == 0,
+        "WRONG: A saw the GIL held {held} times of {checks}"
+    );
     Ok(Pass::Ok(format!("{checks} checks on A, none held")))
 }
 
@@ -551,6 +588,9 @@ extern "C" fn on_usr2(_: libc::c_int) {
 /// once. Run under gdb to deliver SIGUSR2 inside the check's first
 /// `pthread_getattr_np` (see the report).
 pub(crate) fn breaker_signal_in_first_check(target: &Target) -> Outcome {
+    if let Some(skip) = gated() {
+        return skip;
+    }
     let py = start(target)?;
     // SAFETY: the C signatures of these CPython 3.8+ functions.
     let (new_interpreter, end_interpreter, get, swap) = unsafe {
@@ -569,7 +609,7 @@ pub(crate) fn breaker_signal_in_first_check(target: &Target) -> Outcome {
     // SAFETY: a handler that calls gil_is_held and stores an atomic.
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_usr2 as usize;
+        sa.sa_sigaction = on_usr2 as *const () as usize;
         libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut());
     }
     let held = nuwa_ffi::gil_is_held();
