@@ -1,13 +1,11 @@
 //! The CPython backends.
 
-use core::ffi::c_ulong;
 use core::ptr::NonNull;
 
 use nuwa_core::{GilOps, PartFrame};
 
 use crate::resolve::{
-    self, Api, Check, Reacquire, Release, Restore, RestoreThreadFn, SwapFn, ThreadIdField,
-    ThreadStatePtr,
+    self, Api, Check, Reacquire, Release, Restore, RestoreThreadFn, SwapFn, ThreadStatePtr,
 };
 
 /// The GIL of the CPython interpreter in this process.
@@ -37,9 +35,8 @@ use crate::resolve::{
 /// attached on this thread and not released (a `PyGILState_Ensure` whose
 /// `PyGILState_Release` was skipped): taking the GIL back would deadlock
 /// (CPython 3.12 and older) or abort the process (3.13 and later). The thread then
-/// holds the GIL: through the block's own state again on 3.13 and later (and
-/// on 3.8-3.11 when the state attached was not the block's own, as in a
-/// legacy subinterpreter), otherwise through the state attached. If the
+/// holds the GIL: through the block's own state again on 3.13 and later,
+/// otherwise through the state attached. If the
 /// thread is already panicking, the message is printed and the process
 /// aborts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -323,13 +320,7 @@ unsafe fn reacquire_with(api: &Api, tstate: ThreadStatePtr) {
         Check::ThreadLocal => !current.is_null(),
         // Process-global: the block's own state is attached again, which
         // only this thread can have done (what `PyGILState_Ensure` does).
-        Check::Compare { this_thread, .. } => {
-            if !current.is_null() && current != unmarked(tstate) {
-                // SAFETY: the caller's contract.
-                unsafe { another_own_state_attached(api, this_thread, current, tstate) };
-            }
-            current == unmarked(tstate)
-        }
+        Check::Compare { .. } => current == unmarked(tstate),
     };
     if attached {
         attached_inside_block(false);
@@ -337,43 +328,6 @@ unsafe fn reacquire_with(api: &Api, tstate: ThreadStatePtr) {
     // SAFETY: the caller's contract, and this thread has no state attached
     // (checked above); the entry is the one chosen for this version.
     unsafe { (api.restore_entry)(api.restore, tstate) }
-}
-
-/// 3.8-3.11, at the end of a block whose own state is not the current one:
-/// if the current one is this thread's GIL-state state, `PyGILState_Ensure`
-/// attached it inside the block (on the thread of a legacy subinterpreter,
-/// whose own state is another), and taking the GIL back now would wait for
-/// this very thread. Then it detaches that state, takes the GIL back with
-/// the block's own, and panics (see [`attached_inside_block`]). Otherwise
-/// it returns: another thread holds the GIL.
-///
-/// # Safety
-///
-/// As for [`reacquire_with`]; `current` is the current state, read just
-/// before.
-#[cold]
-#[inline(never)]
-unsafe fn another_own_state_attached(
-    api: &Api,
-    this_thread: resolve::GetThreadStateFn,
-    current: ThreadStatePtr,
-    tstate: ThreadStatePtr,
-) {
-    // SAFETY: `PyGILState_GetThisThreadState` may be called on any thread,
-    // with or without the GIL.
-    if current != unsafe { this_thread() } {
-        return;
-    }
-    // SAFETY: this thread holds the GIL through `current`, its own
-    // GIL-state state (only this thread attaches that one), which
-    // `PyEval_SaveThread` detaches; then no state is attached to this
-    // thread, and `tstate` is what its release saved (the caller's
-    // contract), taken back through the entry chosen for this version.
-    unsafe {
-        (api.save)();
-        (api.restore_entry)(api.restore, tstate);
-    }
-    attached_inside_block(true);
 }
 
 /// `reacquire_with` without the check for a state left attached, for
@@ -456,8 +410,7 @@ unsafe extern "C-unwind" fn restore_direct(restore: RestoreThreadFn, tstate: Thr
 }
 
 /// A thread state was attached inside the block and was still attached at
-/// its end. If `swapped` (3.13 and later; and 3.8-3.11 when it is not the
-/// block's own state) nuwa has detached it and attached the block's own
+/// its end. If `swapped` (3.13 and later) nuwa has detached it and attached the block's own
 /// state again; otherwise it has not taken the GIL back (that would
 /// deadlock), and the thread holds the GIL through the state attached
 /// inside the block. Panics, or aborts if the thread is already panicking.
@@ -577,232 +530,65 @@ fn park_if_overtaken(marked: ThreadStatePtr) {
 }
 
 /// Whether the calling thread holds the GIL: its own thread state is the one
-/// that holds it (see [`HeldCheck`](crate::HeldCheck)).
+/// that holds it (see [`HeldCheck`](crate::HeldCheck)). Where that cannot be
+/// told (3.8-3.11, a thread on a state other than its GIL-state state), the
+/// answer is "not held".
 #[inline(always)]
 fn holds_gil(api: &Api) -> bool {
+    matches!(held_answer(api), Held::Yes)
+}
+
+/// The held check's full answer: [`holds_gil`] takes only [`Held::Yes`];
+/// the debug check of [`GilHeld`](crate::GilHeld) complains only on
+/// [`Held::No`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Held {
+    /// This thread's state is the one attached: it holds the GIL.
+    Yes,
+    /// This thread holds no GIL, for sure: no state is attached to it (3.12
+    /// and later), or none is attached to any thread (3.11 and older).
+    No,
+    /// 3.11 and older: a state other than this thread's GIL-state state
+    /// holds the GIL. That may be another thread's, or this thread's in a
+    /// legacy subinterpreter, or one another thread made for this one:
+    /// nothing on these versions tells them apart safely.
+    Unknown,
+}
+
+/// See [`Held`].
+#[inline(always)]
+fn held_answer(api: &Api) -> Held {
     // SAFETY: these CPython functions may be called from any thread, with or
     // without the GIL, before and after initialisation; they only read the
-    // current thread state.
+    // current thread state (neither is dereferenced here).
     unsafe {
         let current = (api.current)();
-        if current.is_null() {
-            return false;
-        }
         match api.check {
-            Check::ThreadLocal => true,
-            Check::Compare { this_thread, .. } => {
-                let mine = this_thread();
-                mine == current || (!mine.is_null() && not_this_threads_own(api, current, mine))
-            }
+            _ if current.is_null() => Held::No,
+            Check::ThreadLocal => compare(current, None),
+            Check::Compare { this_thread } => compare(current, Some(this_thread())),
         }
     }
 }
 
-/// The thread-id fallback of [`holds_gil`], kept off the fast path.
-#[cold]
-#[inline(never)]
-fn not_this_threads_own(api: &Api, current: ThreadStatePtr, mine: ThreadStatePtr) -> bool {
-    match api.check {
-        Check::Compare {
-            thread_id: Some(field),
-            ..
-        } => made_on_this_thread(current, mine, field),
-        _ => false,
+/// The held check on the current state `current` and, where it is
+/// process-global (3.11 and older), this thread's GIL-state state `mine`.
+#[inline(always)]
+pub(crate) fn compare(current: ThreadStatePtr, mine: Option<ThreadStatePtr>) -> Held {
+    match mine {
+        _ if current.is_null() => Held::No,
+        None => Held::Yes,
+        Some(mine) if mine == current => Held::Yes,
+        Some(_) => Held::Unknown,
     }
 }
 
-/// 3.10 and 3.11, when the current state is not this thread's GIL-state
-/// state: whether this thread holds the GIL through it (a legacy
-/// subinterpreter's state, made on this thread and running Python code
-/// here). Where it cannot be sure, the answer is "not held".
-///
-/// A state's `thread_id` names the thread that *made* it, which may have
-/// made it for another thread (`PyThreadState_New` needs no GIL), and may
-/// since have ended and had its id reused. So the `thread_id`s (this
-/// thread's own state's first, which checks the offset) are only a first
-/// filter; the proof is the state's C frame chain: while a thread runs
-/// Python code on a state, the state's `cframe` points to the C frame of
-/// the innermost evaluation loop on that thread's stack, and each frame's
-/// `previous` to the one it nested in, down to the state's own
-/// `root_cframe`. If the chain starts in the frames of this thread's stack
-/// that called this function and ends at the current state's root, this
-/// thread is running Python code on the current state right now; no other
-/// thread can be attached to that state then (CPython's rule: a state is
-/// used by one thread at a time), so this thread holds the GIL. A state run
-/// from C without Python code on it (its `cframe` is its root), a state
-/// another thread runs Python code on (its chain is on that thread's stack),
-/// or a block on another stack (a signal stack, a coroutine's) all give
-/// "not held": nothing is released.
-///
-/// The current state is not dereferenced: it belongs to whichever thread
-/// holds the GIL, which may be deleting it at this moment, and `mine` is
-/// freed by `Py_FinalizeEx` while a daemon thread still runs. Their fields
-/// are copied by the kernel (`process_vm_readv` on this process), which
-/// reports memory that is no longer mapped instead of faulting; where that
-/// call is refused (a seccomp filter) the answer is "not held". A stale
-/// `cframe` cannot point into this thread's callers' frames unless this
-/// thread runs Python code on that state. The chain itself is read only
-/// within those frames, which are mapped while this function runs.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-#[cold]
-#[inline(never)]
-fn made_on_this_thread(
-    current: ThreadStatePtr,
-    mine: ThreadStatePtr,
-    field: ThreadIdField,
-) -> bool {
-    const SIZE: usize = core::mem::size_of::<c_ulong>();
-    let mut ids: [c_ulong; 2] = [0; 2];
-    let mut innermost: usize = 0;
-    let local = [
-        crate::resolve::sys::IoVec {
-            iov_base: (&raw mut ids[0]).cast(),
-            iov_len: SIZE,
-        },
-        crate::resolve::sys::IoVec {
-            iov_base: (&raw mut ids[1]).cast(),
-            iov_len: SIZE,
-        },
-        crate::resolve::sys::IoVec {
-            iov_base: (&raw mut innermost).cast(),
-            iov_len: core::mem::size_of::<usize>(),
-        },
-    ];
-    let remote = [
-        crate::resolve::sys::IoVec {
-            iov_base: mine.wrapping_byte_add(field.offset),
-            iov_len: SIZE,
-        },
-        crate::resolve::sys::IoVec {
-            iov_base: current.wrapping_byte_add(field.offset),
-            iov_len: SIZE,
-        },
-        crate::resolve::sys::IoVec {
-            iov_base: current.wrapping_byte_add(field.cframe),
-            iov_len: core::mem::size_of::<usize>(),
-        },
-    ];
-    // SAFETY: `PyThread_get_thread_ident` may be called from any thread;
-    // `process_vm_readv` writes only into `ids` and `innermost` (through
-    // `local`), and reads the remote addresses with the kernel's checks: an
-    // unmapped address is an error or a short count, never a fault.
-    let (ident, copied) = unsafe {
-        let ident = (field.ident)();
-        let copied = crate::resolve::sys::process_vm_readv(
-            crate::resolve::sys::getpid(),
-            local.as_ptr(),
-            3,
-            remote.as_ptr(),
-            3,
-            0,
-        );
-        (ident, copied)
-    };
-    copied == (2 * SIZE + core::mem::size_of::<usize>()) as isize
-        && ids[0] == ident
-        && ids[1] == ident
-        && runs_python_here(current, innermost, field)
-}
-
-/// Whether the C frame chain that starts at `innermost` (the current
-/// state's `cframe`) runs through the frames of this thread's stack that
-/// called this function and ends at the current state's `root_cframe`.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-#[inline(never)]
-fn runs_python_here(current: ThreadStatePtr, innermost: usize, field: ThreadIdField) -> bool {
-    let marker = 0u8;
-    // Every caller's frame is above this one (the stack grows down on every
-    // Linux target with a 64-bit `PyThreadState` layout known here).
-    let here = core::hint::black_box(&raw const marker).addr();
-    let Some((_, high)) = this_thread_stack(here) else {
-        // Not on this thread's stack (a signal stack, a coroutine's): no
-        // caller frames to look at.
-        return false;
-    };
-    let word = core::mem::size_of::<usize>();
-    let in_callers = |a: usize| {
-        a > here
-            && a.is_multiple_of(core::mem::align_of::<usize>())
-            && a.checked_add(field.previous + word)
-                .is_some_and(|end| end <= high)
-    };
-    let root = current.addr().wrapping_add(field.root_cframe);
-    let mut frame = innermost;
-    let mut frames = 0usize;
-    while in_callers(frame) {
-        // SAFETY: `frame + previous` is an aligned word within the frames of
-        // this thread's stack between this function's frame and the stack's
-        // end (checked by `in_callers`; `previous` is a multiple of the word
-        // size): the callers' frames, mapped and readable while this function
-        // runs. The word is only compared, never followed outside that range.
-        let previous = unsafe {
-            core::ptr::read_volatile(core::ptr::with_exposed_provenance::<usize>(
-                frame + field.previous,
-            ))
-        };
-        // Outward only (toward older frames), so the walk ends.
-        if in_callers(previous) && previous <= frame {
-            return false;
-        }
-        frame = previous;
-        frames += 1;
-    }
-    frames > 0 && frame == root
-}
-
-/// This thread's stack, `[low, high)` with `low <= here < high`, from
-/// `pthread_getattr_np`, kept per thread; `None` if the C library cannot
-/// tell, or if `here` is not on it (a signal stack, a coroutine's). Asked
-/// again when `here` is outside the range kept: some C libraries (musl)
-/// give the main thread's stack as far as it has grown so far.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn this_thread_stack(here: usize) -> Option<(usize, usize)> {
-    use core::cell::Cell;
-    std::thread_local! {
-        /// `(0, 0)`: not known; `(1, 1)`: the C library could not tell.
-        static STACK: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
-    }
-    let on = |(low, high): (usize, usize)| low <= here && here < high;
-    let kept = STACK.try_with(Cell::get).ok()?;
-    if on(kept) {
-        return Some(kept);
-    }
-    if kept == (1, 1) {
-        return None;
-    }
-    let found = ask_stack().unwrap_or((1, 1));
-    let _ = STACK.try_with(|s| s.set(found));
-    on(found).then_some(found)
-}
-
-/// `pthread_getattr_np` on this thread.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-#[cold]
-fn ask_stack() -> Option<(usize, usize)> {
-    use crate::resolve::sys;
-    let mut attr = sys::PthreadAttr([0; 128]);
-    let mut addr: *mut core::ffi::c_void = core::ptr::null_mut();
-    let mut size = 0usize;
-    // SAFETY: `attr` is large and aligned enough for this C library's
-    // `pthread_attr_t`, initialised by `pthread_getattr_np` and destroyed
-    // once, only if that succeeded; `addr` and `size` are written to.
-    let ok = unsafe {
-        if sys::pthread_getattr_np(sys::pthread_self(), &mut attr) != 0 {
-            return None;
-        }
-        let ok = sys::pthread_attr_getstack(&attr, &mut addr, &mut size) == 0;
-        sys::pthread_attr_destroy(&mut attr);
-        ok
-    };
-    let low = addr.addr();
-    let high = low.checked_add(size)?;
-    (ok && low != 0 && low < high).then_some((low, high))
-}
-
-/// Elsewhere the fallback is not chosen (see `Platform::thread_id_read`).
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn made_on_this_thread(_: ThreadStatePtr, _: ThreadStatePtr, _: ThreadIdField) -> bool {
-    false
+/// In debug builds, for [`GilHeld`](crate::GilHeld): whether the calling
+/// thread surely does not hold the GIL ([`Held::No`]). `false` without
+/// Python, and where the check cannot tell.
+#[cfg(debug_assertions)]
+pub(crate) fn surely_not_held() -> bool {
+    resolve::api().is_some_and(|api| held_answer(api) == Held::No)
 }
 
 /// Whether the calling thread holds the GIL of the CPython interpreter in
@@ -867,143 +653,21 @@ unsafe extern "C" {
 mod tests {
     use super::*;
 
-    /// A C frame as 3.10 lays it out: `previous` at offset 8.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    #[repr(C)]
-    struct FakeFrame {
-        use_tracing: usize,
-        previous: usize,
-    }
-
-    /// A thread state: `cframe` at 0, `root_cframe` at 16.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    #[repr(C)]
-    struct FakeState {
-        cframe: usize,
-        other: usize,
-        root: FakeFrame,
-    }
-
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    unsafe extern "C" fn no_ident() -> c_ulong {
-        0
-    }
-
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    const FAKE: ThreadIdField = ThreadIdField {
-        ident: no_ident,
-        offset: 8,
-        cframe: 0,
-        root_cframe: 16,
-        previous: 8,
-    };
-
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    fn fake_state() -> Box<FakeState> {
-        let mut state = Box::new(FakeState {
-            cframe: 0,
-            other: 0,
-            root: FakeFrame {
-                use_tracing: 0,
-                previous: 0,
-            },
-        });
-        state.cframe = (&raw const state.root).expose_provenance();
-        state
-    }
-
-    /// Runs `at_innermost` inside `depth` C frames pushed on `state` on this
-    /// thread's stack, as the evaluation loop does.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    #[inline(never)]
-    fn in_frames<R>(state: *mut FakeState, depth: u32, at_innermost: &mut dyn FnMut() -> R) -> R {
-        // SAFETY: `state` is a live `FakeState` only this thread touches
-        // while the frame is pushed.
-        let previous = unsafe { (*state).cframe };
-        let mut frame = FakeFrame {
-            use_tracing: 0,
-            previous,
-        };
-        let frame_ref = core::hint::black_box(&raw mut frame);
-        // SAFETY: as above.
-        unsafe { (*state).cframe = frame_ref.expose_provenance() };
-        let r = if depth <= 1 {
-            at_innermost()
-        } else {
-            in_frames(state, depth - 1, at_innermost)
-        };
-        // SAFETY: as above; `frame` is still alive.
-        unsafe { (*state).cframe = (*frame_ref).previous };
-        r
-    }
-
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    fn check(state: *mut FakeState) -> bool {
-        // SAFETY: `state` is live; `cframe` is read as the real check reads
-        // it (it copies it).
-        let innermost = unsafe { core::ptr::read_volatile(&raw const (*state).cframe) };
-        runs_python_here(state.cast(), innermost, FAKE)
-    }
-
-    #[cfg(any(target_os = "linux", target_os = "android"))]
     #[test]
-    fn frames_on_this_stack_prove_the_state_runs_here() {
-        let mut state = fake_state();
-        let s: *mut FakeState = &raw mut *state;
-        assert!(in_frames(s, 3, &mut || check(s)), "three frames deep");
-        assert!(in_frames(s, 1, &mut || check(s)), "one frame");
-        // No Python code on the state (a state used from C): its cframe is
-        // its root.
-        assert!(!check(s), "no frames");
-        // Frames on this stack whose chain ends at another state's root (a
-        // stale `cframe` that points into them).
-        let mut other = fake_state();
-        let o: *mut FakeState = &raw mut *other;
-        let stale = in_frames(o, 2, &mut || {
-            // SAFETY: `o` is live.
-            let innermost = unsafe { (*o).cframe };
-            runs_python_here(s.cast(), innermost, FAKE)
-        });
-        assert!(!stale, "another state's frames");
-        // A chain that loops.
-        let looped = in_frames(s, 2, &mut || {
-            // SAFETY: `s` is live; the innermost frame is ours until
-            // `in_frames` returns, and its `previous` is put back below.
-            unsafe {
-                let innermost = (*s).cframe as *mut FakeFrame;
-                let previous = (*innermost).previous;
-                (*innermost).previous = (*s).cframe;
-                let answer = check(s);
-                (*innermost).previous = previous;
-                answer
-            }
-        });
-        assert!(!looped, "a chain that loops");
-    }
-
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    #[test]
-    fn frames_on_another_threads_stack_prove_nothing() {
-        use std::sync::mpsc;
-        let mut state = fake_state();
-        let address = (&raw mut *state).expose_provenance();
-        let (inside_tx, inside_rx) = mpsc::channel();
-        let (done_tx, done_rx) = mpsc::channel::<()>();
-        let other = std::thread::spawn(move || {
-            let s = core::ptr::with_exposed_provenance_mut::<FakeState>(address);
-            in_frames(s, 3, &mut || {
-                let here = check(s);
-                inside_tx.send(()).unwrap();
-                done_rx.recv().unwrap();
-                here
-            })
-        });
-        inside_rx.recv().unwrap();
-        // The other thread is inside its frames, on the state: not here.
-        let seen_here = check(&raw mut *state);
-        done_tx.send(()).unwrap();
-        assert!(other.join().unwrap(), "the thread that runs it");
-        assert!(!seen_here, "another thread's frames");
+    fn the_held_check_says_held_only_when_sure() {
+        let null = core::ptr::null_mut();
+        let (a, b) = (0x1000 as ThreadStatePtr, 0x2000 as ThreadStatePtr);
+        // 3.12 and later: thread-local.
+        assert_eq!(compare(null, None), Held::No);
+        assert_eq!(compare(a, None), Held::Yes);
+        // 3.11 and older: process-global.
+        assert_eq!(compare(a, Some(a)), Held::Yes);
+        assert_eq!(compare(null, Some(a)), Held::No, "no thread holds it");
+        assert_eq!(compare(null, Some(null)), Held::No);
+        // Another state holds it: another thread's, or this thread's in a
+        // legacy subinterpreter, or one made for it by another thread.
+        assert_eq!(compare(b, Some(a)), Held::Unknown);
+        assert_eq!(compare(b, Some(null)), Held::Unknown, "no GIL-state state");
     }
 
     #[test]

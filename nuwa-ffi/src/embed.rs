@@ -29,8 +29,7 @@
 //! ```
 //!
 //! On CPython 3.11 and older, also hand over `PyGILState_GetThisThreadState`
-//! (required) and `PyThread_get_thread_ident` (so that, on 3.10 and 3.11,
-//! blocks called from Python code in legacy subinterpreters release too).
+//! (required).
 //! Hand over `PyErr_CheckSignals` ([`EmbeddedPython::with_check_signals`])
 //! to let Ctrl-C stop long blocks
 //! ([`SignalCheck`](crate::SignalCheck)).
@@ -56,7 +55,6 @@ pub struct EmbeddedPython {
     restore_thread: usize,
     current_thread_state: usize,
     gilstate_this_thread: usize,
-    thread_ident: usize,
     is_finalizing: usize,
     check_signals: usize,
 }
@@ -79,7 +77,6 @@ impl EmbeddedPython {
             restore_thread: restore_thread.addr(),
             current_thread_state: current_thread_state.addr(),
             gilstate_this_thread: 0,
-            thread_ident: 0,
             is_finalizing: 0,
             check_signals: 0,
         }
@@ -89,14 +86,6 @@ impl EmbeddedPython {
     /// whose current thread state is process-wide.
     pub fn with_gilstate_this_thread(mut self, f: *const c_void) -> Self {
         self.gilstate_this_thread = f.addr();
-        self
-    }
-
-    /// `PyThread_get_thread_ident`: on CPython 3.10 and 3.11 (64-bit Linux),
-    /// lets blocks called from Python code in a legacy subinterpreter release
-    /// (see [`HeldCheck::CompareWithThisThreadOrThreadId`](crate::HeldCheck)).
-    pub fn with_thread_ident(mut self, f: *const c_void) -> Self {
-        self.thread_ident = f.addr();
         self
     }
 
@@ -311,7 +300,6 @@ impl Lookup for Table<'_> {
             b"PyEval_SaveThread" => p.save_thread,
             b"PyEval_RestoreThread" => p.restore_thread,
             b"PyGILState_GetThisThreadState" => p.gilstate_this_thread,
-            b"PyThread_get_thread_ident" => p.thread_ident,
             b"Py_IsFinalizing" | b"_Py_IsFinalizing" => p.is_finalizing,
             b"PyErr_CheckSignals" => p.check_signals,
             b"Py_Version" => return Some((&raw const self.packed).cast_mut().cast()),
@@ -389,12 +377,10 @@ mod tests {
                 symbol: "PyThreadState_GetUnchecked"
             }
         );
-        let old = fake((3, 10))
-            .with_gilstate_this_thread(0x4000 as *const c_void)
-            .with_thread_ident(0x5000 as *const c_void);
+        let old = fake((3, 10)).with_gilstate_this_thread(0x4000 as *const c_void);
         assert!(matches!(
             held(&old),
-            HeldCheck::CompareWithThisThreadOrThreadId { offset: 176, .. }
+            HeldCheck::CompareWithThisThread { .. }
         ));
     }
 

@@ -68,7 +68,6 @@ NUWA_WEAK(PyEval_RestoreThread)
 NUWA_WEAK(PyThreadState_GetUnchecked)
 NUWA_WEAK(_PyThreadState_UncheckedGet)
 NUWA_WEAK(PyGILState_GetThisThreadState)
-NUWA_WEAK(PyThread_get_thread_ident)
 NUWA_WEAK(PyThreadState_Swap)
 NUWA_WEAK(PyErr_CheckSignals)
 NUWA_WEAK(Py_IsFinalizing)
@@ -90,7 +89,6 @@ const void *nuwa_ffi_0_1_linked(const char *name) {
         NUWA_ENTRY(PyThreadState_GetUnchecked),
         NUWA_ENTRY(_PyThreadState_UncheckedGet),
         NUWA_ENTRY(PyGILState_GetThisThreadState),
-        NUWA_ENTRY(PyThread_get_thread_ident),
         NUWA_ENTRY(PyThreadState_Swap),
         NUWA_ENTRY(PyErr_CheckSignals),
         NUWA_ENTRY(Py_IsFinalizing),

@@ -47,8 +47,15 @@ use crate::cpython::{self, CPython, SavedThreadState};
 /// forbids: a block on the token inside *another* block (a checked
 /// `nogil! { ... }` around it), or a token kept beyond the call that made
 /// it. In debug builds (`debug_assertions`), every block on a token checks
-/// that the GIL is held and panics with a message naming the misuse; release
-/// builds skip the check, which is the token's purpose.
+/// the GIL and panics with a message naming the misuse where the check is
+/// sure that this thread does not hold it: on CPython 3.12 and later, no
+/// thread state is attached to this thread; on 3.11 and older, none is
+/// attached to any thread (the usual case inside another block). Where the
+/// check cannot tell (3.11 and older, while some state other than this
+/// thread's own holds the GIL: another thread's, or this thread's in a legacy
+/// subinterpreter, where the token is right) it stays quiet, so misuse while
+/// another thread holds the GIL goes unseen there. Release builds skip the
+/// check, which is the token's purpose.
 #[derive(Debug)]
 pub struct GilHeld {
     /// Whether a block on this token has released the GIL and not yet
@@ -104,7 +111,7 @@ unsafe impl GilOps for &mut GilHeld {
             return None;
         }
         #[cfg(debug_assertions)]
-        if crate::init().can_release() && !cpython::gil_is_held() {
+        if crate::init().can_release() && cpython::surely_not_held() {
             misused();
         }
         // SAFETY: this thread holds the GIL (the token's contract, and no

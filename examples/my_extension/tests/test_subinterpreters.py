@@ -1,7 +1,9 @@
-"""compute_pi in several subinterpreters, each with its own GIL, at once."""
+"""compute_pi in several subinterpreters, each with its own GIL, at once; and a
+block in a legacy subinterpreter (sharing the main GIL), per version."""
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 
 import pytest
@@ -20,6 +22,7 @@ ITERATIONS = 20_000
 expected = {seed: my_extension.compute_pi(ITERATIONS, seed) for seed in SEEDS}
 
 CODE = '''
+import importlib.util
 import sys
 sys.path[:] = {path!r}
 import my_extension
@@ -81,3 +84,57 @@ def test_compute_pi_in_subinterpreters_with_their_own_gil():
     assert result.returncode == 0, result.stderr
     assert "subinterpreters ok" in result.stdout
     assert "Fatal Python error" not in result.stderr
+
+
+LEGACY_SCRIPT = r"""
+import os, sys, tempfile
+try:
+    import _interpreters as interpreters  # 3.13+
+except ImportError:
+    import _xxsubinterpreters as interpreters  # 3.8-3.12
+import my_extension
+native = getattr(my_extension, "my_extension", my_extension)
+
+# A legacy subinterpreter: it shares the main GIL (Py_NewInterpreter).
+if interpreters.__name__ == "_interpreters":
+    interp = interpreters.create("legacy")
+elif sys.version_info >= (3, 12):
+    interp = interpreters.create(isolated=False)
+else:
+    interp = interpreters.create()
+out = os.path.join(tempfile.mkdtemp(), "released")
+code = f'''
+import importlib.util
+import sys
+sys.path[:] = {sys.path!r}
+import my_extension
+native = getattr(my_extension, "my_extension", my_extension)
+with open({out!r}, "w") as f:
+    f.write(repr(native._test_block_released()))
+'''
+if hasattr(interpreters, "exec"):
+    error = interpreters.exec(interp, code)
+    assert error is None, error
+else:
+    interpreters.run_string(interp, code)
+interpreters.destroy(interp)
+with open(out) as f:
+    in_sub = eval(f.read())
+print("main", native._test_block_released(), "sub", in_sub, flush=True)
+"""
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("_interpreters") is None
+    and importlib.util.find_spec("_xxsubinterpreters") is None,
+    reason="needs _interpreters or _xxsubinterpreters",
+)
+def test_a_block_in_a_legacy_subinterpreter_releases_only_where_the_check_can_tell():
+    # On 3.8-3.11 the current thread state is process-wide, and a
+    # subinterpreter's state is not the thread's GIL-state state: nothing
+    # safe tells which thread runs on it, so the block releases nothing. On
+    # 3.12+ the check is thread-local and the block releases.
+    result = run_python(LEGACY_SCRIPT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    expected = sys.version_info >= (3, 12)
+    assert f"main True sub {expected}" in result.stdout, (result.stdout, result.stderr)

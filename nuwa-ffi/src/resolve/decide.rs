@@ -4,7 +4,7 @@
 use core::ffi::{CStr, c_char, c_ulong, c_void};
 
 use super::report::{HeldCheck, State};
-use super::{Api, Check, Platform, Reacquire, Release, Restore, ThreadIdField};
+use super::{Api, Check, Platform, Reacquire, Release, Restore};
 
 /// A place to look symbols up in: one object (and, for a handle, what it
 /// depends on).
@@ -22,44 +22,6 @@ pub(crate) const GIL_PAIR: [&CStr; 2] = [c"PyEval_SaveThread", c"PyEval_RestoreT
 /// C API name with `PyPy`).
 pub(crate) const PYPY_MARK: &CStr = c"PyPyEval_SaveThread";
 
-/// The byte offsets the thread-id fallback reads on a 64-bit Unix (LP64)
-/// build of CPython `version`: `PyThreadState.thread_id`, `.cframe` and
-/// `.root_cframe`, and the C frame's `previous`. The structs are public
-/// (`cpython/pystate.h`) and their layout is fixed within a minor version;
-/// these were read with `offsetof` from each version's headers, release and
-/// debug builds alike.
-///
-/// Only 3.10 and 3.11: 3.8 and 3.9 keep no pointer from a thread state to
-/// the stack of the thread that runs Python code on it, and a `thread_id`
-/// alone names the thread that *made* the state, not the one using it (a
-/// thread may make a state for another), so they get no fallback.
-pub(crate) fn thread_id_layout(version: (u8, u8)) -> Option<Layout> {
-    match version {
-        (3, 10) => Some(Layout {
-            thread_id: 176,
-            cframe: 48,
-            root_cframe: 264,
-            previous: 8,
-        }),
-        (3, 11) => Some(Layout {
-            thread_id: 152,
-            cframe: 56,
-            root_cframe: 336,
-            previous: 16,
-        }),
-        _ => None,
-    }
-}
-
-/// See [`thread_id_layout`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Layout {
-    pub(crate) thread_id: usize,
-    pub(crate) cframe: usize,
-    pub(crate) root_cframe: usize,
-    pub(crate) previous: usize,
-}
-
 /// Decides, from the symbols present in one object, which functions to use.
 pub(crate) fn decide(symbols: &dyn Lookup, platform: Platform) -> State {
     let save = symbols.lookup(GIL_PAIR[0]);
@@ -71,7 +33,6 @@ pub(crate) fn decide(symbols: &dyn Lookup, platform: Platform) -> State {
     };
     let version = read_version(symbols);
     let this_thread = symbols.lookup(c"PyGILState_GetThisThreadState");
-    let ident = symbols.lookup(c"PyThread_get_thread_ident");
 
     let (current, held_check, check) =
         if let Some(f) = symbols.lookup(c"PyThreadState_GetUnchecked") {
@@ -90,39 +51,11 @@ pub(crate) fn decide(symbols: &dyn Lookup, platform: Platform) -> State {
                     // SAFETY: the address of `PyGILState_GetThisThreadState`,
                     // whose C signature is `PyThreadState *(void)`.
                     let this_thread = unsafe { as_fn::<super::GetThreadStateFn>(t) };
-                    let layout = version
-                        .filter(|_| platform.thread_id_read)
-                        .and_then(thread_id_layout);
-                    match (layout, ident) {
-                        (Some(layout), Some(ident)) => (
-                            f,
-                            HeldCheck::CompareWithThisThreadOrThreadId {
-                                symbol,
-                                offset: layout.thread_id,
-                            },
-                            Check::Compare {
-                                this_thread,
-                                thread_id: Some(ThreadIdField {
-                                    // SAFETY: the address of
-                                    // `PyThread_get_thread_ident`, whose C
-                                    // signature is `unsigned long (void)`.
-                                    ident: unsafe { as_fn::<super::ThreadIdentFn>(ident) },
-                                    offset: layout.thread_id,
-                                    cframe: layout.cframe,
-                                    root_cframe: layout.root_cframe,
-                                    previous: layout.previous,
-                                }),
-                            },
-                        ),
-                        _ => (
-                            f,
-                            HeldCheck::CompareWithThisThread { symbol },
-                            Check::Compare {
-                                this_thread,
-                                thread_id: None,
-                            },
-                        ),
-                    }
+                    (
+                        f,
+                        HeldCheck::CompareWithThisThread { symbol },
+                        Check::Compare { this_thread },
+                    )
                 }
                 (_, None) => {
                     return State::NoHeldCheck {
@@ -320,19 +253,16 @@ mod tests {
     const GLIBC: Platform = Platform {
         shim: true,
         exit_unwinds: true,
-        thread_id_read: true,
         last_error: false,
     };
     const MUSL: Platform = Platform {
         shim: true,
         exit_unwinds: false,
-        thread_id_read: true,
         last_error: false,
     };
     const WINDOWS: Platform = Platform {
         shim: false,
         exit_unwinds: false,
-        thread_id_read: false,
         last_error: true,
     };
 
@@ -414,49 +344,26 @@ mod tests {
     }
 
     #[test]
-    fn python_3_10_and_3_11_compare_then_thread_id_on_64_bit_linux() {
-        for (hex, offset) in [(0x030a0df0, 176), (0x030b07f0, 152)] {
-            let r = resolve(OLD, Some(hex));
-            let symbol = "_PyThreadState_UncheckedGet";
-            assert_eq!(
-                r.held_check(),
-                HeldCheck::CompareWithThisThreadOrThreadId { symbol, offset },
-                "{hex:x}"
-            );
-            assert_eq!(r.compares(), Some(true));
-            assert!(r.to_string().contains("thread_id"), "{r}");
-        }
-    }
-
-    #[test]
-    fn without_a_known_layout_the_comparison_stays_pointer_only() {
+    fn python_3_8_to_3_11_compare_pointers_only() {
         let symbol = "_PyThreadState_UncheckedGet";
-        // 3.8 and 3.9: no frame chain to tell the maker of a state from its
-        // user.
-        for hex in [0x030812f0, 0x030912f0] {
-            let r = resolve(OLD, Some(hex));
-            assert_eq!(
-                r.held_check(),
-                HeldCheck::CompareWithThisThread { symbol },
-                "{hex:x}"
-            );
+        // `OLD` names PyThread_get_thread_ident: it is not asked for. A
+        // state's `thread_id` names the thread that made it, not the one
+        // that uses it, so no fallback reads it.
+        for hex in [0x030812f0, 0x030912f0, 0x030a0df0, 0x030b07f0] {
+            for platform in [GLIBC, MUSL, WINDOWS] {
+                let r = resolve_on(OLD, Some(hex), platform);
+                assert_eq!(
+                    r.held_check(),
+                    HeldCheck::CompareWithThisThread { symbol },
+                    "{hex:x}"
+                );
+                assert_eq!(r.compares(), Some(true));
+                assert!(!r.to_string().contains("thread_id"), "{r}");
+            }
         }
-        // 32-bit Linux (see `platform()`): no offsets known.
-        let linux_32 = Platform {
-            thread_id_read: false,
-            ..GLIBC
-        };
-        let r = resolve_on(OLD, Some(0x030b07f0), linux_32);
-        assert_eq!(r.held_check(), HeldCheck::CompareWithThisThread { symbol });
-        // 32-bit or Windows (unsigned long is 32 bits): no offsets known.
-        let r = resolve_on(OLD, Some(0x030b07f0), WINDOWS);
-        assert_eq!(r.held_check(), HeldCheck::CompareWithThisThread { symbol });
-        // Unknown version: no layout.
+        // Unknown version: the same.
         let r = resolve(OLD, None);
         assert_eq!(r.version(), None);
-        assert_eq!(r.held_check(), HeldCheck::CompareWithThisThread { symbol });
-        // No PyThread_get_thread_ident.
-        let r = resolve(&OLD[..4], Some(0x030b07f0));
         assert_eq!(r.held_check(), HeldCheck::CompareWithThisThread { symbol });
     }
 
@@ -532,26 +439,6 @@ mod tests {
         // Unknown version: the C frame (safe on every version).
         let r = resolve_on(OLD, None, GLIBC);
         assert_eq!(r.restore_path(), Some(RestorePath::ParkingFrame));
-    }
-
-    #[test]
-    fn thread_id_layouts_only_for_3_10_and_3_11() {
-        for minor in [7, 8, 9, 12, 13] {
-            assert_eq!(thread_id_layout((3, minor)), None, "3.{minor}");
-        }
-        assert_eq!(thread_id_layout((3, 10)).map(|l| l.thread_id), Some(176));
-        assert_eq!(thread_id_layout((3, 11)).map(|l| l.thread_id), Some(152));
-    }
-
-    #[test]
-    fn thread_id_read_only_on_64_bit_linux() {
-        assert_eq!(
-            crate::resolve::platform().thread_id_read,
-            cfg!(all(
-                any(target_os = "linux", target_os = "android"),
-                target_pointer_width = "64"
-            ))
-        );
     }
 
     #[test]

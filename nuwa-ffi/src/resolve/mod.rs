@@ -9,7 +9,7 @@
 //! - `unix` / `windows`: the platform lookup, in a fixed order.
 //! - [`embed`](crate::embed): the functions handed over by an embedder.
 
-use core::ffi::{c_int, c_ulong, c_void};
+use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::boxed::Box;
 
@@ -35,7 +35,6 @@ pub(crate) type SaveThreadFn = unsafe extern "C" fn() -> ThreadStatePtr;
 /// unwind) during shutdown on CPython 3.13 and older, hence `C-unwind`.
 pub(crate) type RestoreThreadFn = unsafe extern "C-unwind" fn(ThreadStatePtr);
 pub(crate) type GetThreadStateFn = unsafe extern "C" fn() -> ThreadStatePtr;
-pub(crate) type ThreadIdentFn = unsafe extern "C" fn() -> c_ulong;
 pub(crate) type IsFinalizingFn = unsafe extern "C" fn() -> c_int;
 /// `PyErr_CheckSignals`: runs the Python signal handlers (main thread of the
 /// main interpreter), `-1` with an exception set if one raised.
@@ -112,32 +111,13 @@ pub(crate) enum Restore {
 pub(crate) enum Check {
     /// 3.12 and later: `current` is thread-local; not null means held.
     ThreadLocal,
-    /// 3.11 and older: `current` is process-global; held if it is this
-    /// thread's GIL-state state, or (`thread_id`, 3.10 and 3.11) a state
-    /// this thread made and runs Python code on, on this very stack.
-    Compare {
-        this_thread: GetThreadStateFn,
-        thread_id: Option<ThreadIdField>,
-    },
-}
-
-/// The fields of `PyThreadState` that prove, on 3.10 and 3.11, that the
-/// current state is the calling thread's: its `thread_id`, read at a fixed
-/// offset and compared with `PyThread_get_thread_ident()`, and its C frame
-/// chain (`cframe`, each C frame's `previous`, ending at the state's own
-/// `root_cframe`), which must run through the caller's frames on this
-/// thread's stack.
-#[derive(Clone, Copy)]
-pub(crate) struct ThreadIdField {
-    pub(crate) ident: ThreadIdentFn,
-    /// Byte offset of `thread_id` (an `unsigned long`) in `PyThreadState`.
-    pub(crate) offset: usize,
-    /// Byte offset of `cframe` (a pointer) in `PyThreadState`.
-    pub(crate) cframe: usize,
-    /// Byte offset of `root_cframe` (a C frame) in `PyThreadState`.
-    pub(crate) root_cframe: usize,
-    /// Byte offset of `previous` (a pointer) in a C frame.
-    pub(crate) previous: usize,
+    /// 3.11 and older: `current` is process-global; held only if it is this
+    /// thread's GIL-state state. A thread whose GIL-state state is not the
+    /// current one (a legacy subinterpreter's thread, one running on a state
+    /// another thread made for it) counts as not holding the GIL: nothing
+    /// else on these versions tells, safely, which thread a state is in use
+    /// on.
+    Compare { this_thread: GetThreadStateFn },
 }
 
 /// How a block takes the GIL back, chosen once at resolution.
@@ -335,11 +315,6 @@ pub(crate) struct Platform {
     /// `pthread_exit` unwinds the stack, so the C frame's cleanup runs
     /// (glibc, FreeBSD). Elsewhere the thread just ends.
     pub(crate) exit_unwinds: bool,
-    /// `PyThreadState` offsets are known for this data model (64-bit
-    /// pointers and `unsigned long`), its fields can be read without
-    /// faulting on freed memory (`process_vm_readv`), and a thread can find
-    /// its own stack (`pthread_getattr_np`): Linux.
-    pub(crate) thread_id_read: bool,
     /// Threads have a last-error value that `PyEval_RestoreThread` keeps
     /// and `PyThreadState_Swap` does not (Windows' `GetLastError`).
     pub(crate) last_error: bool,
@@ -349,10 +324,6 @@ pub(crate) fn platform() -> Platform {
     Platform {
         shim: cfg!(nuwa_restore_shim),
         exit_unwinds: cfg!(nuwa_exit_unwinds),
-        thread_id_read: cfg!(all(
-            any(target_os = "linux", target_os = "android"),
-            target_pointer_width = "64"
-        )),
         last_error: cfg!(windows),
     }
 }

@@ -16,30 +16,17 @@ pub enum HeldCheck {
     },
     /// CPython 3.11 and older: the current thread state names the GIL holder,
     /// whichever thread it is, so it is compared with this thread's own state
-    /// (`PyGILState_GetThisThreadState`). A thread running on a state that the
-    /// GIL-state API does not know (the thread that made a legacy
-    /// subinterpreter; on 3.8 and 3.9 always) releases nothing: safe, but
-    /// without parallelism.
+    /// (`PyGILState_GetThisThreadState`), and only that: "held" if they are
+    /// the same state. A thread that holds the GIL through any other state
+    /// (the thread of a legacy subinterpreter made with `Py_NewInterpreter`,
+    /// a thread running on a state another thread made for it) is "not held",
+    /// and its blocks release nothing: safe, but without parallelism. Nothing
+    /// on these versions tells safely which thread a state is in use on (a
+    /// state's `thread_id` names the thread that made it, and a state can
+    /// move between threads), so nuwa does not guess.
     CompareWithThisThread {
         /// `_PyThreadState_UncheckedGet`.
         symbol: &'static str,
-    },
-    /// CPython 3.10 and 3.11 on 64-bit Linux: as
-    /// [`CompareWithThisThread`](HeldCheck::CompareWithThisThread), and when
-    /// that fails on a thread that has a GIL-state state, "held" if the
-    /// current state's `thread_id` field is `PyThread_get_thread_ident()`
-    /// (the state was made on this thread) and its chain of C frames runs
-    /// through the frames of this thread's stack that called the check (this
-    /// thread runs Python code on it now): so a block called from Python code
-    /// in a legacy subinterpreter releases too. A `thread_id` alone does not
-    /// name the thread that uses a state (a thread may make one for
-    /// another), so without Python code of that state below the block (called
-    /// straight from C), nothing is released.
-    CompareWithThisThreadOrThreadId {
-        /// `_PyThreadState_UncheckedGet`.
-        symbol: &'static str,
-        /// The byte offset of `thread_id` in `PyThreadState` on this version.
-        offset: usize,
     },
     /// No way to check was found: nothing is ever released.
     Unavailable,
@@ -280,13 +267,8 @@ impl fmt::Display for Resolution {
             }
             Some(HeldCheck::CompareWithThisThread { symbol }) => write!(
                 f,
-                ": held check {symbol} == PyGILState_GetThisThreadState (global current state)"
-            )?,
-            Some(HeldCheck::CompareWithThisThreadOrThreadId { symbol, .. }) => write!(
-                f,
-                ": held check {symbol} == PyGILState_GetThisThreadState, \
-                 else its thread_id == PyThread_get_thread_ident and its C frames are on \
-                 this thread's stack (global current state)"
+                ": held check {symbol} == PyGILState_GetThisThreadState (global current state; \
+                 a thread on any other state, as in a legacy subinterpreter, releases nothing)"
             )?,
             Some(HeldCheck::Unavailable) | None => write!(
                 f,

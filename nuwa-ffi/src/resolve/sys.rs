@@ -2,8 +2,8 @@
 //! here rather than taken from a crate: nuwa's runtime dependencies are
 //! kept to `spin`, `libloading` (Windows) and `static_assertions`.
 //!
-//! The declarations follow each C library's `<dlfcn.h>`, `<link.h>`,
-//! `<sys/uio.h>` and `<unistd.h>`; the flag values are those of the targets
+//! The declarations follow each C library's `<dlfcn.h>`, `<link.h>` and
+//! `<unistd.h>`; the flag values are those of the targets
 //! on which `build.rs` sets `nuwa_dl_noload`.
 
 use core::ffi::{c_char, c_int, c_void};
@@ -63,14 +63,6 @@ pub(crate) struct DlPhdrInfo {
     pub(crate) dlpi_subs: u64,
 }
 
-/// `struct iovec`.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-#[repr(C)]
-pub(crate) struct IoVec {
-    pub(crate) iov_base: *mut c_void,
-    pub(crate) iov_len: usize,
-}
-
 // The same link as libloading's: libdl where glibc keeps it apart (older
 // than 2.34; a stub library since), the C library elsewhere.
 #[cfg_attr(
@@ -100,38 +92,4 @@ unsafe extern "C" {
         callback: Option<unsafe extern "C" fn(*mut DlPhdrInfo, usize, *mut c_void) -> c_int>,
         data: *mut c_void,
     ) -> c_int;
-}
-
-#[cfg(any(target_os = "linux", target_os = "android"))]
-unsafe extern "C" {
-    pub(crate) fn getpid() -> c_int;
-    pub(crate) fn process_vm_readv(
-        pid: c_int,
-        local_iov: *const IoVec,
-        liovcnt: core::ffi::c_ulong,
-        remote_iov: *const IoVec,
-        riovcnt: core::ffi::c_ulong,
-        flags: core::ffi::c_ulong,
-    ) -> isize;
-}
-
-/// `pthread_attr_t`, only ever handled by pointer: room for every Linux C
-/// library's (56 or 64 bytes on 64-bit targets, 36 on 32-bit ones).
-#[cfg(any(target_os = "linux", target_os = "android"))]
-#[repr(C, align(16))]
-pub(crate) struct PthreadAttr(pub(crate) [u8; 128]);
-
-// In the C library (glibc 2.34+, musl, bionic), or libpthread, which Rust's
-// standard library links where it is separate.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-unsafe extern "C" {
-    /// `pthread_t` is an `unsigned long` (glibc, musl) or a `long` (bionic).
-    pub(crate) fn pthread_self() -> core::ffi::c_ulong;
-    pub(crate) fn pthread_getattr_np(thread: core::ffi::c_ulong, attr: *mut PthreadAttr) -> c_int;
-    pub(crate) fn pthread_attr_getstack(
-        attr: *const PthreadAttr,
-        stackaddr: *mut *mut c_void,
-        stacksize: *mut usize,
-    ) -> c_int;
-    pub(crate) fn pthread_attr_destroy(attr: *mut PthreadAttr) -> c_int;
 }

@@ -27,8 +27,7 @@ size_t nuwa_testlib_describe(char *buf, size_t len);
 int nuwa_testlib_via(void);
 int nuwa_testlib_provide(int major, int minor, const void *save, const void *restore,
                          const void *current, const void *gilstate_this_thread,
-                         const void *thread_ident, const void *is_finalizing,
-                         char *err, size_t err_len);
+                         const void *is_finalizing, char *err, size_t err_len);
 
 #if PY_VERSION_HEX >= 0x030d0000
 #define CURRENT_STATE ((const void *)&PyThreadState_GetUnchecked)
@@ -78,8 +77,7 @@ static int handover(const char *key, int minor) {
     int rc = nuwa_testlib_provide(
         PY_MAJOR_VERSION, minor, (const void *)&PyEval_SaveThread,
         (const void *)&PyEval_RestoreThread, CURRENT_STATE,
-        (const void *)&PyGILState_GetThisThreadState, (const void *)&PyThread_get_thread_ident,
-        IS_FINALIZING, err, sizeof err);
+        (const void *)&PyGILState_GetThisThreadState, IS_FINALIZING, err, sizeof err);
     printf("%s: %d %s\n", key, rc, err);
     return rc;
 }

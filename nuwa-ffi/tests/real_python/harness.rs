@@ -456,15 +456,9 @@ pub(crate) fn check_resolution(target: &Target) -> Result<String, String> {
         HeldCheck::ThreadLocal {
             symbol: "_PyThreadState_UncheckedGet",
         }
-    } else if minor >= 10 {
-        // 3.10 and 3.11 on x86_64 Linux: the thread_id fallback is always
-        // known.
-        HeldCheck::CompareWithThisThreadOrThreadId {
-            symbol: "_PyThreadState_UncheckedGet",
-            offset: if minor == 11 { 152 } else { 176 },
-        }
     } else {
-        // 3.8 and 3.9: no fallback (nothing tells the user of a state).
+        // 3.8-3.11: the pointer comparison only (nothing tells safely which
+        // thread uses a state).
         HeldCheck::CompareWithThisThread {
             symbol: "_PyThreadState_UncheckedGet",
         }

@@ -45,9 +45,14 @@
 //!   with `KeyboardInterrupt` set; in a nested block a check does nothing and
 //!   the signal stays pending for the outer one.
 //! - `legacy_subinterpreter`: a block in a `Py_NewInterpreter`
-//!   subinterpreter releases when called from Python code (3.10+) or from C
-//!   (3.12+), proven by a main-interpreter thread, and releases nothing
-//!   otherwise.
+//!   subinterpreter releases on 3.12+ (called from Python code or from C),
+//!   proven by a main-interpreter thread, and releases nothing on 3.8-3.11.
+//! - `breaker_*` (issue 22 item 2): on 3.8-3.11, a state run by one thread
+//!   and handed to another, or a thread whose stack lies inside another's
+//!   frames, never makes the held check say "held" on a thread that holds
+//!   nothing; a `GilHeld` token in a legacy subinterpreter releases without
+//!   its debug check panicking. Those that measure or need a debugger run
+//!   only with `NUWA_BREAKER=1`.
 //! - `state_made_by_a_python_thread`: while thread B holds the GIL (in C,
 //!   then running Python code) on a state that Python thread A made for it,
 //!   A's held check says "not held", its block releases nothing, a
@@ -55,9 +60,9 @@
 //!   `state_made_by_a_thread_that_ended`: the same with a state made by a
 //!   thread C that ended, whose id A got back (skipped if it did not).
 //! - `state_attached_in_subinterpreter_block`: `PyGILState_Ensure` left
-//!   attached in a block in a `Py_NewInterpreter` subinterpreter (on
-//!   3.8-3.11 it attaches the main interpreter's state): a panic, not a
-//!   hang, and the thread is back on the subinterpreter's state.
+//!   attached in a block in a `Py_NewInterpreter` subinterpreter (3.12+;
+//!   blocks there release nothing on 3.8-3.11): a panic, not a hang, and the
+//!   thread is back on the subinterpreter's state.
 //! - `state_attached_before_a_part`: the same, left attached before a
 //!   `with_gil!` part (in place and strict): the part's reacquire panics,
 //!   the part does not run, and the thread holds the GIL afterwards.
@@ -69,7 +74,9 @@
 //!   counts it.
 //! - `with_gil_restores_the_saved_state`: `with_gil!` and `Released::with_gil`
 //!   in a block in a `Py_NewInterpreter` subinterpreter run Python code in
-//!   that subinterpreter, with the GIL held, and release it again after.
+//!   that subinterpreter, with the GIL held, and release it again after
+//!   (3.12+; on 3.8-3.11 the block releases nothing and the parts are
+//!   refused).
 //!
 //! No pyo3 and no link to libpython: the child opens libpython with
 //! `RTLD_NOW | RTLD_GLOBAL` before any block runs (so that nuwa-ffi's own

@@ -2,6 +2,7 @@
 
 use crate::harness::{Outcome, Target};
 
+mod breaker;
 mod embedding;
 mod foreign;
 mod free_threaded;
@@ -13,6 +14,7 @@ mod signals;
 mod stats;
 mod subinterpreters;
 
+use breaker::*;
 use embedding::*;
 use foreign::*;
 use free_threaded::*;
@@ -237,6 +239,48 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         name: "with_gil_restores_the_saved_state",
         runs: 1,
         run: with_gil_restores_the_saved_state,
+        hosts: false,
+    },
+    Scenario {
+        name: "breaker_migrated_state",
+        runs: 1,
+        run: breaker_migrated_state,
+        hosts: false,
+    },
+    Scenario {
+        name: "breaker_stack_inside_callers",
+        runs: 1,
+        run: breaker_stack_inside_callers,
+        hosts: false,
+    },
+    Scenario {
+        name: "breaker_token_in_subinterpreter",
+        runs: 1,
+        run: breaker_token_in_subinterpreter,
+        hosts: false,
+    },
+    Scenario {
+        name: "breaker_subinterp_cost",
+        runs: 1,
+        run: breaker_subinterp_cost,
+        hosts: false,
+    },
+    Scenario {
+        name: "breaker_migrated_own_state",
+        runs: 1,
+        run: breaker_migrated_own_state,
+        hosts: false,
+    },
+    Scenario {
+        name: "breaker_states_freed_under_the_check",
+        runs: 1,
+        run: breaker_states_freed_under_the_check,
+        hosts: false,
+    },
+    Scenario {
+        name: "breaker_signal_in_first_check",
+        runs: 1,
+        run: breaker_signal_in_first_check,
         hosts: false,
     },
 ];

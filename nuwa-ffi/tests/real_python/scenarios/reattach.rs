@@ -112,13 +112,13 @@ pub(crate) fn state_attached_in_block(target: &Target) -> Outcome {
 /// panics with nuwa's message, never hangs, and the thread is back in the
 /// subinterpreter, on the block's own state, with the GIL held.
 pub(crate) fn state_attached_in_subinterpreter_block(target: &Target) -> Outcome {
-    if (target.version.0, target.version.1) < (3, 10) {
+    if (target.version.0, target.version.1) < (3, 12) {
         // The block releases nothing there (the held check cannot tell that
-        // this thread holds the GIL), and `PyGILState_Ensure` on a thread
-        // that holds the GIL through another interpreter's state waits for
-        // it for good, with or without nuwa.
+        // this thread holds the GIL; `legacy_subinterpreter` pins that), and
+        // `PyGILState_Ensure` on a thread that holds the GIL through another
+        // interpreter's state waits for it for good, with or without nuwa.
         return Ok(Pass::Skipped(
-            "CPython 3.8/3.9: blocks in legacy subinterpreters release nothing".into(),
+            "CPython 3.8-3.11: blocks in legacy subinterpreters release nothing".into(),
         ));
     }
     let py = start(target)?;
@@ -142,7 +142,7 @@ pub(crate) fn state_attached_in_subinterpreter_block(target: &Target) -> Outcome
     let previous = panic::take_hook();
     panic::set_hook(Box::new(|info| eprintln!("(expected) {info}")));
     // Called from Python code in the subinterpreter, as an extension
-    // function is (the held check needs its frames on 3.10 and 3.11).
+    // function is.
     let caught = panic::catch_unwind(AssertUnwindSafe(|| {
         call_from_python(py, || {
             nuwa_ffi::nogil! {

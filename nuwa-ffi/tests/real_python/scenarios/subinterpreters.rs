@@ -54,12 +54,13 @@ fn sub_block(pipes: Option<&Pipes>) -> SubBlock {
 
 /// A block on the thread that runs a legacy subinterpreter, called from
 /// Python code in the subinterpreter (as an extension function is) and
-/// straight from C after `Py_NewInterpreter`. Where the held check can tell
-/// that this thread holds the GIL (3.12+ always; 3.10 and 3.11 only from
-/// Python code: its C frames on this stack prove it), the block releases:
-/// a main-interpreter Python thread runs `gc.collect()` meanwhile.
-/// Elsewhere (3.8 and 3.9; 3.10 and 3.11 from C) it cannot tell, and the
-/// block releases nothing. A thread without a Python state never releases.
+/// straight from C after `Py_NewInterpreter`. On 3.12 and later the held
+/// check is thread-local and can tell that this thread holds the GIL: the
+/// block releases, and a main-interpreter Python thread runs `gc.collect()`
+/// meanwhile. On 3.8-3.11 the subinterpreter's state is not this thread's
+/// GIL-state state, nothing safe tells whose it is, and the block releases
+/// nothing (its held check and the one after say "not held"). A thread
+/// without a Python state never releases.
 pub(crate) fn legacy_subinterpreter(target: &Target) -> Outcome {
     let py = start(target)?;
     // SAFETY: the C signatures of these CPython 3.8+ functions.
@@ -72,7 +73,7 @@ pub(crate) fn legacy_subinterpreter(target: &Target) -> Outcome {
         )
     };
     let version = (target.version.0, target.version.1);
-    let from_python_releases = version >= (3, 10);
+    let from_python_releases = version >= (3, 12);
     let from_c_releases = version >= (3, 12);
     let (from_python_pipes, from_c_pipes) = (Pipes::new()?, Pipes::new()?);
     // The helpers belong to the main interpreter.
@@ -406,7 +407,8 @@ fn skip_on_debug_3_12(target: &Target) -> Option<Outcome> {
 /// it and holds the GIL, first in C, then while it runs Python code. Each
 /// time, on A: the held check says "not held", a block releases nothing, a
 /// `with_gil!` part is refused, and a nested block releases nothing. On
-/// 3.8-3.11 the state B runs on carries A's `thread_id`.
+/// 3.8-3.11 the state B runs on carries A's `thread_id` (which nuwa no longer
+/// reads: a check that trusted it said "held" here).
 pub(crate) fn state_made_by_a_python_thread(target: &Target) -> Outcome {
     if let Some(skip) = skip_on_debug_3_12(target) {
         return skip;
@@ -455,8 +457,8 @@ type IdentFn = unsafe extern "C" fn() -> std::ffi::c_ulong;
 /// next, gets C's thread id back (glibc reuses a joined thread's stack, and
 /// the id is its address). While B holds the GIL on C's state (which carries
 /// A's id now), in C and then running Python code: on A the held check says
-/// "not held", and its blocks release nothing. Skipped if the C library
-/// gave A another id.
+/// "not held", and its blocks release nothing (the `thread_id` of a state
+/// names no thread safely). Skipped if the C library gave A another id.
 pub(crate) fn state_made_by_a_thread_that_ended(target: &Target) -> Outcome {
     if let Some(skip) = skip_on_debug_3_12(target) {
         return skip;

@@ -151,7 +151,6 @@ pub unsafe extern "C" fn nuwa_testlib_provide(
     restore: *const c_void,
     current: *const c_void,
     gilstate_this_thread: *const c_void,
-    thread_ident: *const c_void,
     is_finalizing: *const c_void,
     err: *mut c_char,
     err_len: usize,
@@ -160,7 +159,6 @@ pub unsafe extern "C" fn nuwa_testlib_provide(
         let version = (major as u8, minor as u8);
         let python = EmbeddedPython::new(version, save, restore, current)
             .with_gilstate_this_thread(gilstate_this_thread)
-            .with_thread_ident(thread_ident)
             .with_is_finalizing(is_finalizing);
         // SAFETY: the caller's contract.
         unsafe { provide(python) }.map_err(|e| e.to_string())
