@@ -11,11 +11,13 @@
 //! Deterministic: this binary defines `dl_iterate_phdr` itself (the
 //! executable's definition is the one nuwa's reference binds to) and passes
 //! every call on to the C library's, except that a thread that armed it stops
-//! inside the walk, before the first callback, with the loader's lock held.
-//! The main thread waits (through a pipe) until that thread is stopped
-//! there, forks, and gives the child a bounded time to run `init()` and a
-//! block and report through another pipe. A child that waits for the lock
-//! is killed and the case fails.
+//! inside the walk, before the first callback, with the loader's lock held
+//! (for 5 s at most, so that a fix which waits for nuwa's own walks before a
+//! fork can go on). The main thread waits (through a pipe) until that thread
+//! is stopped there, forks at once, and gives the child a bounded time to
+//! run `init()` and a block and report through another pipe. A child that
+//! waits for the lock is killed and the case fails. (Only a main thread
+//! stalled for over 5 s between the stop and the fork could let it pass.)
 //!
 //! Each case runs in its own process forked from the untouched main process
 //! (the resolution is process-wide). A `harness = false` test.
@@ -42,6 +44,10 @@ mod glibc {
 
     /// The child has this long to report (it needs well under a second).
     const CHILD_MS: c_int = 10_000;
+    /// The stopped thread stays inside the walk this long at most.
+    const STOP_MS: c_int = 5_000;
+    /// A case process has this long in all.
+    const CASE_MS: u64 = 60_000;
 
     static STOPPED_W: AtomicI32 = AtomicI32::new(-1);
     static GO_R: AtomicI32 = AtomicI32::new(-1);
@@ -68,12 +74,12 @@ mod glibc {
         // SAFETY: `data` is the `Passed` below, borrowed for the walk.
         let passed = unsafe { &mut *data.cast::<Passed>() };
         if core::mem::take(&mut passed.stop) {
-            let mut byte = [0u8; 1];
-            // SAFETY: one byte each way on pipes this program created.
-            unsafe {
-                libc::write(STOPPED_W.load(Ordering::SeqCst), b"s".as_ptr().cast(), 1);
-                libc::read(GO_R.load(Ordering::SeqCst), byte.as_mut_ptr().cast(), 1);
-            }
+            // SAFETY: one byte on a pipe this program created.
+            unsafe { libc::write(STOPPED_W.load(Ordering::SeqCst), b"s".as_ptr().cast(), 1) };
+            // Nobody sends "go" (the parent forks right after "s"); the
+            // bound only lets a fix that waits, before the fork, for nuwa's
+            // own walks to end (a pthread_atfork prepare handler) go on.
+            let _ = read_within(GO_R.load(Ordering::SeqCst), STOP_MS);
         }
         // SAFETY: the caller's callback, with the caller's data.
         unsafe { (passed.callback)(info, size, passed.data) }
@@ -187,8 +193,19 @@ mod glibc {
             case(before, stopped_in);
         }
         let mut status = 0;
-        // SAFETY: reaps that process.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
+        let mut waited = 0;
+        // SAFETY: polls for that process, and kills it if it overruns.
+        unsafe {
+            while libc::waitpid(pid, &mut status, libc::WNOHANG) == 0 {
+                if waited >= CASE_MS {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, &mut status, 0);
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                waited += 10;
+            }
+        }
         let code = if libc::WIFEXITED(status) {
             libc::WEXITSTATUS(status)
         } else {
