@@ -243,7 +243,7 @@ pub unsafe fn provide(python: EmbeddedPython) -> Result<(), EmbedError> {
         via: Via::Embedder,
         place,
     };
-    let (in_force, _) = resolve::offer(made, None);
+    let (in_force, _) = resolve::offer(made);
     if in_force.via() == Via::Embedder {
         Ok(())
     } else {

@@ -269,7 +269,8 @@ pub(crate) fn static_embedding(target: &Target) -> Outcome {
     ensure!(
         line(&linked, "proof") == "done=1 released=1"
             && line(&linked, "describe").starts_with(&found)
-            && line(&linked, "describe").contains("via the object that contains nuwa's code"),
+            && line(&linked, "describe")
+                .contains("via the functions linked into the same object as nuwa"),
         "no handover (the functions linked in): {}",
         linked.replace('\n', " | ")
     );
@@ -382,7 +383,7 @@ pub(crate) fn python_loaded_after_a_block(target: &Target) -> Outcome {
     ensure!(
         before
             .to_string()
-            .contains("looked for again after the process loads a library"),
+            .contains("looked for again when the process loads a library named like libpython"),
         "what init() said while no Python was found: {before}"
     );
     Ok(Pass::Ok(format!("after loading: {text}")))
