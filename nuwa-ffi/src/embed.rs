@@ -6,8 +6,9 @@
 //! executable without `--export-dynamic` (a single binary with Python
 //! inside) exports none of them. On ELF targets nuwa still finds them when
 //! its own code is linked into that same executable (weak references,
-//! [`Via::OwnObject`]); otherwise (another target, or nuwa's code in another
-//! object) nothing can be found and blocks release nothing. Such a program
+//! [`Via::Linked`], fully static programs included); otherwise (another
+//! target, or nuwa's code in another object) nothing can be found and
+//! blocks release nothing. Such a program
 //! calls [`provide`] once, best before the first block, with the addresses
 //! of the functions it linked:
 //!
