@@ -209,14 +209,20 @@ static SEEN: AtomicPtr<Seen> = AtomicPtr::new(core::ptr::null_mut());
 /// no new libpython since.
 static CHECKED: AtomicUsize = AtomicUsize::new(usize::MAX);
 
+/// This C library's `dl_phdr_info` has no load/unload counters (OpenBSD):
+/// blocks do not walk.
+static NO_COUNTERS: AtomicBool = AtomicBool::new(false);
+
 /// What a lookup's walk found: the loader's count, and the loaded objects
 /// named like libpython (or PyPy), in load order.
 pub(super) struct Scan {
     generation: Option<usize>,
     /// The names, each NUL-terminated, copied during the walk.
     buf: Vec<u8>,
-    /// The walk ran (not skipped for a fork) and every name fitted in
-    /// `buf`; cleared by the lookup if one of its other walks was skipped.
+    /// The walk ran (not skipped for a fork); cleared by the lookup if one
+    /// of its other walks was skipped. (A name that does not fit in `buf`,
+    /// past 16 KiB of libpython names, is neither tried nor remembered: it
+    /// is tried when the next library load makes it look new.)
     complete: bool,
 }
 
@@ -269,8 +275,6 @@ pub(super) fn scan() -> Scan {
                 if scan.buf.capacity() - scan.buf.len() > name.len() {
                     scan.buf.extend_from_slice(name);
                     scan.buf.push(0);
-                } else {
-                    scan.complete = false;
                 }
             }
         }
@@ -316,6 +320,10 @@ pub(super) fn remember(scan: &Scan) {
 /// loader's lock that a running `dlopen` holds while constructors run). A
 /// walk skipped for a fork counts as no change.
 pub(super) fn python_may_have_arrived() -> bool {
+    if NO_COUNTERS.load(Ordering::Relaxed) || ATFORK.load(Ordering::Relaxed) == FAILED {
+        // Nothing can tell (and every walk would be skipped): never.
+        return false;
+    }
     let seen = SEEN.load(Ordering::Acquire);
     if seen.is_null() {
         // No lookup recorded (the last one was incomplete): look.
@@ -371,6 +379,11 @@ pub(super) fn python_may_have_arrived() -> bool {
     }
     if check.new_python {
         return true;
+    }
+    if check.generation.is_none() {
+        // This C library's `dl_phdr_info` has no counters: do not walk
+        // again for nothing.
+        NO_COUNTERS.store(true, Ordering::Relaxed);
     }
     if let Some(now) = check.generation
         && now != checked
