@@ -13,7 +13,18 @@
 //! start while a fork is under way is skipped (its caller treats that as "no
 //! change"). A thread of another library inside `dl_iterate_phdr` at a fork
 //! (an unwinder, a profiler) still leaves the child waiting: that is glibc's
-//! limit, which nuwa cannot lift.
+//! limit, which nuwa cannot lift. (`vfork` and `posix_spawn` run no fork
+//! handlers; their children only `exec`.)
+//!
+//! # The loader's lock
+//!
+//! A walk takes the loader's write lock, one for the process (not the lock
+//! that `dlopen` holds while constructors run, which is why a block after a
+//! `dlopen` only walks). A block while no Python is found therefore waits
+//! while another thread is inside `dl_iterate_phdr`; if that thread's
+//! callback waits for a lock the block's thread holds, they deadlock (as a
+//! panic unwinding on the block's thread would: the unwinder walks too), and
+//! a fork on a thread that holds such a lock waits in the fork handler.
 //!
 //! # No allocation inside a walk
 //!
