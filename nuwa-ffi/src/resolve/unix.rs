@@ -186,8 +186,6 @@ pub(super) fn look_up(platform: Platform) -> (Resolution, Scanned) {
     #[cfg(nuwa_dl_iterate)]
     #[cfg_attr(not(nuwa_weak_linked), allow(unused_mut))]
     let mut scan = super::loaded::scan();
-    #[cfg(not(nuwa_dl_iterate))]
-    let scan = Scanned::default();
     #[cfg(nuwa_dl_iterate)]
     {
         #[cfg(nuwa_dl_noload)]
@@ -225,6 +223,9 @@ pub(super) fn look_up(platform: Platform) -> (Resolution, Scanned) {
         }
     }
 
+    #[cfg(not(nuwa_dl_iterate))]
+    return (search.finish(), ());
+    #[cfg(nuwa_dl_iterate)]
     (search.finish(), scan)
 }
 
