@@ -239,6 +239,10 @@ pub(super) struct Scan {
 
 impl Scan {
     /// The candidates' names.
+    #[cfg_attr(
+        not(nuwa_dl_noload),
+        allow(dead_code, reason = "tried where dlopen has RTLD_NOLOAD")
+    )]
     pub(super) fn candidates(&self) -> impl Iterator<Item = &CStr> {
         self.buf
             .split_inclusive(|&b| b == 0)
