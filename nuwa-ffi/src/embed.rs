@@ -6,8 +6,9 @@
 //! executable without `--export-dynamic` (a single binary with Python
 //! inside) exports none of them. On ELF targets nuwa still finds them when
 //! its own code is linked into that same executable (weak references,
-//! [`Via::OwnObject`]); otherwise (another target, or nuwa's code in another
-//! object) nothing can be found and blocks release nothing. Such a program
+//! [`Via::Linked`], fully static programs included); otherwise (another
+//! target, or nuwa's code in another object) nothing can be found and
+//! blocks release nothing. Such a program
 //! calls [`provide`] once, best before the first block, with the addresses
 //! of the functions it linked:
 //!
@@ -232,7 +233,7 @@ pub unsafe fn provide(python: EmbeddedPython) -> Result<(), EmbedError> {
         via: Via::Embedder,
         place,
     };
-    let (in_force, _) = resolve::offer(made, None);
+    let (in_force, _) = resolve::offer(made);
     if in_force.via() == Via::Embedder {
         Ok(())
     } else {

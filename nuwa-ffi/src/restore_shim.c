@@ -50,9 +50,11 @@ void *nuwa_ffi_0_1_swap_thread(nuwa_swap_fn swap, void *tstate) {
  * libpython3.X.a into the same object as nuwa's code without exporting its
  * symbols (no --export-dynamic): dlsym cannot find them there, but the
  * static linker binds these references to them. Where nothing defines them,
- * they are null. nuwa uses an address only if dladdr puts it inside the very
- * object that contains this code (see nuwa_weak_linked in build.rs and
- * src/resolve/unix.rs): in a shared object the dynamic loader may bind a
+ * they are null. nuwa uses an address only if it lies inside a PT_LOAD
+ * segment of the very object that contains this code, as dl_iterate_phdr
+ * reports it (see nuwa_weak_linked in build.rs and src/resolve/unix.rs; it
+ * works in a fully static program, where dladdr knows no object): in a
+ * shared object the dynamic loader may bind a
  * weak reference to whatever the global scope exports, which this check
  * rejects, and two static libpythons cannot be linked into one object, so
  * the functions come from one interpreter.

@@ -1,5 +1,6 @@
 //! Finding CPython's functions at run time: once per process when found,
-//! again after the process loads a library while they are not.
+//! again after the process loads a library named like libpython while they
+//! are not.
 //!
 //! - [`report`]: what was found, as the public [`Resolution`].
 //! - [`decide`]: from the symbols of one object, which functions to use on
@@ -10,10 +11,12 @@
 //! - [`embed`](crate::embed): the functions handed over by an embedder.
 
 use core::ffi::{c_int, c_void};
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, Ordering};
 use std::boxed::Box;
 
 pub(crate) mod decide;
+#[cfg(nuwa_dl_iterate)]
+mod loaded;
 pub(crate) mod names;
 pub(crate) mod report;
 #[cfg(unix)]
@@ -142,19 +145,18 @@ pub(crate) enum Reacquire {
 /// No thread ever waits for another here: a lookup is idempotent, so threads
 /// that race each look up and offer their answer with a compare-exchange,
 /// and a process forked while a thread of its parent was in the middle of a
-/// lookup simply looks up again (nothing of nuwa's is left half done).
+/// lookup simply looks up again (nothing of nuwa's is left half done; see
+/// `loaded` for the loader's own lock).
+///
+/// The first libpython found is final, even if that interpreter is never
+/// initialised while another one is: blocks then release nothing (they
+/// check that the GIL is held first), which only `init()` shows.
 static RESOLUTION: AtomicPtr<Resolution> = AtomicPtr::new(core::ptr::null_mut());
 
 /// The `Api` of [`RESOLUTION`] once it can release (null before, and for as
 /// long as nothing can be released): the fast path is one load of this
 /// pointer.
 static API: AtomicPtr<Api> = AtomicPtr::new(core::ptr::null_mut());
-
-/// The loader's count of objects loaded and unloaded (see
-/// [`loaded_generation`]) when the resolution in force, one that cannot
-/// release, was made: while it has not moved, no new library can have
-/// brought Python in, and a block does not look again.
-static SEEN: AtomicUsize = AtomicUsize::new(0);
 
 /// The resolved functions: the fast path is one atomic load.
 #[inline(always)]
@@ -194,11 +196,11 @@ pub(crate) fn check_signals() -> Option<CheckSignalsFn> {
 }
 
 /// Returns the resolution in force, looking (again) first if there is none
-/// yet, or if it cannot release and the process loaded or unloaded a
-/// library since it was made.
+/// yet, or if it cannot release and the process loaded a library named like
+/// libpython since it was made.
 pub(crate) fn resolution() -> &'static Resolution {
     if let Some(current) = in_force()
-        && (current.can_release() || !loaded_objects_changed())
+        && (current.can_release() || !python_may_have_arrived())
     {
         return current;
     }
@@ -227,10 +229,20 @@ fn in_force() -> Option<&'static Resolution> {
 fn look_again() -> &'static Resolution {
     #[cfg(test)]
     tests::LOOKUPS.fetch_add(1, Ordering::Relaxed);
-    // Read before the lookup: a library loaded during it moves the count
-    // past this value, and the next block looks again.
-    let generation = loaded_generation();
-    offer(look_up(), generation).0
+    #[cfg(unix)]
+    {
+        let (made, scanned) = unix::look_up(platform());
+        let kept = offer(made).0;
+        // After the offer: a block that reads what the walk saw finds the
+        // answer in force.
+        #[cfg(nuwa_dl_iterate)]
+        loaded::remember(&scanned);
+        #[cfg(not(nuwa_dl_iterate))]
+        let () = scanned;
+        kept
+    }
+    #[cfg(not(unix))]
+    offer(look_up()).0
 }
 
 /// How good a resolution is: a resolution in force is replaced only by a
@@ -244,9 +256,8 @@ fn rank(resolution: &Resolution) -> u8 {
 }
 
 /// Puts `made` in force unless the resolution in force is as good; returns
-/// the one in force and whether it is `made`. `generation` is the loader's
-/// count read before `made` was looked up (`None` for a handover).
-pub(crate) fn offer(made: Resolution, generation: Option<usize>) -> (&'static Resolution, bool) {
+/// the one in force and whether it is `made`.
+pub(crate) fn offer(made: Resolution) -> (&'static Resolution, bool) {
     let made_rank = rank(&made);
     let mut made = Some(made);
     let mut current = RESOLUTION.load(Ordering::Acquire);
@@ -256,18 +267,12 @@ pub(crate) fn offer(made: Resolution, generation: Option<usize>) -> (&'static Re
         if let Some(kept) = kept
             && rank(kept) >= made_rank
         {
-            if let Some(generation) = generation {
-                SEEN.store(generation, Ordering::Relaxed);
-            }
             return (in_force().unwrap_or(kept), false);
         }
         let boxed = Box::into_raw(Box::new(made.take().unwrap_or_else(|| unreachable!())));
         match RESOLUTION.compare_exchange(current, boxed, Ordering::AcqRel, Ordering::Acquire) {
             // The one replaced is leaked: callers may still hold it.
             Ok(_) => {
-                if let Some(generation) = generation {
-                    SEEN.store(generation, Ordering::Relaxed);
-                }
                 return (in_force().unwrap_or_else(|| unreachable!()), true);
             }
             Err(actual) => {
@@ -279,28 +284,30 @@ pub(crate) fn offer(made: Resolution, generation: Option<usize>) -> (&'static Re
     }
 }
 
-/// Whether the process loaded or unloaded a library since the resolution in
-/// force was looked up (never, where that cannot be told).
-fn loaded_objects_changed() -> bool {
-    loaded_generation().is_some_and(|now| now != SEEN.load(Ordering::Relaxed))
+/// Whether a library named like libpython was loaded since the resolution
+/// in force was looked up (never, where that cannot be told: see
+/// [`looks_again`]).
+fn python_may_have_arrived() -> bool {
+    #[cfg(nuwa_dl_iterate)]
+    return loaded::python_may_have_arrived();
+    #[cfg(not(nuwa_dl_iterate))]
+    return false;
 }
 
-/// The number of objects the dynamic loader has loaded plus the number it
-/// has unloaded, so far (glibc, musl and the BSDs count both in
-/// `dl_iterate_phdr`'s `dlpi_adds` and `dlpi_subs`): when it has not moved,
-/// the set of loaded objects is the same. `None` where it cannot be read;
-/// then a resolution that cannot release is not looked for again.
-fn loaded_generation() -> Option<usize> {
+/// Whether a resolution that cannot release is looked for again when the
+/// process loads a library named like libpython: where the dynamic loader
+/// counts the objects it loads and unloads (`dl_iterate_phdr`'s `dlpi_adds`
+/// and `dlpi_subs`, in glibc, musl and FreeBSD; not OpenBSD).
+pub(crate) fn looks_again() -> bool {
     #[cfg(nuwa_dl_iterate)]
-    return unix::loaded_generation();
+    return loaded::counters_readable();
     #[cfg(not(nuwa_dl_iterate))]
-    return None;
+    return false;
 }
 
 /// What the platform's dynamic loader can tell about where nuwa runs.
+#[cfg(not(unix))]
 fn look_up() -> Resolution {
-    #[cfg(unix)]
-    return unix::look_up(platform());
     #[cfg(windows)]
     return windows::look_up(platform());
     #[cfg(not(any(unix, windows)))]
@@ -331,6 +338,7 @@ pub(crate) fn platform() -> Platform {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use core::sync::atomic::AtomicUsize;
 
     /// Full lookups made by this process.
     pub(super) static LOOKUPS: AtomicUsize = AtomicUsize::new(0);
@@ -345,8 +353,8 @@ mod tests {
         }
         #[cfg(nuwa_dl_iterate)]
         {
-            assert!(loaded_generation().is_some());
-            assert!(!loaded_objects_changed());
+            assert!(looks_again());
+            assert!(!python_may_have_arrived());
         }
         assert_eq!(
             LOOKUPS.load(Ordering::Relaxed),

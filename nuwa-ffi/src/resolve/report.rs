@@ -44,6 +44,10 @@ pub enum Via {
     /// into libpython are bound, even if the host loaded libpython
     /// `RTLD_LOCAL`.
     OwnObject,
+    /// CPython's functions linked into the same object as nuwa's code (a
+    /// program that links `libpython3.X.a` without exporting its symbols,
+    /// fully static included), found through weak references on ELF targets.
+    Linked,
     /// A loaded object whose file name looks like libpython (found with
     /// `dl_iterate_phdr`, opened with `RTLD_NOLOAD`); on Windows, a loaded
     /// `python3*.dll`.
@@ -221,17 +225,22 @@ impl fmt::Display for Via {
             Via::GlobalScope => "the global scope (dlopen(NULL))",
             Via::OwnObject => "the object that contains nuwa's code and its dependencies",
             Via::LoadedObject => "a loaded libpython",
+            Via::Linked => "the functions linked into the same object as nuwa",
             Via::Embedder => "the embedder (nuwa_ffi::embed::provide)",
             Via::Nowhere => "nowhere",
         })
     }
 }
 
-/// What happens next to a resolution that cannot release.
-#[cfg(nuwa_dl_iterate)]
-const LOOKS_AGAIN: &str = " (looked for again after the process loads a library)";
-#[cfg(not(nuwa_dl_iterate))]
-const LOOKS_AGAIN: &str = " (for the rest of the process: not looked for again)";
+/// What happens next to a resolution that cannot release, as this process's
+/// dynamic loader allows.
+fn looks_again() -> &'static str {
+    if super::looks_again() {
+        " (looked for again when the process loads a library named like libpython)"
+    } else {
+        " (for the rest of the process: not looked for again)"
+    }
+}
 
 impl fmt::Display for Resolution {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -240,7 +249,8 @@ impl fmt::Display for Resolution {
                 return write!(
                     f,
                     "no Python found in the process (searched {}): blocks run without releasing anything{}",
-                    self.place, LOOKS_AGAIN
+                    self.place,
+                    looks_again()
                 );
             }
             State::NotFound { pypy: true } => {
@@ -274,7 +284,7 @@ impl fmt::Display for Resolution {
                 f,
                 ": no held check available (missing {}): blocks run without releasing anything{}",
                 self.missing().join(", "),
-                LOOKS_AGAIN
+                looks_again()
             )?,
         }
         if f.alternate() {

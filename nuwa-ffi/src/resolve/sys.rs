@@ -86,6 +86,54 @@ unsafe extern "C" {
     pub(crate) fn write(fd: c_int, buf: *const c_void, count: usize) -> isize;
 }
 
+/// `Elf32_Phdr` / `Elf64_Phdr`, only the fields read: a segment's type,
+/// its address (relative to `dlpi_addr`) and its size in memory.
+#[cfg(all(nuwa_dl_iterate, target_pointer_width = "64"))]
+#[repr(C)]
+pub(crate) struct Phdr {
+    pub(crate) p_type: u32,
+    pub(crate) p_flags: u32,
+    pub(crate) p_offset: u64,
+    pub(crate) p_vaddr: u64,
+    pub(crate) p_paddr: u64,
+    pub(crate) p_filesz: u64,
+    pub(crate) p_memsz: u64,
+    pub(crate) p_align: u64,
+}
+#[cfg(all(nuwa_dl_iterate, target_pointer_width = "32"))]
+#[repr(C)]
+pub(crate) struct Phdr {
+    pub(crate) p_type: u32,
+    pub(crate) p_offset: u32,
+    pub(crate) p_vaddr: u32,
+    pub(crate) p_paddr: u32,
+    pub(crate) p_filesz: u32,
+    pub(crate) p_memsz: u32,
+    pub(crate) p_flags: u32,
+    pub(crate) p_align: u32,
+}
+
+/// `PT_LOAD`: a segment mapped from the file.
+#[cfg(nuwa_dl_iterate)]
+pub(crate) const PT_LOAD: u32 = 1;
+
+#[cfg(nuwa_dl_iterate)]
+unsafe extern "C" {
+    /// Registers fork handlers (in the C library, or `libc_nonshared.a`
+    /// on glibc, which passes the caller's object so that `dlclose`
+    /// removes them).
+    pub(crate) fn pthread_atfork(
+        prepare: Option<unsafe extern "C" fn()>,
+        parent: Option<unsafe extern "C" fn()>,
+        child: Option<unsafe extern "C" fn()>,
+    ) -> c_int;
+}
+
+#[cfg(nuwa_dl_iterate)]
+unsafe extern "C" {
+    pub(crate) fn getpid() -> c_int;
+}
+
 #[cfg(nuwa_dl_iterate)]
 unsafe extern "C" {
     pub(crate) fn dl_iterate_phdr(

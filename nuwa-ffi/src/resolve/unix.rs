@@ -13,11 +13,12 @@
 //!    `RTLD_NOLOAD`.
 //! 4. On ELF targets, the functions statically linked into the object that
 //!    contains nuwa's code (weak references in `restore_shim.c`): a program
-//!    that links `libpython3.X.a` without `--export-dynamic`.
+//!    that links `libpython3.X.a` without `--export-dynamic`, fully static
+//!    included.
 //!
-//! In each place, a symbol counts only if `dladdr` puts it in the same object
-//! as `PyEval_SaveThread`: the functions and the version always come from
-//! one libpython. The object they came from is then pinned
+//! In places 1-3, a symbol counts only if `dladdr` puts it in the same object
+//! as `PyEval_SaveThread`; in place 4, only if it lies in nuwa's own object:
+//! the functions and the version always come from one libpython. The object they came from is then pinned
 //! (`RTLD_NODELETE`), so that a host's `dlclose` cannot unmap the functions
 //! nuwa keeps pointers to.
 
@@ -147,19 +148,29 @@ pub(crate) fn pin_object_of(addr: *const c_void) -> Option<String> {
     Some(path.to_string_lossy().into_owned())
 }
 
-pub(super) fn look_up(platform: Platform) -> Resolution {
+/// What a lookup's walk saw, for [`loaded::remember`](super::loaded::remember)
+/// (nothing where there is no `dl_iterate_phdr`).
+#[cfg(nuwa_dl_iterate)]
+pub(super) type Scanned = super::loaded::Scan;
+/// What a lookup's walk saw (nothing: no `dl_iterate_phdr` here).
+#[cfg(not(nuwa_dl_iterate))]
+pub(super) type Scanned = ();
+
+/// Looks in every place, in order; returns the answer and what the walk of
+/// the loaded objects saw (when the answer is not final).
+pub(super) fn look_up(platform: Platform) -> (Resolution, Scanned) {
     let mut search = Search::default();
 
     search.searched.push("the global scope".into());
     if let Some(global) = Handle::global()
         && let Some(r) = search.try_place(&global, Via::GlobalScope, platform)
     {
-        return r;
+        return (r, Scanned::default());
     }
 
     #[cfg(nuwa_dl_noload)]
     {
-        let own = look_up as fn(Platform) -> Resolution as *const c_void;
+        let own = look_up as fn(Platform) -> (Resolution, Scanned) as *const c_void;
         if let Some((_, path)) = object_of(own) {
             search
                 .searched
@@ -167,60 +178,71 @@ pub(super) fn look_up(platform: Platform) -> Resolution {
             if let Some(handle) = Handle::reopen(&path)
                 && let Some(r) = search.try_place(&handle, Via::OwnObject, platform)
             {
-                return r;
+                return (r, Scanned::default());
             }
         }
     }
 
-    #[cfg(all(nuwa_dl_noload, nuwa_dl_iterate))]
+    #[cfg(nuwa_dl_iterate)]
+    #[cfg_attr(not(nuwa_weak_linked), allow(unused_mut))]
+    let mut scan = super::loaded::scan();
+    #[cfg(nuwa_dl_iterate)]
     {
-        let loaded = loaded_objects();
-        let candidates: Vec<&CString> = loaded
-            .iter()
-            .filter(|p| {
-                super::names::is_libpython(p.as_bytes()) || super::names::is_libpypy(p.as_bytes())
-            })
-            .collect();
-        search
-            .searched
-            .push(format!("{} loaded libpython objects", candidates.len()));
-        for path in candidates {
-            search.pypy |= super::names::is_libpypy(path.as_bytes());
-            if let Some(handle) = Handle::reopen(path)
-                && let Some(r) = search.try_place(&handle, Via::LoadedObject, platform)
-            {
-                return r;
-            }
-        }
-    }
-
-    #[cfg(nuwa_weak_linked)]
-    {
-        let own = look_up as fn(Platform) -> Resolution as *const c_void;
-        if let Some((base, _)) = object_of(own) {
+        #[cfg(nuwa_dl_noload)]
+        {
+            let candidates: Vec<&CStr> = scan.candidates().collect();
             search
                 .searched
-                .push("the functions statically linked into nuwa's own object".into());
-            if let Some(r) = search.try_place(&Linked { base }, Via::OwnObject, platform) {
-                return r;
+                .push(format!("{} loaded libpython objects", candidates.len()));
+            for path in candidates {
+                search.pypy |= super::names::is_libpypy(path.to_bytes());
+                if let Some(handle) = Handle::reopen(path)
+                    && let Some(r) = search.try_place(&handle, Via::LoadedObject, platform)
+                {
+                    return (r, scan);
+                }
             }
         }
     }
 
-    search.finish()
+    #[cfg(all(nuwa_weak_linked, nuwa_dl_iterate))]
+    {
+        search
+            .searched
+            .push("the functions linked into nuwa's own object".into());
+        let own = look_up as fn(Platform) -> (Resolution, Scanned) as usize;
+        match super::loaded::segments_of(own) {
+            (true, Some(segments)) => {
+                if let Some(r) = search.try_linked(&Linked { segments }, platform) {
+                    return (r, scan);
+                }
+            }
+            (true, None) => {}
+            // Skipped for a fork: the next block looks again.
+            (false, _) => scan.incomplete(),
+        }
+    }
+
+    #[cfg(not(nuwa_dl_iterate))]
+    return (search.finish(), ());
+    #[cfg(nuwa_dl_iterate)]
+    (search.finish(), scan)
 }
 
 /// The functions that the static link put into the object that contains
 /// nuwa's code (the weak references of `restore_shim.c`): a program that
-/// links `libpython3.X.a` without exporting its symbols. An address counts
-/// only if it lies inside that object: in a shared object the dynamic loader
+/// links `libpython3.X.a` without exporting its symbols, dynamically or
+/// fully static. An address counts only if it lies inside that object (its
+/// `PT_LOAD` segments, as `dl_iterate_phdr` reports them: `dladdr` knows no
+/// object in a fully static program): in a shared object the dynamic loader
 /// may have bound a weak reference to another object's definition, which is
 /// not the one this object links, and which the places searched before had
-/// their chance to find.
-#[cfg(nuwa_weak_linked)]
+/// their chance to find. Two static libpythons cannot be linked into one
+/// object, so the functions come from one interpreter.
+#[cfg(all(nuwa_weak_linked, nuwa_dl_iterate))]
 struct Linked {
-    /// The load address of the object that contains nuwa's code.
-    base: usize,
+    /// The segments of the object that contains nuwa's code.
+    segments: super::loaded::Segments,
 }
 
 #[cfg(nuwa_weak_linked)]
@@ -228,19 +250,13 @@ unsafe extern "C" {
     fn nuwa_ffi_0_1_linked(name: *const core::ffi::c_char) -> *const c_void;
 }
 
-#[cfg(nuwa_weak_linked)]
+#[cfg(all(nuwa_weak_linked, nuwa_dl_iterate))]
 impl Lookup for Linked {
     fn lookup(&self, name: &CStr) -> Option<*mut c_void> {
         // SAFETY: `name` is NUL-terminated; the C function only compares it
         // with its table and returns an address it does not dereference.
         let p = unsafe { nuwa_ffi_0_1_linked(name.as_ptr()) }.cast_mut();
-        if p.is_null() {
-            return None;
-        }
-        match object_of(p) {
-            Some((base, _)) if base == self.base => Some(p),
-            _ => None,
-        }
+        (!p.is_null() && self.segments.contains(p.addr())).then_some(p)
     }
 }
 
@@ -290,69 +306,42 @@ impl Search {
         }
     }
 
+    /// Tries the functions linked into nuwa's own object: the resolution if
+    /// it is ready to release. Nothing is pinned: the functions are in the
+    /// object whose code is running.
+    #[cfg(all(nuwa_weak_linked, nuwa_dl_iterate))]
+    fn try_linked(&mut self, linked: &Linked, platform: Platform) -> Option<Resolution> {
+        linked.lookup(decide::GIL_PAIR[0])?;
+        let own = look_up as fn(Platform) -> (Resolution, Scanned) as *const c_void;
+        let place = match object_of(own) {
+            Some((_, path)) if !path.as_bytes().is_empty() => path.to_string_lossy().into_owned(),
+            _ => "this program".into(),
+        };
+        let state = decide::decide(linked, platform);
+        match state {
+            State::NotFound { .. } => None,
+            State::NoHeldCheck { .. } => {
+                if self.without_check.is_none() {
+                    self.without_check = Some(Resolution {
+                        state,
+                        via: Via::Linked,
+                        place,
+                    });
+                }
+                None
+            }
+            State::Ready { .. } => Some(Resolution {
+                state,
+                via: Via::Linked,
+                place,
+            }),
+        }
+    }
+
     fn finish(self) -> Resolution {
         match self.without_check {
             Some(found) => found,
             None => Resolution::not_found(self.pypy, self.searched.join(", ")),
         }
     }
-}
-
-/// The paths of the objects loaded in the process, in load order.
-#[cfg(nuwa_dl_iterate)]
-fn loaded_objects() -> Vec<CString> {
-    use core::ffi::{c_char, c_int};
-
-    unsafe extern "C" fn visit(
-        info: *mut sys::DlPhdrInfo,
-        _size: usize,
-        data: *mut c_void,
-    ) -> c_int {
-        // SAFETY: `data` is the `Vec` passed below, borrowed for the call;
-        // `info` is valid for this callback, and `dlpi_name` is null or a
-        // NUL-terminated string, copied at once.
-        unsafe {
-            let paths = &mut *data.cast::<Vec<CString>>();
-            let name: *const c_char = (*info).dlpi_name;
-            if !name.is_null() && *name != 0 {
-                paths.push(CStr::from_ptr(name).to_owned());
-            }
-        }
-        0
-    }
-    let mut paths: Vec<CString> = Vec::new();
-    // SAFETY: `visit` matches the callback type, does not unwind (it only
-    // copies strings) and uses `data` as the `Vec` it is.
-    unsafe { sys::dl_iterate_phdr(Some(visit), (&raw mut paths).cast()) };
-    paths
-}
-
-/// `dlpi_adds + dlpi_subs` (wrapping), from the first object
-/// `dl_iterate_phdr` reports, or `None` if this C library's
-/// `struct dl_phdr_info` is too short to have them.
-#[cfg(nuwa_dl_iterate)]
-pub(super) fn loaded_generation() -> Option<usize> {
-    use core::ffi::c_int;
-
-    unsafe extern "C" fn first(
-        info: *mut sys::DlPhdrInfo,
-        size: usize,
-        data: *mut c_void,
-    ) -> c_int {
-        if size >= core::mem::size_of::<sys::DlPhdrInfo>() {
-            // SAFETY: `info` is valid for this callback and, at `size`, has
-            // the counters; `data` is the `Option` passed below.
-            unsafe {
-                let count = (*info).dlpi_adds.wrapping_add((*info).dlpi_subs);
-                *data.cast::<Option<usize>>() = Some(count as usize);
-            }
-        }
-        // Stop after the first object: every object reports the same counts.
-        1
-    }
-    let mut generation: Option<usize> = None;
-    // SAFETY: `first` matches the callback type, does not unwind, and uses
-    // `data` as the `Option` it is.
-    unsafe { sys::dl_iterate_phdr(Some(first), (&raw mut generation).cast()) };
-    generation
 }

@@ -103,6 +103,9 @@ fn scratch() -> PathBuf {
 /// The native libraries a Rust static library needs on Linux.
 const RUST_LIBS: &[&str] = &["-lgcc_s", "-lpthread", "-ldl", "-lm", "-lrt", "-lutil"];
 
+/// The same, for a fully static link (no `libgcc_s.so`).
+const RUST_LIBS_STATIC: &[&str] = &["-lgcc_eh", "-lpthread", "-ldl", "-lm", "-lrt", "-lutil"];
+
 fn cc() -> Command {
     Command::new(env::var("CC").unwrap_or_else(|_| "cc".into()))
 }
@@ -170,13 +173,16 @@ fn static_host(vars: &BuildVars, lib: &Path, out: &Path, root: &Path) -> Built {
     }
     let exe = out.join("static_host");
     let source = root.join("nuwa-ffi/tests/hosts/static_host.c");
-    let link = |pie: bool| {
+    let link_to = |exe: &Path, pie: bool, full: bool| {
         let mut cmd = cc();
+        if full {
+            cmd.arg("-static");
+        }
         if !pie {
             cmd.arg("-no-pie");
         }
         cmd.arg("-o")
-            .arg(&exe)
+            .arg(exe)
             .arg(&source)
             .arg(format!("-I{}", vars.include))
             .arg(lib)
@@ -184,9 +190,16 @@ fn static_host(vars: &BuildVars, lib: &Path, out: &Path, root: &Path) -> Built {
             .args(split(&vars.modlibs))
             .args(split(&vars.libs))
             .args(split(&vars.syslibs))
-            .args(RUST_LIBS);
+            .args(if full { RUST_LIBS_STATIC } else { RUST_LIBS });
         cmd
     };
+    let link = |pie: bool| link_to(&exe, pie, false);
+    // The same host linked fully static (`-static`: no dynamic loader, so
+    // no `dladdr`), best effort, for `static_embedding_fully_static`; the
+    // scenario skips where it could not be linked.
+    let full = out.join("static_host_full");
+    let _ = std::fs::remove_file(&full);
+    let _ = run(&mut link_to(&full, false, true), "linking static_host_full");
     // A libpython3.X.a built without -fPIC cannot go into a PIE.
     match run(&mut link(true), "linking static_host")
         .or_else(|_| run(&mut link(false), "linking static_host (-no-pie)"))

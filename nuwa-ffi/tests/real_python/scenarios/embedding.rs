@@ -212,8 +212,13 @@ fn run_static_host(target: &Target, mode: &str) -> Result<String, String> {
         .static_host
         .clone()
         .map_err(|why| format!("no static host: {why}"))?;
+    run_host(&exe, mode)
+}
+
+/// Runs `exe MODE` (a build of `static_host.c`) with a timeout.
+fn run_host(exe: &str, mode: &str) -> Result<String, String> {
     let (status, stdout, stderr) =
-        run_bounded(Command::new(&exe).arg(mode), Duration::from_secs(30))
+        run_bounded(Command::new(exe).arg(mode), Duration::from_secs(30))
             .map_err(|e| format!("static_host {mode}: {e}"))?;
     ensure!(
         status.success() && stdout.contains(&format!("end: {mode}")),
@@ -264,7 +269,8 @@ pub(crate) fn static_embedding(target: &Target) -> Outcome {
     ensure!(
         line(&linked, "proof") == "done=1 released=1"
             && line(&linked, "describe").starts_with(&found)
-            && line(&linked, "describe").contains("via the object that contains nuwa's code"),
+            && line(&linked, "describe")
+                .contains("via the functions linked into the same object as nuwa"),
         "no handover (the functions linked in): {}",
         linked.replace('\n', " | ")
     );
@@ -377,8 +383,31 @@ pub(crate) fn python_loaded_after_a_block(target: &Target) -> Outcome {
     ensure!(
         before
             .to_string()
-            .contains("looked for again after the process loads a library"),
+            .contains("looked for again when the process loads a library named like libpython"),
         "what init() said while no Python was found: {before}"
     );
     Ok(Pass::Ok(format!("after loading: {text}")))
+}
+
+/// 2b. The program of [`static_embedding`] linked fully static (`-static`,
+///     the usual "one binary with Python inside" on musl): nuwa's code and
+///     libpython are in the one object there is, so the functions linked
+///     in are found without a handover, and blocks release.
+pub(crate) fn static_embedding_fully_static(target: &Target) -> Outcome {
+    let Ok(host) = &target.static_host else {
+        return Ok(Pass::Skipped("no static host here".into()));
+    };
+    let full = std::path::Path::new(host).with_file_name("static_host_full");
+    if !full.is_file() {
+        return Ok(Pass::Skipped(
+            "static_host could not be linked with -static here".into(),
+        ));
+    }
+    let linked = run_host(&full.to_string_lossy(), "linked")?;
+    ensure!(
+        line(&linked, "proof") == "done=1 released=1",
+        "a fully static program with libpython linked in, no handover: {}",
+        linked.replace('\n', " | ")
+    );
+    Ok(Pass::Ok(line(&linked, "describe").to_string()))
 }

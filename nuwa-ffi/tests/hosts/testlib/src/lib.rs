@@ -116,7 +116,8 @@ pub unsafe extern "C" fn nuwa_testlib_describe(buf: *mut c_char, len: usize) -> 
 }
 
 /// How `init()` found Python: 0 nowhere, 1 global scope, 2 own object,
-/// 3 a loaded libpython, 4 the embedder, 9 other.
+/// 3 a loaded libpython, 4 the embedder, 5 linked into the same object,
+/// 9 other.
 #[unsafe(no_mangle)]
 pub extern "C" fn nuwa_testlib_via() -> c_int {
     match nuwa_ffi::init().via() {
@@ -125,6 +126,7 @@ pub extern "C" fn nuwa_testlib_via() -> c_int {
         Via::OwnObject => 2,
         Via::LoadedObject => 3,
         Via::Embedder => 4,
+        Via::Linked => 5,
         _ => 9,
     }
 }
