@@ -124,6 +124,15 @@ unsafe impl GilOps for CPython {
 
     #[inline(always)]
     unsafe fn part_ended(&self, frame: &PartFrame) {
+        // A part ends without the GIL only when CPython ended the thread
+        // inside it (pthread_exit at shutdown) and the unwind ran the part's
+        // landing pads before reaching the handler below: park here, also
+        // for a part of a block that kept the GIL, whose end releases
+        // nothing (so `release_after_part` never sees it).
+        #[cfg(nuwa_exit_unwinds)]
+        if !gil_is_held() {
+            part_ended_without_gil();
+        }
         #[cfg(nuwa_part_cleanup)]
         // SAFETY: the caller's contract: `frame` is what `part_began` was
         // given on this thread.

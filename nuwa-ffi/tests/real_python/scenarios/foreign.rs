@@ -187,7 +187,12 @@ pub(crate) fn after_finalize(target: &Target) -> Outcome {
 pub(crate) fn nested_blocks_while_threads_churn(target: &Target) -> Outcome {
     const CHURNED: usize = 18;
     /// Python threads that must start and end while the nested blocks run.
-    const CHURN: i64 = 300;
+    const CHURN: i64 = 50;
+    /// The bound on that: a progress requirement, not a release proof, so
+    /// far from what it needs (under a second unloaded; a loaded 2-core
+    /// machine started 66 in 10 s on 3.13t), and under the runner's
+    /// CHILD_TIMEOUT so that its expiry is this scenario's failure message.
+    const CHURN_WAIT: Duration = Duration::from_secs(40);
     let py = start(target)?;
     FLAGS[STOP].store(0, SeqCst);
     py.run(&format!(
@@ -201,7 +206,7 @@ def nuwa_churn():
 nuwa_churner = nuwa_thread(nuwa_churn)
 "#
     ))?;
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + CHURN_WAIT;
     let outcome: Result<Vec<(u32, u32, u32)>, String> = nuwa_ffi::nogil! {
         let workers: Vec<_> = (0..2)
             .map(|_| {
@@ -250,7 +255,7 @@ nuwa_churner = nuwa_thread(nuwa_churn)
     }
     ensure!(
         churned >= CHURN,
-        "only {churned} of {CHURN} Python threads started and ended within {WAIT:?}"
+        "only {churned} of {CHURN} Python threads started and ended within {CHURN_WAIT:?}"
     );
     py.finalize()?;
     let rounds: Vec<u32> = counts.iter().map(|c| c.2).collect();
