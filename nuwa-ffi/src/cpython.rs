@@ -25,7 +25,9 @@ use crate::resolve::{
 /// normally. A thread CPython ends inside Python code that a `with_gil` part
 /// runs is parked too (on glibc), as the unwind reaches the frame that runs
 /// the part: the frames between the Python code and that frame are unwound
-/// as they would be without nuwa; that frame and those outside it are not.
+/// as they would be without nuwa (where the call into Python can unwind, the
+/// part's own locals too, without the GIL); the rest of the block and the
+/// frames outside it are not.
 /// A parked thread keeps what it holds (a lock taken before the block). A thread that must finish its work should not be a daemon
 /// thread. See [`RestorePath`](crate::RestorePath) for the other targets.
 ///

@@ -3,6 +3,7 @@
 use crate::harness::{Outcome, Target};
 
 mod breaker;
+mod breaker_parts;
 mod embedding;
 mod foreign;
 mod free_threaded;
@@ -15,6 +16,7 @@ mod stats;
 mod subinterpreters;
 
 use breaker::*;
+use breaker_parts::*;
 use embedding::*;
 use foreign::*;
 use free_threaded::*;
@@ -37,6 +39,18 @@ pub(crate) struct Scenario {
 }
 
 pub(crate) const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "shutdown_in_part_of_kept_gil_block",
+        runs: 3,
+        run: shutdown_in_part_of_kept_gil_block,
+        hosts: false,
+    },
+    Scenario {
+        name: "breaker_part_locals_not_unwound_at_shutdown",
+        runs: 1,
+        run: breaker_part_locals_not_unwound_at_shutdown,
+        hosts: false,
+    },
     Scenario {
         name: "release_proven",
         runs: 1,

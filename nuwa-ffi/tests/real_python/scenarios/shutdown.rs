@@ -257,7 +257,7 @@ impl Drop for PartWitness {
 /// The Python code of the daemon's part: it says it runs, then loops in the
 /// eval loop, which gives the GIL up and takes it back every switch
 /// interval, until CPython ends the thread there at shutdown.
-fn part_that_loops() {
+pub(crate) fn part_that_loops() {
     let _witness = PartWitness;
     if let Some(py) = PY.get() {
         // Errors are noted by the prelude's hook; the loop never ends.
@@ -289,9 +289,9 @@ pub(crate) extern "C" fn rp_daemon_part(form: c_int) {
 /// The number of the system call a thread blocked in `pause()` is in
 /// (`pause` is not a system call on every architecture), read once from a
 /// helper thread parked that way.
-static PAUSE: OnceLock<String> = OnceLock::new();
+pub(crate) static PAUSE: OnceLock<String> = OnceLock::new();
 
-fn learn_pause_syscall() -> Result<(), String> {
+pub(crate) fn learn_pause_syscall() -> Result<(), String> {
     let (tx, rx) = std::sync::mpsc::channel();
     thread::spawn(move || {
         // SAFETY: gettid has no preconditions.
@@ -318,14 +318,14 @@ fn learn_pause_syscall() -> Result<(), String> {
 
 /// The first field of `/proc/self/task/<tid>/syscall`: the number of the
 /// system call the thread is blocked in, or `running`.
-fn syscall_of(tid: i64) -> Option<String> {
+pub(crate) fn syscall_of(tid: i64) -> Option<String> {
     let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).ok()?;
     text.split_whitespace().next().map(str::to_owned)
 }
 
 /// Whether the daemon thread of [`rp_daemon_part`] is blocked in `pause()`:
 /// parked by nuwa (3.13 and older) or hung by CPython (3.14 and later).
-extern "C" fn rp_daemon_paused() -> c_int {
+pub(crate) extern "C" fn rp_daemon_paused() -> c_int {
     let tid = FLAGS[DAEMON_TID].load(SeqCst);
     c_int::from(tid != 0 && PAUSE.get().is_some() && syscall_of(tid).as_ref() == PAUSE.get())
 }
@@ -333,7 +333,7 @@ extern "C" fn rp_daemon_paused() -> c_int {
 /// A garbage cycle whose `__del__`, run by `Py_FinalizeEx`, gives the GIL up
 /// (so that the daemon thread waiting for it is ended, or hung) until the
 /// daemon is blocked in `pause()`, for at most 30 s.
-fn cycle_until_daemon_paused() -> String {
+pub(crate) fn cycle_until_daemon_paused() -> String {
     format!(
         r#"
 gc.disable()
