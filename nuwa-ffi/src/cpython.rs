@@ -1,5 +1,6 @@
 //! The CPython backends.
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
 use core::ffi::c_ulong;
 use core::ptr::NonNull;
 

@@ -119,6 +119,10 @@ pub(crate) enum Check {
 /// `PyThreadState.thread_id`, read at a fixed offset on the versions whose
 /// layout is known, compared with `PyThread_get_thread_ident()`.
 #[derive(Clone, Copy)]
+#[cfg_attr(
+    not(any(target_os = "linux", target_os = "android")),
+    allow(dead_code, reason = "read only where Platform::thread_id_read")
+)]
 pub(crate) struct ThreadIdField {
     pub(crate) ident: ThreadIdentFn,
     /// Byte offset of `thread_id` (an `unsigned long`) in `PyThreadState`.
