@@ -218,14 +218,24 @@ inside_macos() {
     local t
     # No SDK: the C frame of build.rs goes through a stand-in compiler that
     # writes an empty object (nothing is linked in a check).
-    local fake_cc=$CACHE/bin/no-sdk-cc
+    local fake_cc=$CACHE/bin/macos-stand-in-cc
     mkdir -p "$CACHE/bin"
     cat >"$fake_cc" <<'EOF'
 #!/bin/sh
-# Writes an empty object where -o says: a stand-in for a macOS C compiler.
+# A stand-in for a macOS C compiler: writes an empty object where -o says.
+# The cc crate's compiler detection (-E, and -? for MSVC-style flags, which
+# fails) goes to the root's gcc, so that the flags it then passes are GCC's.
+case " $* " in *" -E "*|*" -? "*) exec gcc "$@" ;; esac
 out=
-while [ $# -gt 0 ]; do [ "$1" = -o ] && out=$2; shift; done
-[ -n "$out" ] && : >"$out"
+while [ $# -gt 0 ]; do
+    case $1 in
+        -o) out=$2; shift ;;
+        -o*) out=${1#-o} ;;
+    esac
+    shift
+done
+[ -n "$out" ] || exit 1
+: >"$out"
 EOF
     chmod +x "$fake_cc"
     for t in "${MACOS[@]}"; do
