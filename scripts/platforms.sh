@@ -155,7 +155,7 @@ inside_musl_unwinder() {
 # and a shim for the two glibc fortify functions libunwind.a calls.
 musl_unwinder() {
     local dir=$CACHE/musl
-    [[ -f $dir/libunwind.a && -f $dir/dyn/libgcc_s.so.1 ]] && return
+    [[ -f $dir/libunwind.a && -f $dir/dyn/libgcc_s.so.1 && -f $dir/dyn/unwind-c.o ]] && return
     local llvm gcc_eh work
     llvm=$(find "$dir/llvm" -name libunwind.a | head -n 1)
     [[ -n $llvm ]] || die "no LLVM libunwind.a under $dir/llvm (run scripts/platforms.sh setup)"
@@ -184,6 +184,9 @@ EOF_C
     musl-gcc -shared -o "$dir/dyn/libgcc_s.so.1" -Wl,-soname,libgcc_s.so.1 -Wl,--eh-frame-hdr \
         -Wl,--whole-archive "$dir/libunwind.a" -Wl,--no-whole-archive
     ln -sf libgcc_s.so.1 "$dir/dyn/libgcc_s.so"
+    # GCC builds __gcc_personality_v0 hidden: the shared unwinder does not
+    # export it, so a dynamic program links unwind-c.o itself.
+    cp "$work/unwind-c.o" "$dir/dyn/unwind-c.o"
     rm -rf "$work"
 }
 
@@ -195,7 +198,7 @@ inside_musl() {
         local flags="-C link-self-contained=no -L native=$CACHE/musl"
         if [[ $kind == dynamic ]]; then
             flags+=" -C target-feature=-crt-static -L native=$CACHE/musl/dyn"
-            flags+=" -C link-arg=-Wl,-rpath,$CACHE/musl/dyn"
+            flags+=" -C link-arg=-Wl,-rpath,$CACHE/musl/dyn -C link-arg=$CACHE/musl/dyn/unwind-c.o"
         fi
         export "CARGO_TARGET_${tu}_RUSTFLAGS=$flags" RUSTDOCFLAGS=$flags
         # A target directory per kind: the flags differ.
