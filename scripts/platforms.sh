@@ -31,7 +31,7 @@ set -euo pipefail
 project=$(realpath "$(dirname "$0")/..")
 sid="$project/scripts/sid-pythons.sh"
 # Inside the root, where cargo keeps its downloads and builds.
-CACHE=/var/cache/nuwa-platforms
+CACHE=${NUWA_PLATFORMS_CACHE:-/var/cache/nuwa-platforms}
 PACKAGES=(rustc cargo rust-src rust-clippy gcc-mingw-w64-x86-64 wine wine64 musl-tools
           musl-dev binutils xz-utils ca-certificates)
 WINDOWS=x86_64-pc-windows-gnu
@@ -100,7 +100,7 @@ inside_env() {
     step "rustc: $(rustc --version)"
 }
 
-step() { printf '\n--> %s\n' "$*" >&2; }
+step() { printf '\n--> [%dm%02ds] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*" >&2; }
 
 inside_windows() {
     local t=$WINDOWS
@@ -157,6 +157,7 @@ musl_unwinder() {
     local dir=$CACHE/musl
     [[ -f $dir/libunwind.a && -f $dir/dyn/libgcc_s.so.1 && -f $dir/dyn/unwind-c.o ]] && return
     local llvm gcc_eh work
+    [[ -f $dir/llvm/package ]] || inside_musl_unwinder
     llvm=$(find "$dir/llvm" -name libunwind.a | head -n 1)
     [[ -n $llvm ]] || die "no LLVM libunwind.a under $dir/llvm (run scripts/platforms.sh setup)"
     gcc_eh=$(gcc -print-file-name=libgcc_eh.a)
