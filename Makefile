@@ -20,7 +20,7 @@ MINIMAL_MANIFEST := examples/minimal/Cargo.toml
 PYO3_MANIFEST := examples/pyo3_extension/Cargo.toml
 PYTEST_ARGS ?= -q
 
-.PHONY: help venv ext minimal pyo3-ext demo test test-rust test-no-std test-docs test-python c-abi bench bench-quick pythons test-matrix test-valgrind clean
+.PHONY: help venv ext minimal pyo3-ext demo test test-rust test-no-std test-docs test-python c-abi bench bench-quick pythons test-matrix test-valgrind test-platforms test-platforms-windows test-platforms-musl test-platforms-macos clean
 
 help:
 	@echo "make demo    build the example extension (release) and run examples/demo.py"
@@ -28,6 +28,7 @@ help:
 	@echo "make bench   benchmarks (nuwa vs the raw CPython calls); see BENCHMARKS.md"
 	@echo "make test-matrix  the tests on every CPython 3.8-3.15 found, 3.13t/3.13d/3.14d/3.15d, the system python3"
 	@echo "make test-valgrind  the Python tests under valgrind memcheck: no invalid access or leak in nuwa"
+	@echo "make test-platforms  Windows (wine, fake DLLs), musl, macOS (check only) in the sid root"
 	@echo "make clean   remove build output and .venv"
 
 # The project's virtual environment, with the build and test tools.
@@ -127,6 +128,22 @@ test-matrix: venv pythons
 # target/valgrind; .venv keeps the one `ext` installs.
 test-valgrind: ext
 	$(VPY) scripts/valgrind-check.py $(VALGRIND_ARGS)
+
+# nuwa for targets other than the host's, with Debian sid's Rust inside the
+# sid root of `make pythons` (scripts/platforms.sh installs what it needs
+# there, once): Windows x86_64 under wine (against fake python3XY.dlls, not
+# CPython), musl x86_64 static and dynamic (a fake libpython), macOS aarch64
+# and x86_64 (clippy and rustdoc only). Needs root, like `make pythons`.
+test-platforms: test-platforms-windows test-platforms-macos test-platforms-musl
+
+test-platforms-windows:
+	scripts/platforms.sh windows
+
+test-platforms-musl:
+	scripts/platforms.sh musl
+
+test-platforms-macos:
+	scripts/platforms.sh macos
 
 clean:
 	$(CARGO) clean

@@ -26,6 +26,27 @@ use nuwa_ffi::SignalCheck;
 
 type InitFn = unsafe extern "C" fn(c_int);
 
+/// Loads libpython for good: on Unix with `RTLD_GLOBAL`, so that nuwa finds
+/// it in the global scope, as it finds the interpreter that loaded an
+/// extension; elsewhere (Windows) as a loaded module, which nuwa finds by
+/// name.
+///
+/// # Safety
+///
+/// As for `libloading::Library::new`: the library's initialisers run.
+unsafe fn open_libpython(path: &str) -> &'static libloading::Library {
+    #[cfg(unix)]
+    // SAFETY: the caller's contract.
+    let lib = unsafe {
+        use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
+        Library::open(Some(path), RTLD_NOW | RTLD_GLOBAL).map(libloading::Library::from)
+    };
+    #[cfg(not(unix))]
+    // SAFETY: the caller's contract.
+    let lib = unsafe { libloading::Library::new(path) };
+    Box::leak(Box::new(lib.expect("load libpython")))
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (mode, n, lib) = match args.as_slice() {
@@ -44,13 +65,7 @@ fn main() -> ExitCode {
         // SAFETY: libpython's initialisers only set up its own static data;
         // the library stays loaded (leaked) and the signature is CPython's.
         let init = unsafe {
-            let lib = Box::leak(Box::new(
-                libloading::os::unix::Library::open(
-                    Some(lib),
-                    libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_GLOBAL,
-                )
-                .expect("dlopen libpython"),
-            ));
+            let lib = open_libpython(lib);
             *lib.get::<InitFn>(b"Py_InitializeEx")
                 .expect("Py_InitializeEx")
         };

@@ -44,7 +44,7 @@ unsafe extern "C" fn adler32(_module: *mut PyObject, data: *mut PyObject) -> *mu
     // `nuwa_ffi::nogil_catch` and raise its `Err`: no panic may leave here.
     let sum = nuwa_ffi::nogil(|_| adler32_of(bytes));
     // 3. SAFETY: the GIL is held again; build the result.
-    unsafe { PyLong_FromUnsignedLong(sum.into()) }
+    unsafe { PyLong_FromUnsignedLongLong(sum.into()) }
 }
 
 static mut METHODS: [PyMethodDef; 2] = [

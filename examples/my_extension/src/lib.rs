@@ -200,7 +200,7 @@ unsafe extern "C" fn module_clear(module: *mut PyObject) -> c_int {
     unsafe {
         let state = PyModule_GetState(module).cast::<ModuleState>();
         if !state.is_null() {
-            let exception = core::mem::replace(&mut (*state).panic_error, ptr::null_mut());
+            let exception = core::mem::take(&mut (*state).panic_error);
             if !exception.is_null() {
                 Py_DECREF(exception);
             }

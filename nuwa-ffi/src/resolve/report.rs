@@ -224,6 +224,7 @@ impl fmt::Display for Via {
         f.write_str(match self {
             Via::GlobalScope => "the global scope (dlopen(NULL))",
             Via::OwnObject => "the object that contains nuwa's code and its dependencies",
+            Via::LoadedObject if cfg!(windows) => "a loaded Python DLL",
             Via::LoadedObject => "a loaded libpython",
             Via::Linked => "the functions linked into the same object as nuwa",
             Via::Embedder => "the embedder (nuwa_ffi::embed::provide)",

@@ -171,6 +171,15 @@ fn static_host(vars: &BuildVars, lib: &Path, out: &Path, root: &Path) -> Built {
             archive.display()
         ));
     }
+    // Debian's 3.13 names an archive of its build tree in MODLIBS
+    // (`Modules/_hacl/libHacl_Hash_SHA2.a`), which the package does not ship.
+    if let Some(missing) = split(&vars.modlibs)
+        .find(|w| !w.starts_with('-') && w.ends_with(".a") && !Path::new(w).is_absolute())
+    {
+        return Err(format!(
+            "{UNLINKABLE}: MODLIBS names {missing}, a file of CPython's build tree"
+        ));
+    }
     let exe = out.join("static_host");
     let source = root.join("nuwa-ffi/tests/hosts/static_host.c");
     let link_to = |exe: &Path, pie: bool, full: bool| {
