@@ -532,7 +532,7 @@ impl Pipes {
 
     /// In a block: says "entered", and waits (bounded) for the helper.
     pub(crate) fn enter_and_wait(&self, timeout: Duration) -> bool {
-        let byte = [b'e'];
+        let byte = *b"e";
         // SAFETY: a one-byte buffer that lives for the call.
         if unsafe { libc::write(self.entered.1, byte.as_ptr().cast(), 1) } != 1 {
             return false;
