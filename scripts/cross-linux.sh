@@ -39,7 +39,8 @@
 # that a foreign test binary can start foreign programs (the suite re-runs
 # itself per scenario) without the host's binfmt_misc changing.
 #
-# Builds go to target/cross inside the project tree. Needs root (as
+# Builds go to target/cross inside the project tree (NUWA_CROSS_TARGET_DIR,
+# inside it too, to change). Needs root (as
 # scripts/sid-pythons.sh does).
 set -euo pipefail
 
@@ -188,7 +189,7 @@ register_qemu() { # register_qemu QEMU-NAME
 in_root_main() {
     local mode=$1
     shift
-    export CARGO_TARGET_DIR="$project/target/cross"
+    export CARGO_TARGET_DIR=${NUWA_CROSS_TARGET_DIR:-$project/target/cross}
     export CARGO_TERM_COLOR=never
     local arch deb rust gnu qemu
     local arches=("$@")
