@@ -20,13 +20,14 @@ MINIMAL_MANIFEST := examples/minimal/Cargo.toml
 PYO3_MANIFEST := examples/pyo3_extension/Cargo.toml
 PYTEST_ARGS ?= -q
 
-.PHONY: help venv ext minimal pyo3-ext demo test test-rust test-no-std test-docs test-python c-abi bench bench-quick pythons test-matrix test-valgrind test-platforms test-platforms-windows test-platforms-musl test-platforms-macos clean
+.PHONY: help venv ext minimal pyo3-ext demo test test-rust test-no-std test-docs test-python c-abi bench bench-quick pythons test-matrix test-linux-arches test-valgrind test-platforms test-platforms-windows test-platforms-musl test-platforms-macos clean
 
 help:
 	@echo "make demo    build the example extension (release) and run examples/demo.py"
 	@echo "make test    all tests, Rust and Python"
 	@echo "make bench   benchmarks (nuwa vs the raw CPython calls); see BENCHMARKS.md"
 	@echo "make test-matrix  the tests on every CPython 3.8-3.15 found, 3.13t/3.13d/3.14d/3.15d, the system python3"
+	@echo "make test-linux-arches  lint and test on Linux i686, s390x (real CPython) and aarch64 (unit tests)"
 	@echo "make test-valgrind  the Python tests under valgrind memcheck: no invalid access or leak in nuwa"
 	@echo "make test-platforms  Windows (wine, fake DLLs), musl, macOS (check only) in the sid root"
 	@echo "make clean   remove build output and .venv"
@@ -119,6 +120,21 @@ pythons:
 # every GIL interpreter from 3.9 on.
 test-matrix: venv pythons
 	$(VPY) scripts/test-matrix.py $(MATRIX_ARGS)
+
+# nuwa on Linux for other CPUs, in the sid root of `make pythons` with its
+# Rust and cross compilers (installed once by scripts/cross-linux.sh setup).
+# CROSS_TEST: clippy, the unit and cross-crate tests, and the
+# real-interpreter suite against the architecture's libpython 3.14 and 3.15
+# (i686 also 3.13): i686 natively, s390x (big-endian) under qemu-user.
+# CROSS_UNIT: the same without the real-interpreter suite (aarch64: under
+# qemu on an x86_64 host its memory order is the host's, so the suite would
+# add little to x86_64's for its time).
+CROSS_TEST ?= i686 s390x
+CROSS_UNIT ?= aarch64
+test-linux-arches:
+	scripts/cross-linux.sh setup
+	$(if $(strip $(CROSS_TEST)),scripts/cross-linux.sh test $(CROSS_TEST))
+	$(if $(strip $(CROSS_UNIT)),scripts/cross-linux.sh unit $(CROSS_UNIT))
 
 # my_extension's Python tests (minus the subprocess ones) and the shutdown
 # scenarios under valgrind memcheck with PYTHONMALLOC=malloc. Fails on an

@@ -7,6 +7,15 @@ mod resolve;
 mod signals;
 #[cfg(feature = "stats")]
 pub mod stats;
+// The counters are 64-bit atomics. Every target nuwa is tested on has them
+// (x86_64, i686, aarch64, s390x, and armv7 too); 32-bit PowerPC, MIPS and
+// SPARC, among others, do not: there the feature says so instead of failing
+// in the middle of the module.
+#[cfg(all(feature = "stats", not(target_has_atomic = "64")))]
+compile_error!(
+    "nuwa-ffi's `stats` feature needs 64-bit atomics (AtomicU64), which this \
+     target lacks: build without it"
+);
 mod token;
 
 pub use cpython::{CPython, SavedThreadState, gil_is_held};

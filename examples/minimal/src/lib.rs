@@ -43,7 +43,9 @@ unsafe extern "C" fn adler32(_module: *mut PyObject, data: *mut PyObject) -> *mu
     // `nogil!(hide(data) => ..)` checks names. If your work can panic, use
     // `nuwa_ffi::nogil_catch` and raise its `Err`: no panic may leave here.
     let sum = nuwa_ffi::nogil(|_| adler32_of(bytes));
-    // 3. SAFETY: the GIL is held again; build the result.
+    // 3. SAFETY: the GIL is held again; build the result. (`unsigned long
+    // long`: `unsigned long` is 32 bits on Windows and 32-bit Linux, where
+    // the `u32` would need no conversion and clippy would say so.)
     unsafe { PyLong_FromUnsignedLongLong(sum.into()) }
 }
 

@@ -67,7 +67,14 @@ fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
 fn testlib(root: &Path) -> Built {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let target = scratch().join("cargo");
-    let lib = target.join("debug").join("libnuwa_embed_testlib.a");
+    // Cross builds (scripts/cross-linux.sh) name the target this way, and
+    // cargo puts its output under the target's name.
+    let lib = match env::var("CARGO_BUILD_TARGET") {
+        Ok(triple) if !triple.is_empty() => target.join(triple),
+        _ => target.clone(),
+    }
+    .join("debug")
+    .join("libnuwa_embed_testlib.a");
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root)
         .args([
@@ -171,13 +178,14 @@ fn static_host(vars: &BuildVars, lib: &Path, out: &Path, root: &Path) -> Built {
             archive.display()
         ));
     }
-    // Debian's 3.13 names an archive of its build tree in MODLIBS
-    // (`Modules/_hacl/libHacl_Hash_SHA2.a`), which the package does not ship.
+    // Debian's 3.13 names archives of CPython's build tree in MODLIBS
+    // (`Modules/_hacl/libHacl_Hash_SHA2.a`, a relative path): the static
+    // libpython needs them, and no package ships them.
     if let Some(missing) = split(&vars.modlibs)
-        .find(|w| !w.starts_with('-') && w.ends_with(".a") && !Path::new(w).is_absolute())
+        .find(|w| !w.starts_with('-') && w.ends_with(".a") && !Path::new(w).is_file())
     {
         return Err(format!(
-            "{UNLINKABLE}: MODLIBS names {missing}, a file of CPython's build tree"
+            "{UNLINKABLE}: MODLIBS names {missing}, which is not here (a file of CPython's build tree)"
         ));
     }
     let exe = out.join("static_host");

@@ -27,7 +27,7 @@ pub const ERROR: c_int = -1;
 /// Writes one byte to `entered`, then waits up to `timeout_ms` for `done`
 /// to become readable and reads one byte from it.
 fn enter_and_wait(entered: c_int, done: c_int, timeout_ms: c_int) -> Result<bool, ()> {
-    let byte = [b'e'];
+    let byte = *b"e";
     // SAFETY: a one-byte buffer that lives for the call.
     if unsafe { libc::write(entered, byte.as_ptr().cast(), 1) } != 1 {
         return Err(());
