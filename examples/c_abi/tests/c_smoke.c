@@ -21,7 +21,7 @@ int main(void) {
     double sum = 0.0;
     uint64_t out = 0, releases = 1, reacquires = 1;
     uint8_t flag = 0;
-    char text[256];
+    char text[4096];
     size_t len;
 
     CHECK(nuwa_sum_of_squares(data, 3, &sum) == NUWA_OK && sum == 14.0);
