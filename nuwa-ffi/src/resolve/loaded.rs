@@ -421,9 +421,22 @@ pub(super) fn counters_readable() -> bool {
         1
     }
     let mut generation: Option<usize> = None;
-    // SAFETY: `first` takes the `Option`, does not unwind or allocate.
-    unsafe { walk(first, (&raw mut generation).cast()) };
-    generation.is_some()
+    // A walk is skipped while another thread registers the fork handlers
+    // or a fork is under way: both pass within microseconds, and the answer
+    // (which `init()`'s text states) must not depend on them, so a skipped
+    // walk is tried again, a bounded number of times (a registration that
+    // failed for good skips every time, and then the answer is no).
+    for _ in 0..100_000 {
+        // SAFETY: `first` takes the `Option`, does not unwind or allocate.
+        if unsafe { walk(first, (&raw mut generation).cast()) } {
+            return generation.is_some();
+        }
+        if ATFORK.load(Ordering::Acquire) == FAILED {
+            return false;
+        }
+        std::thread::yield_now();
+    }
+    false
 }
 
 /// The address ranges (`PT_LOAD` segments, as `dl_iterate_phdr` reports
