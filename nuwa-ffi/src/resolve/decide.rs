@@ -94,6 +94,7 @@ pub(crate) fn decide(symbols: &dyn Lookup, platform: Platform) -> State {
             check_signals: symbols
                 .lookup(c"PyErr_CheckSignals")
                 .map(|f| as_fn::<super::CheckSignalsFn>(f)),
+            #[cfg(nuwa_exit_unwinds)]
             is_finalizing: symbols
                 .lookup(c"Py_IsFinalizing")
                 .or_else(|| symbols.lookup(c"_Py_IsFinalizing"))

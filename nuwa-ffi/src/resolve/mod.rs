@@ -76,7 +76,9 @@ pub(crate) struct Api {
     pub(crate) check_signals: Option<CheckSignalsFn>,
     /// `Py_IsFinalizing` (3.13) or `_Py_IsFinalizing` (3.8-3.12), for a part
     /// that ends without the GIL (not on the fast path); `None` if the object
-    /// defines neither.
+    /// defines neither. Only where `pthread_exit` unwinds (the parking
+    /// frame's targets).
+    #[cfg(nuwa_exit_unwinds)]
     pub(crate) is_finalizing: Option<IsFinalizingFn>,
 }
 
