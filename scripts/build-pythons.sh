@@ -110,8 +110,8 @@ check_build_deps() {
     LOG="$root/.apt/install.log"
     mkdir -p "$root/.apt"
     : >"$LOG"
-    run_logged apt-get update
-    run_logged env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+    run_logged apt-get -o DPkg::Lock::Timeout=600 update
+    run_logged env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${missing[@]}"
 }
 
 # Put the verified upstream tarball at $root/src/$TARBALL, downloading it with a

@@ -161,9 +161,9 @@ check_tools() {
     [[ $(id -u) -eq 0 ]] || die "debootstrap is missing; install it with: sudo apt-get install debootstrap"
     command -v apt-get >/dev/null || die "debootstrap is missing and there is no apt-get to install it"
     say "installing debootstrap with apt-get"
-    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends debootstrap >>"$log" 2>&1; then
-        apt-get update >>"$log" 2>&1 || true
-        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends debootstrap >>"$log" 2>&1 ||
+    if ! DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends debootstrap >>"$log" 2>&1; then
+        apt-get -o DPkg::Lock::Timeout=600 update >>"$log" 2>&1 || true
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends debootstrap >>"$log" 2>&1 ||
             { tail -n 20 "$log" >&2; die "could not install debootstrap (log: $log)"; }
     fi
 }
