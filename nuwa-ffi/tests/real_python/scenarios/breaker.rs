@@ -318,14 +318,24 @@ fn run_b_on_my_stack(api: Api, x: usize) -> Result<(bool, bool), String> {
         holds: holds_tx,
         answered: ans_rx,
     }));
-    let mut tid: libc::pthread_t = 0;
+    // SAFETY: `pthread_t` is an integer (glibc) or a pointer (musl, macOS):
+    // zero is a valid value of either, overwritten by `pthread_create`.
+    let mut tid: libc::pthread_t = unsafe { std::mem::zeroed() };
     // SAFETY: attr initialised before use and destroyed after; the stack
     // outlives B (joined below).
     unsafe {
         let mut attr: libc::pthread_attr_t = std::mem::zeroed();
         libc::pthread_attr_init(&mut attr);
+        #[cfg(target_os = "linux")]
         let rc =
             libc::pthread_attr_setstack(&mut attr, stack.cast(), std::mem::size_of::<StackBuf>());
+        // The libc crate binds pthread_attr_setstack on Linux only (this
+        // breaker scenario runs on Linux only).
+        #[cfg(not(target_os = "linux"))]
+        let rc = {
+            let _ = stack;
+            libc::ENOSYS
+        };
         if rc != 0 {
             return Err(format!("setstack {rc}"));
         }

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering::SeqCst;
 
 use super::shutdown::{
     cycle_until_daemon_paused, gil_check_here, learn_pause_syscall, part_that_loops,
-    rp_daemon_paused, syscall_of,
+    rp_daemon_paused, syscall_of, this_tid,
 };
 use crate::harness::*;
 
@@ -32,8 +32,7 @@ impl Drop for PartLocal {
 /// and runs Python code (through a Rust function, as any helper is called)
 /// until the interpreter finalizes.
 extern "C" fn rp_breaker_part_with_local() {
-    // SAFETY: gettid has no preconditions.
-    FLAGS[DAEMON_TID].store(i64::from(unsafe { libc::gettid() }), SeqCst);
+    FLAGS[DAEMON_TID].store(this_tid(), SeqCst);
     let _ = nuwa_ffi::nogil! {
         with_gil! {
             let _local = PartLocal;
@@ -103,8 +102,7 @@ nuwa_wait({IN_PART})
 /// (`ReleaseIf` false, as `compute_pi(release=False, progress=...)` does),
 /// whose part runs Python code until the interpreter finalizes.
 extern "C" fn rp_breaker_kept_gil_part() {
-    // SAFETY: gettid has no preconditions.
-    FLAGS[DAEMON_TID].store(i64::from(unsafe { libc::gettid() }), SeqCst);
+    FLAGS[DAEMON_TID].store(this_tid(), SeqCst);
     let _ = nuwa_ffi::nogil!(nuwa_ffi::ReleaseIf::new(nuwa_ffi::CPython, false) => {
         with_gil! { part_that_loops() }
     });

@@ -51,9 +51,7 @@ static BLOCK_DAEMON_TID: AtomicI64 = AtomicI64::new(0);
 /// interpreter finalizes.
 pub(crate) extern "C" fn rp_daemon_block() {
     let mut witness = UnwindWitness { completed: false };
-    #[cfg(target_os = "linux")]
-    // SAFETY: gettid(2) has no preconditions.
-    BLOCK_DAEMON_TID.store(i64::from(unsafe { libc::gettid() }), SeqCst);
+    BLOCK_DAEMON_TID.store(this_tid(), SeqCst);
     nuwa_ffi::nogil! {
         FLAGS[GIL_CHECK_IN_BLOCK].store(gil_check_here(), SeqCst);
         FLAGS[IN_BLOCK].store(1, SeqCst);
@@ -271,8 +269,7 @@ pub(crate) fn part_that_loops() {
 /// `with_gil`, 2 the strict form's.
 pub(crate) extern "C" fn rp_daemon_part(form: c_int) {
     let mut witness = UnwindWitness { completed: false };
-    // SAFETY: gettid has no preconditions.
-    FLAGS[DAEMON_TID].store(i64::from(unsafe { libc::gettid() }), SeqCst);
+    FLAGS[DAEMON_TID].store(this_tid(), SeqCst);
     let ran = match form {
         0 => nuwa_ffi::nogil! {
             with_gil! { part_that_loops() }
@@ -294,8 +291,7 @@ pub(crate) static PAUSE: OnceLock<String> = OnceLock::new();
 pub(crate) fn learn_pause_syscall() -> Result<(), String> {
     let (tx, rx) = std::sync::mpsc::channel();
     thread::spawn(move || {
-        // SAFETY: gettid has no preconditions.
-        let _ = tx.send(unsafe { libc::gettid() });
+        let _ = tx.send(this_tid());
         loop {
             // SAFETY: pause has no preconditions; it returns only after a
             // signal handler ran.
@@ -307,13 +303,27 @@ pub(crate) fn learn_pause_syscall() -> Result<(), String> {
         .map_err(|e| format!("the pause helper: {e}"))?;
     let deadline = Instant::now() + WAIT;
     loop {
-        if let Some(call) = syscall_of(i64::from(tid)).filter(|c| c != "running") {
+        if let Some(call) = syscall_of(tid).filter(|c| c != "running") {
             ensure!(PAUSE.set(call).is_ok(), "pause learnt twice");
             return Ok(());
         }
         ensure!(Instant::now() < deadline, "the pause helper never blocked");
         thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// The kernel's id of the calling thread (Linux, where the scenarios that
+/// read `/proc/self/task/TID` run); 0 elsewhere.
+#[cfg(target_os = "linux")]
+pub(crate) fn this_tid() -> i64 {
+    // SAFETY: gettid(2) has no preconditions.
+    i64::from(unsafe { libc::gettid() })
+}
+
+/// See the Linux definition: no kernel thread ids to read here.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn this_tid() -> i64 {
+    0
 }
 
 /// The first field of `/proc/self/task/<tid>/syscall`: the number of the
