@@ -142,10 +142,11 @@ impl Fake {
 
     /// The calls logged since the last `log`, in order.
     fn log(&self) -> String {
-        let mut buf = [0 as c_char; 4096];
-        // SAFETY: `buf` is writable for its length.
-        let n = unsafe { (self.take_log)(buf.as_mut_ptr(), buf.len()) };
-        buf[..n].iter().map(|&c| c as u8 as char).collect()
+        let mut buf = [0u8; 4096];
+        // SAFETY: `buf` is writable for its length (`c_char` is `i8` or
+        // `u8`, by target: the same size).
+        let n = unsafe { (self.take_log)(buf.as_mut_ptr().cast::<c_char>(), buf.len()) };
+        buf[..n].iter().map(|&c| char::from(c)).collect()
     }
 }
 

@@ -8,8 +8,8 @@ use std::env;
 use std::sync::atomic::Ordering::SeqCst;
 
 use super::shutdown::{
-    cycle_until_daemon_paused, gil_check_here, learn_pause_syscall, part_that_loops,
-    rp_daemon_paused, syscall_of, this_tid,
+    cycle_until_daemon_paused, gil_check_here, hung_by_cpython, learn_pause_syscall,
+    not_exercised_if_hung, part_that_loops, rp_daemon_paused, syscall_of, this_tid,
 };
 use crate::harness::*;
 
@@ -80,6 +80,10 @@ nuwa_wait({IN_PART})
         "the daemon is not parked in pause() (system call {:?})",
         syscall_of(FLAGS[DAEMON_TID].load(SeqCst))
     );
+    let hung = hung_by_cpython(target, FLAGS[PART_LEFT].load(SeqCst));
+    if hung {
+        return not_exercised_if_hung(target, hung);
+    }
     ensure!(
         FLAGS[PART_LEFT].load(SeqCst) == 1,
         "the daemon was not ended inside its part: the scenario did not exercise it"
@@ -134,6 +138,10 @@ nuwa_wait({IN_PART})
     ))?;
     py.run(&cycle_until_daemon_paused())?;
     py.finalize()?;
+    let hung = hung_by_cpython(target, FLAGS[PART_LEFT].load(SeqCst));
+    if hung {
+        return not_exercised_if_hung(target, hung);
+    }
     ensure!(
         FLAGS[PART_LEFT].load(SeqCst) == 1,
         "the daemon was not ended inside its part: the scenario did not exercise it"
