@@ -59,22 +59,7 @@ pub(crate) fn breaker_part_locals_not_unwound_at_shutdown(target: &Target) -> Ou
             "3.14+ hang the thread in the eval loop".into(),
         ));
     }
-    if target.free_threaded {
-        // SAFETY: no other thread of this child runs yet.
-        unsafe { env::set_var("PYTHON_GIL", "1") };
-    }
-    learn_pause_syscall()?;
-    let py = start(target)?;
-    py.run(&format!(
-        r#"
-nuwa_daemon = threading.Thread(target=ctypes.PYFUNCTYPE(None)({addr}), daemon=True)
-nuwa_daemon.start()
-nuwa_wait({IN_PART})
-"#,
-        addr = rp_breaker_part_with_local as *const () as usize,
-    ))?;
-    py.run(&cycle_until_daemon_paused())?;
-    py.finalize()?;
+    finalize_with_daemon_in_part(target, rp_breaker_part_with_local)?;
     ensure!(
         rp_daemon_paused() == 1,
         "the daemon is not parked in pause() (system call {:?})",
@@ -122,6 +107,22 @@ pub(crate) fn shutdown_in_part_of_kept_gil_block(target: &Target) -> Outcome {
             "3.14+ hang the thread in the eval loop".into(),
         ));
     }
+    finalize_with_daemon_in_part(target, rp_breaker_kept_gil_part)?;
+    let hung = hung_by_cpython(target, FLAGS[PART_LEFT].load(SeqCst));
+    if hung {
+        return not_exercised_if_hung(target, hung);
+    }
+    ensure!(
+        FLAGS[PART_LEFT].load(SeqCst) == 1,
+        "the daemon was not ended inside its part: the scenario did not exercise it"
+    );
+    passed()
+}
+
+/// Starts a Python daemon thread that runs `daemon` (an `extern "C"`
+/// function whose block's part runs Python code until the interpreter
+/// finalizes), waits until it is in its part, and finalizes the interpreter.
+fn finalize_with_daemon_in_part(target: &Target, daemon: extern "C" fn()) -> Result<(), String> {
     if target.free_threaded {
         // SAFETY: no other thread of this child runs yet.
         unsafe { env::set_var("PYTHON_GIL", "1") };
@@ -134,17 +135,8 @@ nuwa_daemon = threading.Thread(target=ctypes.PYFUNCTYPE(None)({addr}), daemon=Tr
 nuwa_daemon.start()
 nuwa_wait({IN_PART})
 "#,
-        addr = rp_breaker_kept_gil_part as *const () as usize,
+        addr = daemon as *const () as usize,
     ))?;
     py.run(&cycle_until_daemon_paused())?;
-    py.finalize()?;
-    let hung = hung_by_cpython(target, FLAGS[PART_LEFT].load(SeqCst));
-    if hung {
-        return not_exercised_if_hung(target, hung);
-    }
-    ensure!(
-        FLAGS[PART_LEFT].load(SeqCst) == 1,
-        "the daemon was not ended inside its part: the scenario did not exercise it"
-    );
-    passed()
+    py.finalize()
 }

@@ -429,9 +429,9 @@ nuwa_wait({IN_PART})
 /// 3.14 and later always (gh-87135); 3.13 since the change was backported
 /// to a patch release (Debian's 3.13.18 has it; 3.13.0 and 3.13.5 do not),
 /// which shows as a daemon blocked in `pause()` whose part was not left.
-/// Older versions never: there a part not left is a failure.
+/// Up to 3.13.5 never: there a part not left is a failure.
 pub(crate) fn hung_by_cpython(target: &Target, part_left: i64) -> bool {
-    target.version >= (3, 14, 0) || (target.version >= (3, 13, 0) && part_left == 0)
+    target.version >= (3, 14, 0) || (target.version >= (3, 13, 6) && part_left == 0)
 }
 
 /// A 3.13 that hangs the thread itself did not exercise nuwa's parking:
