@@ -4,7 +4,8 @@ use core::cell::Cell;
 use core::fmt;
 use core::marker::PhantomData;
 
-use crate::{GilOps, PartFrame};
+use crate::GilOps;
+use crate::ops::PartFrame;
 
 /// Releases the GIL when created and takes it back when dropped.
 ///
@@ -18,7 +19,9 @@ use crate::{GilOps, PartFrame};
 /// thread that released it. A guard must be dropped, never leaked
 /// (`mem::forget`, a reference cycle), and must not live across an `.await`
 /// (a suspended future would leave the thread without the GIL): that is why
-/// creating one is `unsafe`, and why the macros keep theirs out of reach.
+/// only nuwa's own forms create one, and keep it out of the block's reach.
+/// Its name is public for one use: a lint that rejects holding it across an
+/// `.await` (see the README's "Async code").
 ///
 /// ```compile_fail
 /// # use nuwa_core::{GilOps, Guard};
@@ -72,7 +75,7 @@ impl<G: GilOps> Guard<G> {
     /// block, which makes this hold; [`Nogil::nogil`](crate::Nogil::nogil)
     /// keeps it in its own frame.
     #[inline(always)]
-    pub unsafe fn release(ops: G) -> Self {
+    pub(crate) unsafe fn release(ops: G) -> Self {
         // SAFETY: the state is stored in the guard and handed to `reacquire`
         // by `Drop`, on this thread (the guard cannot leave it), once; the
         // caller promises the guard is dropped.
@@ -90,7 +93,7 @@ impl<G: GilOps> Guard<G> {
     /// `false` when the thread did not hold the GIL: a nested block, a thread
     /// without a Python thread state, or no interpreter in the process.
     #[inline]
-    pub fn released(&self) -> bool {
+    pub(crate) fn released(&self) -> bool {
         self.state.is_some()
     }
 
@@ -105,33 +108,18 @@ impl<G: GilOps> Guard<G> {
     /// [`ReleaseIf`](crate::ReleaseIf)); otherwise (a nested block, a thread
     /// that never held the GIL, no Python) `f` does not run and the result is
     /// `Err(GilUnavailable)`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use nuwa_core::{mock::MockGil, Guard};
-    ///
-    /// let gil = MockGil::new();
-    /// // SAFETY: dropped at the end of this scope, on this thread.
-    /// let mut guard = unsafe { Guard::release(&gil) };
-    /// assert!(!gil.is_held());
-    /// let held_inside = guard.with_gil(|| gil.is_held()).unwrap();
-    /// assert!(held_inside && !gil.is_held());
-    /// drop(guard);
-    /// assert_eq!((gil.releases(), gil.reacquires()), (2, 2));
-    /// ```
-    pub fn with_gil<T>(&mut self, f: impl FnOnce() -> T) -> Result<T, GilUnavailable> {
+
+    pub(crate) fn with_gil<T>(&mut self, f: impl FnOnce() -> T) -> Result<T, GilUnavailable> {
         let reentered = self.reenter()?;
         // SAFETY: `reentered` stays in this frame, where it is not moved,
         // until it is dropped at the end of this function.
-        unsafe { reentered.__begin() };
+        unsafe { reentered.begin() };
         Ok(f())
     }
 
     /// Takes the GIL back until the returned value is dropped; see
     /// [`with_gil`](Guard::with_gil). Used by `with_gil!`.
-    #[doc(hidden)]
-    pub fn reenter(&mut self) -> Result<Reentered<'_, G>, GilUnavailable> {
+    pub(crate) fn reenter(&mut self) -> Result<Reentered<'_, G>, GilUnavailable> {
         match self.state.take() {
             Some(state) => {
                 // SAFETY: `state` came from `release` on this thread (the
@@ -175,9 +163,8 @@ impl<G: GilOps> fmt::Debug for Guard<G> {
     }
 }
 
-/// The GIL taken back by [`Guard::reenter`]; dropping it releases the GIL
-/// again (if it was taken back).
-#[doc(hidden)]
+/// The GIL taken back by [`reenter`](crate::__private::reenter); dropping it
+/// releases the GIL again (if it was taken back).
 pub struct Reentered<'a, G: GilOps> {
     guard: &'a mut Guard<G>,
     reacquired: bool,
@@ -196,9 +183,8 @@ impl<G: GilOps> Reentered<'_, G> {
     ///
     /// `self` stays where it is (in the frame that runs the part) until it
     /// is dropped; called at most once.
-    #[doc(hidden)]
     #[inline(always)]
-    pub unsafe fn __begin(&self) {
+    pub unsafe fn begin(&self) {
         self.began.set(true);
         // SAFETY: the caller keeps `self`, and so `frame`, in place in the
         // part's frame until the drop, which calls `part_ended` with it;
@@ -237,7 +223,7 @@ impl<G: GilOps> fmt::Debug for Reentered<'_, G> {
 /// calling thread does not hold the GIL (a block nested in another, a thread
 /// Python does not know, no interpreter in the process).
 ///
-/// Returned by [`with_gil!`](crate::with_gil!), [`Guard::with_gil`] and
+/// Returned by [`with_gil!`](crate::with_gil!) and
 /// [`Released::with_gil`](crate::Released::with_gil); the part that needed
 /// the GIL did not run.
 #[derive(Clone, Copy, PartialEq, Eq)]

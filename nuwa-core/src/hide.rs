@@ -2,7 +2,8 @@
 
 use core::marker::PhantomData;
 
-use crate::{GilOps, Reentered};
+use crate::GilOps;
+use crate::guard::Reentered;
 
 /// The value that stands in for a binding named in `hide(...)` inside a
 /// [`nogil!`](crate::nogil!) block.
@@ -26,37 +27,34 @@ pub struct HiddenWhileGilReleased<'a, T> {
     _not_send: PhantomData<*const ()>,
 }
 
-#[doc(hidden)]
-impl<'a, T> HiddenWhileGilReleased<'a, T> {
-    /// Hides `original`; used by `nogil!`.
-    #[inline(always)]
-    pub const fn __new(original: &'a T) -> Self {
-        HiddenWhileGilReleased {
-            original,
-            _not_send: PhantomData,
-        }
+/// Hides `original`; used by `nogil!`.
+#[inline(always)]
+pub const fn hide<T>(original: &T) -> HiddenWhileGilReleased<'_, T> {
+    HiddenWhileGilReleased {
+        original,
+        _not_send: PhantomData,
     }
 }
 
 /// Gives a hidden binding back inside a `with_gil!` part, as a shared
 /// reference that lives no longer than the part (it borrows the part's
 /// [`Reentered`]); a binding already given back stays as it is, so one name
-/// can be given back more than once. Not public API.
-#[doc(hidden)]
-pub trait __Unhide<T> {
-    fn __nuwa_unhide<'r, G: GilOps>(&'r self, part: &'r Reentered<'_, G>) -> &'r T;
+/// can be given back more than once.
+pub trait Unhide<T> {
+    /// The binding, given back for the length of `part`.
+    fn unhide<'r, G: GilOps>(&'r self, part: &'r Reentered<'_, G>) -> &'r T;
 }
 
-impl<T> __Unhide<T> for HiddenWhileGilReleased<'_, T> {
+impl<T> Unhide<T> for HiddenWhileGilReleased<'_, T> {
     #[inline(always)]
-    fn __nuwa_unhide<'r, G: GilOps>(&'r self, _: &'r Reentered<'_, G>) -> &'r T {
+    fn unhide<'r, G: GilOps>(&'r self, _: &'r Reentered<'_, G>) -> &'r T {
         self.original
     }
 }
 
-impl<T> __Unhide<T> for &T {
+impl<T> Unhide<T> for &T {
     #[inline(always)]
-    fn __nuwa_unhide<'r, G: GilOps>(&'r self, _: &'r Reentered<'_, G>) -> &'r T {
+    fn unhide<'r, G: GilOps>(&'r self, _: &'r Reentered<'_, G>) -> &'r T {
         self
     }
 }

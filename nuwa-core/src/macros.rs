@@ -34,7 +34,7 @@
 ///   that another macro forwards into the block. The
 ///   [lint setup in the README](https://github.com/nuwa-rs/nuwa#async-code)
 ///   (clippy's `await_holding_invalid_type` for [`Guard`](crate::Guard))
-///   catches both, and [`nogil()`](crate::nogil()) is the form for `async`
+///   catches both, and [`Nogil::nogil`](crate::Nogil::nogil) is the form for `async`
 ///   code.
 /// - **The guard stays in the block.** The block cannot name it; what
 ///   [`with_gil!`](crate::with_gil!) and [`released!`](crate::released!) use
@@ -50,7 +50,7 @@
 ///   of another binding returns, a global, a `Copy` handle copied out of a
 ///   `with_gil!` part (`let p = with_gil! { *py }`). `hide(self)` is a
 ///   compile error that says what to write instead. For a guarantee by type,
-///   use the strict form [`nogil()`](crate::nogil()), whose closure must be
+///   use the strict form [`Nogil::nogil`](crate::Nogil::nogil), whose closure must be
 ///   `Send`.
 ///
 /// # Examples
@@ -221,7 +221,7 @@ macro_rules! with_gil {
             "with_gil! takes the GIL back inside a nogil! block, and exists only there: \
              write it unqualified (`with_gil! { ... }`, not `nuwa_ffi::with_gil!`) inside \
              the braces of a nogil! block; in the strict form, use the closure's argument: \
-             `nogil(ops, |gil| gil.with_gil(|| ...))`"
+             `ops.nogil(|gil| gil.with_gil(|| ...))`"
         )
     };
 }
@@ -242,13 +242,13 @@ macro_rules! __nuwa_nogil {
         // block: the guard is neither moved nor leaked. The block cannot
         // `.await` (rejected above), so it cannot be suspended. The guard is
         // dropped on this thread whichever way the block is left.
-        let __nuwa_guard = &mut unsafe { $crate::Guard::release(__nuwa_ops) };
+        let __nuwa_guard = &mut unsafe { $crate::__private::release(__nuwa_ops) };
         $( $crate::__nuwa_hide_one!($hidden); )*
         #[allow(unused_macros)]
         macro_rules! __nuwa_unhide_ident {
             $( ($d reentered:ident $d name:ident $hidden) => {
                 #[allow(unused_variables)]
-                let $d name = $crate::__Unhide::__nuwa_unhide(&$d name, &$d reentered);
+                let $d name = $crate::__private::Unhide::unhide(&$d name, &$d reentered);
             }; )*
             ($d reentered:ident $d name:ident $d other:ident) => {};
         }
@@ -259,7 +259,7 @@ macro_rules! __nuwa_nogil {
                 // again at the end of this block, not at the end of the
                 // enclosing statement, so that two parts fit in one
                 // expression (`with_gil! {..}? + with_gil! {..}?`).
-                let __nuwa_gil_taken_back = $crate::Guard::reenter(&mut *__nuwa_guard);
+                let __nuwa_gil_taken_back = $crate::__private::reenter(&mut *__nuwa_guard);
                 match __nuwa_gil_taken_back {
                     // A part that diverges (`return`, `?`, a panic) makes the
                     // `Ok` unreachable; that is no mistake of the caller's.
@@ -268,7 +268,7 @@ macro_rules! __nuwa_nogil {
                         // SAFETY: bound in this arm, which the part cannot
                         // name (macro hygiene): it is not moved, and is
                         // dropped at the end of the arm.
-                        unsafe { $crate::Reentered::__begin(&__nuwa_reentered) };
+                        unsafe { $crate::__private::Reentered::begin(&__nuwa_reentered) };
                         $crate::__nuwa_unhide_scan! { (__nuwa_reentered) $d($d part)* }
                         // The part's own temporaries end here, the GIL held.
                         // (A part may diverge: `return`, `?`, a panic.)
@@ -312,7 +312,7 @@ macro_rules! __nuwa_nogil {
 /// # Examples
 ///
 /// ```
-/// use nuwa_core::{mock::MockGil, nogil, Released};
+/// use nuwa_core::{mock::MockGil, nogil, Nogil, Released};
 ///
 /// /// Written once for both forms (and any backend: it calls no Python).
 /// fn report<L>(gil: &mut Released<'_, L>, log: &mut Vec<u32>, step: u32) {
@@ -326,7 +326,7 @@ macro_rules! __nuwa_nogil {
 ///         report(&mut released!(), &mut log, step);
 ///     }
 /// });
-/// nuwa_core::nogil(&gil, |released| report(released, &mut log, 2));
+/// gil.nogil(|released| report(released, &mut log, 2));
 /// assert_eq!(log, [0, 1, 2]);
 /// assert_eq!((gil.releases(), gil.reacquires()), (5, 5));
 /// ```
@@ -356,14 +356,14 @@ macro_rules! __nuwa_no_await_token {
         ::core::compile_error! {
             "`async` inside a nogil! block: a future made there could be polled, and \
              suspended, with the GIL released. Make the future outside the block, or use the \
-             strict form `nogil(ops, |gil| ...)` (`nuwa_ffi::nogil(|gil| ...)`)."
+             strict form `ops.nogil(|gil| ...)` (`nuwa_ffi::nogil(|gil| ...)`)."
         }
     };
     (await) => {
         ::core::compile_error! {
             "`.await` inside a nogil! block: the future could be suspended there with the GIL \
              released, and its thread would go back to the executor or to Python without it. \
-             Await outside the block, or use the strict form `nogil(ops, |gil| ...)` \
+             Await outside the block, or use the strict form `ops.nogil(|gil| ...)` \
              (`nuwa_ffi::nogil(|gil| ...)`), whose closure cannot await."
         }
     };
@@ -382,13 +382,13 @@ macro_rules! __nuwa_hide_one {
             "hide(self) cannot work: Rust does not let a block shadow `self`. Take what \
              holds the GIL out of `self` before the block and hide that \
              (`let obj = self.obj; nogil!(hide(obj) => { ... })`), or use the strict form \
-             `nogil(ops, |gil| ...)`, whose closure cannot capture a `self` that holds a \
+             `ops.nogil(|gil| ...)`, whose closure cannot capture a `self` that holds a \
              Python handle (it is not `Send`)"
         );
     };
     ($name:ident) => {
         #[allow(unused_variables)]
-        let $name = $crate::HiddenWhileGilReleased::__new(&$name);
+        let $name = $crate::__private::hide(&$name);
     };
 }
 

@@ -11,8 +11,7 @@
 /// the extension passes the CPython backend, the unit test passes a mock and
 /// then checks its counters.
 ///
-/// A `&G` is a backend too, so `&ops` can be passed wherever `ops` can; and
-/// an `Option<G>` is one that releases only when it is `Some`.
+/// A `&G` is a backend too, so `&ops` can be passed wherever `ops` can.
 ///
 /// # Safety
 ///
@@ -90,7 +89,7 @@ pub unsafe trait GilOps {
 
     /// Whether the calling thread holds the GIL now.
     ///
-    /// Used only off the fast path: by [`Guard::with_gil`](crate::Guard::with_gil)
+    /// Used only off the fast path: by a part ([`with_gil!`](crate::with_gil!))
     /// when its block released nothing, to tell "the GIL is still held here"
     /// (run the part) from "this thread does not hold it" (refuse). The
     /// default, `false`, is always safe.
@@ -162,7 +161,6 @@ pub unsafe trait GilOps {
 
 /// Room for a backend in the stack frame that runs a `with_gil` part, from
 /// [`GilOps::part_began`] to [`GilOps::part_ended`]. Not public API.
-#[doc(hidden)]
 #[repr(C, align(16))]
 pub struct PartFrame {
     words: core::cell::UnsafeCell<[core::mem::MaybeUninit<usize>; 4]>,
@@ -246,87 +244,12 @@ unsafe impl<T: GilOps + ?Sized> GilOps for &T {
     }
 }
 
-// SAFETY: `None` releases nothing and so never hands out a state to
-// reacquire, and never claims the GIL is held; `Some(ops)` forwards every
-// call unchanged to `ops`.
-unsafe impl<T: GilOps> GilOps for Option<T> {
-    type State = T::State;
-    type Gil = T::Gil;
-
-    /// `Some(ops)` releases through `ops`; `None` releases nothing, which
-    /// makes releasing a run-time choice: `nogil!(release.then_some(ops) => { ... })`.
-    #[inline(always)]
-    #[track_caller]
-    unsafe fn release(&self) -> Option<Self::State> {
-        match self {
-            // SAFETY: the caller's obligations are passed on unchanged.
-            Some(ops) => unsafe { ops.release() },
-            None => None,
-        }
-    }
-
-    #[inline(always)]
-    #[track_caller]
-    unsafe fn reacquire(&self, state: Self::State) {
-        // A state exists only if `release` returned one, which `None` never
-        // does; so `None` has nothing to take back.
-        if let Some(ops) = self {
-            // SAFETY: the caller's obligations are passed on unchanged.
-            unsafe { ops.reacquire(state) }
-        }
-    }
-
-    /// `Some(ops)` asks `ops`; `None` cannot tell, so it says `false`. To
-    /// choose at run time whether to release and still have
-    /// [`with_gil!`](crate::with_gil!) work when nothing was released, use
-    /// [`ReleaseIf`](crate::ReleaseIf).
-    #[inline]
-    fn is_held(&self) -> bool {
-        self.as_ref().is_some_and(GilOps::is_held)
-    }
-
-    #[inline(always)]
-    unsafe fn reacquire_for_part(&self, state: Self::State) {
-        // As in `reacquire`: only `Some` hands out states.
-        if let Some(ops) = self {
-            // SAFETY: the caller's obligations are passed on unchanged.
-            unsafe { ops.reacquire_for_part(state) }
-        }
-    }
-
-    #[inline(always)]
-    unsafe fn release_after_part(&self) -> Option<Self::State> {
-        match self {
-            // SAFETY: the caller's obligations are passed on unchanged.
-            Some(ops) => unsafe { ops.release_after_part() },
-            None => None,
-        }
-    }
-
-    #[inline(always)]
-    unsafe fn part_began(&self, frame: &PartFrame) {
-        if let Some(ops) = self {
-            // SAFETY: the caller's obligations are passed on unchanged.
-            unsafe { ops.part_began(frame) }
-        }
-    }
-
-    #[inline(always)]
-    unsafe fn part_ended(&self, frame: &PartFrame) {
-        if let Some(ops) = self {
-            // SAFETY: the caller's obligations are passed on unchanged.
-            unsafe { ops.part_ended(frame) }
-        }
-    }
-}
-
 /// A backend that releases through `ops` only if `release` is `true`, and
 /// otherwise runs blocks with the GIL held.
 ///
-/// Unlike `Option<G>`, it keeps the backend when it does not release, so
+/// A block that kept the GIL still takes parts:
 /// [`with_gil!`](crate::with_gil!) and [`Released::with_gil`](crate::Released::with_gil)
-/// still work in a block that kept the GIL: they run their part at once, as
-/// the GIL is held.
+/// run them at once, as the GIL is held.
 ///
 /// # Examples
 ///

@@ -28,11 +28,11 @@ use crate::{GilOps, GilUnavailable, Guard};
 /// # Examples
 ///
 /// ```
-/// use nuwa_core::{mock::MockGil, nogil};
+/// use nuwa_core::{mock::MockGil, Nogil};
 ///
 /// let gil = MockGil::new();
 /// let data = vec![3.0_f64, 4.0];
-/// let norm = nogil(&gil, |_| data.iter().map(|x| x * x).sum::<f64>().sqrt());
+/// let norm = gil.nogil(|_| data.iter().map(|x| x * x).sum::<f64>().sqrt());
 /// assert_eq!(norm, 5.0);
 /// gil.done();
 /// ```
@@ -40,10 +40,10 @@ use crate::{GilOps, GilUnavailable, Guard};
 /// A handle that is not `Send` cannot be captured:
 ///
 /// ```compile_fail
-/// use nuwa_core::{mock::MockGil, nogil};
+/// use nuwa_core::{mock::MockGil, Nogil};
 /// let gil = MockGil::new();
 /// let object: *mut u8 = core::ptr::null_mut(); // stands for a *mut PyObject
-/// nogil(&gil, |_| object.is_null()); // error: `*mut u8` cannot be shared between threads safely
+/// gil.nogil(|_| object.is_null()); // error: `*mut u8` cannot be shared between threads safely
 /// ```
 pub trait Nogil {
     /// Which GIL this releases (see [`GilOps::Gil`]); the closure's
@@ -76,26 +76,6 @@ impl<G: GilOps> Nogil for G {
     }
 }
 
-/// Runs `f` with the GIL released through `ops`: [`Nogil::nogil`] as a
-/// function. See [`Nogil`] for what the `Send` bounds guarantee.
-///
-/// ```
-/// use nuwa_core::{mock::MockGil, nogil};
-///
-/// let gil = MockGil::new();
-/// assert_eq!(nogil(&gil, |_| 6 * 7), 42);
-/// assert_eq!((gil.releases(), gil.reacquires()), (1, 1));
-/// ```
-#[inline(always)]
-pub fn nogil<N, T, F>(ops: N, f: F) -> T
-where
-    N: Nogil,
-    F: FnOnce(&mut Released<'_, N::Gil>) -> T + Send,
-    T: Send,
-{
-    ops.nogil(f)
-}
-
 /// Takes the GIL back for a part of a strict block: the one capability a
 /// [`Nogil::nogil`] closure receives (and [`released!`](crate::released!)
 /// gives inside an in-place block).
@@ -125,16 +105,16 @@ impl<'a, L> Released<'a, L> {
     /// the block saved (right in subinterpreters too) and releases again on
     /// every way out of `f`, a panic included. If the block released nothing,
     /// `f` runs only if the thread holds the GIL; otherwise it does not run
-    /// and the result is `Err(GilUnavailable)`. See [`Guard::with_gil`].
+    /// and the result is `Err(GilUnavailable)`.
     ///
     /// # Examples
     ///
     /// ```
-    /// use nuwa_core::{mock::MockGil, nogil};
+    /// use nuwa_core::{mock::MockGil, Nogil};
     ///
     /// let gil = MockGil::new();
     /// let mut calls = 0;
-    /// nogil(&gil, |released| {
+    /// gil.nogil(|released| {
     ///     for _ in 0..3 {
     ///         released.with_gil(|| calls += 1).unwrap(); // e.g. a progress callback
     ///     }

@@ -2,7 +2,8 @@
 
 use core::ptr::NonNull;
 
-use nuwa_core::{GilOps, PartFrame};
+use nuwa_core::__private::PartFrame;
+use nuwa_core::GilOps;
 
 use crate::resolve::{
     self, Api, Check, Reacquire, Release, Restore, RestoreThreadFn, SwapFn, ThreadStatePtr,
@@ -165,7 +166,7 @@ mod part_cleanup {
     use core::ffi::{c_int, c_void};
     use core::sync::atomic::{AtomicUsize, Ordering};
 
-    use nuwa_core::PartFrame;
+    use nuwa_core::__private::PartFrame;
 
     type Handler = unsafe extern "C" fn(*mut c_void);
     type PushFn = unsafe extern "C" fn(*mut c_void, Handler, *mut c_void);

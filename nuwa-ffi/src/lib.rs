@@ -3,10 +3,11 @@
 
 mod cpython;
 pub mod embed;
+#[cfg(feature = "stats")]
+#[path = "stats.rs"]
+mod recording;
 mod resolve;
 mod signals;
-#[cfg(feature = "stats")]
-pub mod stats;
 // The counters are 64-bit atomics. Every target nuwa is tested on has them
 // (x86_64, i686, aarch64, s390x, and armv7 too); 32-bit PowerPC, MIPS and
 // SPARC, among others, do not: there the feature says so instead of failing
@@ -18,16 +19,58 @@ compile_error!(
 );
 mod token;
 
-pub use cpython::{CPython, SavedThreadState, gil_is_held};
+pub use cpython::{CPython, gil_is_held};
 pub use resolve::{HeldCheck, Resolution, RestorePath, Status, Via};
 pub use signals::{Interrupted, SignalCheck};
 pub use token::GilHeld;
 
 pub use nuwa_core::{
-    self, GilOps, GilUnavailable, Guard, HiddenWhileGilReleased, Nogil, ReleaseIf, Released,
-    WithGil, mock, released, with_gil,
+    self, GilOps, GilUnavailable, HiddenWhileGilReleased, Nogil, ReleaseIf, Released, WithGil,
+    mock, released, with_gil,
 };
 pub use nuwa_std::{self, Panicked, ThreadCheckedMock};
+
+/// Release statistics, per call site and per process (feature `stats`).
+///
+/// With the feature on, every block written with this crate's
+/// [`nogil!`](crate::nogil!) (whatever its backend) or run by
+/// [`nogil()`](crate::nogil()) counts, for its call site: blocks, blocks that
+/// released nothing, time released and waiting to take the GIL back (total
+/// and longest), and releases shorter than [`short_threshold`] (default
+/// 10 µs: releases that cost more than they gave). A block counts once, as
+/// it begins, however it ends; each `with_gil!` part ends one released
+/// stretch and starts another. With the feature off this module does not
+/// exist and the blocks cost what they did without it; the cost with it on
+/// is in BENCHMARKS.md.
+///
+/// # Examples
+///
+/// ```
+/// use nuwa_ffi::stats;
+/// stats::reset();
+/// for _ in 0..3 {
+///     nuwa_ffi::nogil! { (0..1000u64).sum::<u64>() };
+/// }
+/// let site = stats::sites().into_iter().find(|s| s.line == line!() - 2).unwrap();
+/// assert_eq!(site.stats.blocks, 3);
+/// // No interpreter in a test binary: nothing was released.
+/// assert_eq!(site.stats.not_released, 3);
+/// ```
+#[cfg(feature = "stats")]
+pub mod stats {
+    pub use crate::recording::{
+        SiteStats, Stats, reset, set_short_threshold, short_threshold, sites, total,
+    };
+}
+
+/// What the macros' expansions, nuwa's own tests and its examples' test
+/// helpers use. Not public API: no semver promise covers anything here.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::cpython::SavedThreadState;
+    #[cfg(feature = "stats")]
+    pub use crate::recording::{CallSite, Recorded, RegistryPoint, set_registry_hook};
+}
 
 /// Finds CPython's functions now instead of at the first block, and says
 /// what was found.
@@ -93,76 +136,35 @@ where
     T: Send,
 {
     #[cfg(feature = "stats")]
-    return stats::__Recorded::new(CPython, stats::site_of(core::panic::Location::caller()))
+    return recording::Recorded::new(CPython, recording::site_of(core::panic::Location::caller()))
         .nogil(f);
     #[cfg(not(feature = "stats"))]
     CPython.nogil(f)
 }
 
-/// Runs `f` with the GIL released (if this thread holds it), catches a
-/// panic, and takes the GIL back before returning.
-///
-/// [`nuwa_std::nogil_catch`] with the [`CPython`] backend, a strict form like
-/// [`nogil()`]: use it at the edge of an `extern "C"` function and turn
-/// `Err(panicked)` into a Python exception. `return` and `?` inside `f`
-/// leave the closure only.
-///
-/// # Examples
-///
-/// ```
-/// let result = nuwa_ffi::nogil_catch(|_| -> u64 {
-///     (1..=20u64).product()
-/// });
-/// assert_eq!(result.unwrap(), 2_432_902_008_176_640_000);
-/// ```
-#[cfg_attr(feature = "stats", track_caller)]
-pub fn nogil_catch<T, F>(f: F) -> Result<T, Panicked>
-where
-    F: FnOnce(&mut Released<'_, CPython>) -> T + Send,
-    T: Send,
-{
-    #[cfg(feature = "stats")]
-    return nuwa_std::nogil_catch(
-        stats::__Recorded::new(CPython, stats::site_of(core::panic::Location::caller())),
-        f,
-    );
-    #[cfg(not(feature = "stats"))]
-    nuwa_std::nogil_catch(CPython, f)
-}
-
-/// Runs a block with the GIL of the CPython interpreter released, and takes
-/// the GIL back on every way out of the block.
+/// Runs a block with the GIL released, and takes the GIL back on every way
+/// out of the block: `return`, `?`, `break`, a panic, its end.
 ///
 /// ```text
-/// nogil! { BODY }                         // CPython backend
-/// nogil!({ BODY })                        // the same
-/// nogil!(hide(args, obj) => { BODY })     // CPython, with args and obj unusable inside
-/// nogil!(OPS => { BODY })                 // another backend: a mock, `&mut` a GilHeld token
+/// nogil! { BODY }                        // the CPython interpreter's GIL
+/// nogil!(hide(obj, args) => { BODY })    // the same; `obj` and `args` unusable inside
+/// nogil!(OPS => { BODY })                // another backend: a mock, `&mut` a GilHeld, a ReleaseIf
 /// nogil!(OPS, hide(obj) => { BODY })
 /// ```
 ///
-/// It evaluates to the value of `BODY`. The block is expanded in place, so
-/// `return`, `?` and labelled `break`/`continue` work as in any block, and
-/// every one of them, like a panic, takes the GIL back exactly once. If the
-/// calling thread does not hold the GIL (a thread the extension spawned, a
-/// nested block, a process without Python), nothing is released and the
-/// block just runs. Inside, [`with_gil!`] takes the GIL back for a part of
-/// the block. See [`nuwa_core::nogil!`] for the rules the block follows and
-/// what the compiler checks: `.await` is rejected; `hide(...)` makes the
-/// named bindings unusable, by name; for a check by type, use [`nogil()`].
+/// `BODY` is any block body, expanded in place; the macro's value is its
+/// value. If the thread does not hold the GIL (a thread the extension
+/// spawned, a nested block, no Python in the process), nothing is released
+/// and the block just runs. Inside, [`with_gil!`] takes the GIL back for a
+/// part. What the block may not do, and what the compiler checks (`.await`
+/// and `async` are rejected; `hide` checks names, not types), is in
+/// [`nuwa_core::nogil!`]. With the `stats` feature, every block written with
+/// this macro is counted in [`stats`](crate::stats) (whatever the backend).
 ///
-/// In a PyO3 module, no PyO3 code may run inside the block
-/// (`Python::attach`, dropping a `Py<T>`, `py.detach`, a method of a
-/// `Bound`), hidden or not: PyO3 still counts the thread as attached, and
-/// that code crashes the interpreter. Release with PyO3's `py.detach` there,
-/// or run library code through a [`Nogil`] built on it; see [Using nuwa with
+/// In a PyO3 module, no PyO3 code may run in the block: see [Using nuwa with
 /// PyO3].
 ///
 /// [Using nuwa with PyO3]: https://github.com/nuwa-rs/nuwa#using-nuwa-with-pyo3
-///
-/// Called with braces in statement position (`nogil! { ... }`), the macro is
-/// a statement, as every brace-called macro is: to use its value, bind it
-/// (`let x = nogil! { ... };`) or call it with parentheses (`nogil!({ ... }) + 1`).
 ///
 /// # Examples
 ///
@@ -179,79 +181,111 @@ where
 /// invert(&mut pixels);
 /// assert_eq!(pixels, [255, 127, 0]);
 /// ```
+///
+/// Called with braces in statement position, the macro is a statement, as
+/// every brace-called macro is: bind its value (`let x = nogil! { .. };`) or
+/// call it with parentheses (`nogil!({ .. }) + 1`).
 #[macro_export]
 macro_rules! nogil {
     (hide($($hidden:ident),+ $(,)?) => { $($body:tt)* }) => {
-        $crate::nuwa_core::nogil!($crate::recorded!($crate::CPython), hide($($hidden),+) => { $($body)* })
+        $crate::nuwa_core::nogil!(
+            $crate::__nuwa_recorded!($crate::CPython), hide($($hidden),+) => { $($body)* }
+        )
     };
-    ({ $($body:tt)* }) => {
-        $crate::nuwa_core::nogil!($crate::recorded!($crate::CPython) => { $($body)* })
-    };
-    // Near-miss of the form without a backend: say what to write, rather
-    // than read it as statements.
     (hide $($rest:tt)*) => {
         ::core::compile_error!(
             "nogil!: `hide` takes names in parentheses, then `=>` and the block in braces: \
              `nogil!(hide(obj, callback) => { ... })`"
         )
     };
+    // Bodies whose first tokens would make the backend arms below parse an
+    // expression and fail there (an attribute, an item, `let`): a block.
+    (# $($body:tt)*) => { $crate::__nuwa_block!(# $($body)*) };
+    (let $($body:tt)*) => { $crate::__nuwa_block!(let $($body)*) };
+    (const $($body:tt)*) => { $crate::__nuwa_block!(const $($body)*) };
+    (static $($body:tt)*) => { $crate::__nuwa_block!(static $($body)*) };
+    (fn $($body:tt)*) => { $crate::__nuwa_block!(fn $($body)*) };
+    (use $($body:tt)*) => { $crate::__nuwa_block!(use $($body)*) };
+    (struct $($body:tt)*) => { $crate::__nuwa_block!(struct $($body)*) };
+    (enum $($body:tt)*) => { $crate::__nuwa_block!(enum $($body)*) };
+    (trait $($body:tt)*) => { $crate::__nuwa_block!(trait $($body)*) };
+    (impl $($body:tt)*) => { $crate::__nuwa_block!(impl $($body)*) };
+    (type $($body:tt)*) => { $crate::__nuwa_block!(type $($body)*) };
+    (mod $($body:tt)*) => { $crate::__nuwa_block!(mod $($body)*) };
+    (extern $($body:tt)*) => { $crate::__nuwa_block!(extern $($body)*) };
+    (pub $($body:tt)*) => { $crate::__nuwa_block!(pub $($body)*) };
+    (unsafe fn $($body:tt)*) => { $crate::__nuwa_block!(unsafe fn $($body)*) };
+    (unsafe impl $($body:tt)*) => { $crate::__nuwa_block!(unsafe impl $($body)*) };
+    (unsafe trait $($body:tt)*) => { $crate::__nuwa_block!(unsafe trait $($body)*) };
+    (unsafe extern $($body:tt)*) => { $crate::__nuwa_block!(unsafe extern $($body)*) };
+    // A body that is one `unsafe` block (an `unsafe { .. }` backend is
+    // followed by `=>`).
+    (unsafe { $($body:tt)* }) => { $crate::__nuwa_block!(unsafe { $($body)* }) };
+    (async $($body:tt)*) => { $crate::__nuwa_block!(async $($body)*) };
+    (loop $($body:tt)*) => { $crate::__nuwa_block!(loop $($body)*) };
+    (macro_rules $($body:tt)*) => { $crate::__nuwa_block!(macro_rules $($body)*) };
+    ({ $($body:tt)* }) => { $crate::__nuwa_block!($($body)*) };
+    // `nogil!(gil { .. })`: a backend and a block with the `=>` missing,
+    // unless the braces hold a struct literal's fields.
+    ($name:ident { $field:ident : $($rest:tt)* }) => {
+        $crate::__nuwa_block!($name { $field : $($rest)* })
+    };
+    ($name:ident { $field:ident $(, $($rest:tt)*)? }) => {
+        $crate::__nuwa_block!($name { $field $(, $($rest)*)? })
+    };
+    ($name:ident { .. $($rest:tt)* }) => { $crate::__nuwa_block!($name { .. $($rest)* }) };
+    ($name:ident { }) => { $crate::__nuwa_block!($name { }) };
+    ($name:ident { $($rest:tt)* }) => {
+        ::core::compile_error!(concat!(
+            "nogil!: `", stringify!($name), " { ... }` needs `=>` between the backend and \
+             the block: `nogil!(", stringify!($name), " => { ... })`; the forms are \
+             `nogil! { ... }`, `nogil!(hide(name, ...) => { ... })`, `nogil!(OPS => { ... })` \
+             and `nogil!(OPS, hide(name, ...) => { ... })`"
+        ))
+    };
     // A backend of the caller's: nuwa-core's macro, with its own errors for
     // near-misses (`nogil!(gil => x + 1)`).
     ($ops:expr, $($rest:tt)*) => {
-        $crate::nuwa_core::nogil!($ops, $($rest)*)
+        $crate::nuwa_core::nogil!($crate::__nuwa_recorded!(&$ops), $($rest)*)
     };
     ($ops:expr => $($rest:tt)*) => {
-        $crate::nuwa_core::nogil!($ops => $($rest)*)
+        $crate::nuwa_core::nogil!($crate::__nuwa_recorded!(&$ops) => $($rest)*)
     };
+    ($($body:tt)*) => { $crate::__nuwa_block!($($body)*) };
+}
+
+/// A block body run with the CPython backend. Not public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __nuwa_block {
     ($($body:tt)*) => {
-        $crate::nuwa_core::nogil!($crate::recorded!($crate::CPython) => { $($body)* })
+        $crate::nuwa_core::nogil!($crate::__nuwa_recorded!($crate::CPython) => { $($body)* })
     };
 }
 
-/// `OPS`, recording its blocks in [`stats`] for this call site when the
-/// `stats` feature is on; `OPS` itself (nothing added) when it is off.
-///
-/// The CPython forms of [`nogil!`] use it already; wrap a backend you pass
-/// yourself to count its blocks too:
-/// `nogil!(recorded!(ReleaseIf::new(CPython, release)) => { .. })`.
-///
-/// # Examples
-///
-/// ```
-/// use nuwa_ffi::{nogil, recorded, CPython, ReleaseIf};
-/// let release = true;
-/// let sum = nogil!(recorded!(ReleaseIf::new(CPython, release)) => { 1 + 1 });
-/// assert_eq!(sum, 2);
-/// ```
+/// `OPS`, recording its blocks in [`stats`](crate::stats) for this call
+/// site when the `stats` feature is on. Not public API.
 #[cfg(feature = "stats")]
+#[doc(hidden)]
 #[macro_export]
-macro_rules! recorded {
+macro_rules! __nuwa_recorded {
     ($ops:expr) => {{
-        static __NUWA_SITE: $crate::stats::CallSite =
-            $crate::stats::CallSite::__new(::core::file!(), ::core::line!(), ::core::column!());
-        $crate::stats::__Recorded::new($ops, &__NUWA_SITE)
+        static __NUWA_SITE: $crate::__private::CallSite =
+            $crate::__private::CallSite::new(::core::file!(), ::core::line!(), ::core::column!());
+        // A struct expression, not a call, so that a temporary in `OPS`
+        // lives as long as the block's binding of it.
+        $crate::__private::Recorded {
+            ops: $ops,
+            site: &__NUWA_SITE,
+        }
     }};
 }
 
-/// `OPS`, recording its blocks in `stats` for this call site when the
-/// `stats` feature is on; `OPS` itself (nothing added) when it is off, as
-/// now.
-///
-/// The CPython forms of [`nogil!`] use it already; wrap a backend you pass
-/// yourself to count its blocks too:
-/// `nogil!(recorded!(ReleaseIf::new(CPython, release)) => { .. })`.
-///
-/// # Examples
-///
-/// ```
-/// use nuwa_ffi::{nogil, recorded, CPython, ReleaseIf};
-/// let release = true;
-/// let sum = nogil!(recorded!(ReleaseIf::new(CPython, release)) => { 1 + 1 });
-/// assert_eq!(sum, 2);
-/// ```
+/// `OPS` itself: the `stats` feature is off. Not public API.
 #[cfg(not(feature = "stats"))]
+#[doc(hidden)]
 #[macro_export]
-macro_rules! recorded {
+macro_rules! __nuwa_recorded {
     ($ops:expr) => {
         $ops
     };
@@ -260,8 +294,10 @@ macro_rules! recorded {
 #[cfg(test)]
 mod tests {
     //! Without Python in the process: everything runs, nothing is released.
+    //! Where a test must see a release and a take-back, it uses a mock.
 
     use super::*;
+    use nuwa_core::__private::{release, released};
 
     #[test]
     fn without_python_nothing_is_found() {
@@ -275,8 +311,7 @@ mod tests {
     #[test]
     fn without_python_blocks_run_and_release_nothing() {
         // SAFETY: the guard is dropped at the end of the statement.
-        let released = unsafe { Guard::release(CPython) }.released();
-        assert!(!released);
+        assert!(!released(&unsafe { release(CPython) }));
         let value = nogil! { 6 * 7 };
         assert_eq!(value, 42);
         let value = nogil!({ "block" });
@@ -288,9 +323,9 @@ mod tests {
         // SAFETY: there is no interpreter, so nothing can be released.
         let mut gil = unsafe { GilHeld::new() };
         // SAFETY: dropped at the end of the statement.
-        assert!(!unsafe { Guard::release(&mut gil) }.released());
+        assert!(!released(&unsafe { release(&mut gil) }));
         assert_eq!(nogil!(&mut gil => { 5 }), 5);
-        assert_eq!(nuwa_core::nogil(&mut gil, |_| 6), 6);
+        assert_eq!((&mut gil).nogil(|_| 6), 6);
     }
 
     #[test]
@@ -317,33 +352,82 @@ mod tests {
         assert_eq!(nogil!({ 4 }), 4);
         let x = 2;
         assert_eq!(nogil! { let y = x + 3; y * 2 }, 10);
+        assert_eq!(nogil!(ReleaseIf::new(&gil, true) => { 5 }), 5);
+        assert_eq!(nogil!(unsafe { &*core::ptr::from_ref(&gil) } => { 6 }), 6);
         assert_eq!(py, "a Python handle");
-        assert_eq!((gil.releases(), gil.reacquires()), (2, 2));
+        assert_eq!((gil.releases(), gil.reacquires()), (4, 4));
         gil.done();
     }
 
+    /// Anything a Rust block accepts, first: the CPython form takes it.
+    #[test]
+    fn any_block_body_is_accepted() {
+        #[derive(Debug, PartialEq)]
+        struct Point {
+            x: i32,
+        }
+        let x = 1;
+        assert_eq!(nogil! { #[allow(unused_variables)] let y = 1; 2 }, 2);
+        assert_eq!(nogil! { const N: i32 = 2; N }, 2);
+        assert_eq!(nogil! { static S: i32 = 3; S }, 3);
+        assert_eq!(nogil! { fn twice(v: i32) -> i32 { v * 2 } twice(2) }, 4);
+        assert_eq!(nogil! { use core::cmp::max; max(5, 1) }, 5);
+        assert_eq!(nogil! { struct P(i32); P(6).0 }, 6);
+        assert_eq!(nogil! { enum E { A = 7 } E::A as i32 }, 7);
+        assert_eq!(
+            nogil! { trait T { fn v(&self) -> i32 { 8 } } impl T for () {} ().v() },
+            8
+        );
+        assert_eq!(nogil! { type I = i32; let v: I = 9; v }, 9);
+        assert_eq!(nogil! { mod m { pub(super) const V: i32 = 10; } m::V }, 10);
+        assert_eq!(nogil! { unsafe fn u() -> i32 { 11 } unsafe { u() } }, 11);
+        #[allow(unused_unsafe)]
+        let twelve = nogil! { unsafe { 12 } };
+        assert_eq!(twelve, 12);
+        assert_eq!(nogil! { macro_rules! m { () => { 13 } } m!() }, 13);
+        assert_eq!(nogil! { println!("a macro first"); 14 }, 14);
+        assert_eq!(nogil! { loop { break 15 } }, 15);
+        assert_eq!(nogil! { Point { x } }, Point { x: 1 });
+        assert_eq!(nogil! { Point { x: 16 } }, Point { x: 16 });
+        assert_eq!(nogil! { { 17 } }, 17);
+        assert_eq!(nogil! { match x { 1 => 18, _ => 0 } }, 18);
+        assert_eq!(nogil! { 'l: { break 'l 19 } }, 19);
+        assert_eq!(nogil! { x + 19 }, 20);
+        assert_eq!(nogil! {}, ());
+    }
+
+    /// Each exit takes back exactly what it released: a mock counts, so a
+    /// guard that never took the GIL back fails here.
     #[test]
     fn exits_leave_through_the_guard() {
-        fn first_even(xs: &[u32]) -> Option<u32> {
-            nogil! {
+        let gil = mock::MockGil::new();
+        let first_even = |xs: &[u32]| -> Option<u32> {
+            nogil!(gil => {
                 for &x in xs {
                     if x % 2 == 0 {
                         return Some(x);
                     }
                 }
-            }
+            });
             None
-        }
+        };
         assert_eq!(first_even(&[1, 3, 4, 5]), Some(4));
+        assert!(gil.is_held());
         assert_eq!(first_even(&[1]), None);
-        let caught = std::panic::catch_unwind(|| nogil! { panic!("inside") });
+        assert!(gil.is_held());
+        let caught = Panicked::catch(|| nogil!(gil => { panic!("inside") }));
         assert!(caught.is_err());
+        assert!(gil.is_held());
+        assert_eq!((gil.releases(), gil.reacquires()), (3, 3));
+        gil.done();
     }
 
     #[test]
-    fn nogil_catch_without_python() {
-        assert_eq!(nogil_catch(|_| 7).unwrap(), 7);
-        let err = nogil_catch(|_| -> () { panic!("boom {}", 1) }).unwrap_err();
+    fn panics_become_errors_around_either_form() {
+        let gil = mock::MockGil::new();
+        assert_eq!(Panicked::catch(|| nogil(|_| 7)).unwrap(), 7);
+        let err = Panicked::catch(|| nogil!(gil => { panic!("boom {}", 1) })).unwrap_err();
         assert_eq!(err.message(), Some("boom 1"));
+        gil.done();
     }
 }

@@ -1,41 +1,5 @@
-//! Release statistics, per call site and per process (feature `stats`).
-//!
-//! The seed's advice, made measurable: keep blocks large, release for work
-//! over about 10 µs, profile first. With the `stats` feature on, every block
-//! that runs through the CPython backend of [`nogil!`](crate::nogil!)
-//! (`nogil! { .. }`, `nogil!(hide(..) => ..)`), through
-//! [`nogil()`](crate::nogil()) or [`nogil_catch`](crate::nogil_catch), or
-//! through a backend wrapped in [`recorded!`](crate::recorded!) counts, for
-//! its call site:
-//!
-//! - how many blocks ran, and how many released nothing;
-//! - the time spent released (total and longest);
-//! - the time spent waiting to take the GIL back (total and longest);
-//! - how many times the GIL was released for less than the short-block
-//!   threshold (default 10 µs, [`set_short_threshold`]): releases that cost
-//!   more than they gave.
-//!
-//! A block counts once, whatever its [`with_gil!`](crate::with_gil!) parts
-//! (or [`Released::with_gil`](crate::Released::with_gil) calls), and
-//! whatever way it ends (its end, `return`, `?`, `break`, a panic of its
-//! own, nuwa's own panic where it takes the GIL back after a thread state
-//! was left attached inside the block, a thread parked or ended at
-//! interpreter shutdown): it counts as it begins, before the release, so a
-//! block still running is counted too. A stretch is timed when the GIL is
-//! back; the one that ends in nuwa's panic is not. Each part
-//! ends one released stretch of the block and starts another: the times
-//! above, the longest and the short count are per stretch (each part costs
-//! a GIL round trip), and a part's wait for the GIL is a wait to take it
-//! back.
-//!
-//! With the feature off (the default) this module does not exist and the
-//! macros expand to exactly what they did before it existed: the instruction
-//! counts in BENCHMARKS.md show the same figure.
-//!
-//! With it on, each block reads the clock three times (after the release,
-//! before and after the reacquire) and updates a few atomic counters; the
-//! strict form also looks its call site up in a table. BENCHMARKS.md has
-//! the cost in instructions.
+//! The counters behind [`stats`](crate::stats): a list of call sites that
+//! only grows, and the backend wrapper that records into them.
 //!
 //! No lock: the table of the strict form's call sites and the list of call
 //! sites are lists that only grow, each entry put on with a
@@ -44,22 +8,6 @@
 //! module holds up no other, and a child forked while another thread of the
 //! parent was in here (where only the forking thread goes on) runs its
 //! blocks and counts them.
-//!
-//! # Examples
-//!
-//! ```
-//! # #[cfg(feature = "stats")] {
-//! use nuwa_ffi::stats;
-//! stats::reset();
-//! for _ in 0..3 {
-//!     nuwa_ffi::nogil! { (0..1000u64).sum::<u64>() };
-//! }
-//! let site = stats::sites().into_iter().find(|s| s.line == line!() - 2).unwrap();
-//! assert_eq!(site.stats.blocks, 3);
-//! // No interpreter in a test binary: nothing was released.
-//! assert_eq!(site.stats.not_released, 3);
-//! # }
-//! ```
 
 use core::fmt;
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
@@ -70,7 +18,7 @@ use std::vec::Vec;
 
 use nuwa_core::GilOps;
 
-/// One call site's counters. Made by [`recorded!`](crate::recorded!) (a
+/// One call site's counters. Made by `nogil!` (a
 /// `static` per site); read with [`sites`].
 #[derive(Debug)]
 pub struct CallSite {
@@ -105,9 +53,9 @@ static SHORT_NS: AtomicU64 = AtomicU64::new(10_000);
 
 impl CallSite {
     /// A call site's counters, all zero. Not public API: use
-    /// [`recorded!`](crate::recorded!).
+    /// `nogil!`.
     #[doc(hidden)]
-    pub const fn __new(file: &'static str, line: u32, column: u32) -> Self {
+    pub const fn new(file: &'static str, line: u32, column: u32) -> Self {
         CallSite {
             file,
             line,
@@ -153,7 +101,7 @@ impl CallSite {
                 )
                 .is_ok()
             {
-                registry_point(__RegistryPoint::Claimed);
+                registry_point(RegistryPoint::Claimed);
                 finish_pending();
                 return;
             }
@@ -258,7 +206,7 @@ fn finish_pending() {
                 Ok(_) => head,
                 Err(linked) => linked,
             };
-        registry_point(__RegistryPoint::Linked);
+        registry_point(RegistryPoint::Linked);
         if next == head {
             // Fails only if another thread put it there first.
             let _ = SITES.compare_exchange(head, pending, Ordering::AcqRel, Ordering::Acquire);
@@ -447,7 +395,7 @@ pub(crate) fn site_of(location: &'static Location<'static>) -> &'static CallSite
         searched = head;
         let site = if same_place.is_null() {
             if own_site.is_null() {
-                own_site = Box::into_raw(Box::new(CallSite::__new(place.0, place.1, place.2)));
+                own_site = Box::into_raw(Box::new(CallSite::new(place.0, place.1, place.2)));
             }
             own_site.cast_const()
         } else {
@@ -471,7 +419,7 @@ pub(crate) fn site_of(location: &'static Location<'static>) -> &'static CallSite
                 (*entry).next = head;
             }
         }
-        registry_point(__RegistryPoint::Lookup);
+        registry_point(RegistryPoint::Lookup);
         match STRICT.compare_exchange(head, entry, Ordering::AcqRel, Ordering::Acquire) {
             // SAFETY: published: leaked (the entry and its site).
             Ok(_) => return unsafe { &*site },
@@ -511,7 +459,7 @@ unsafe fn free(entry: *mut Entry, site: *mut CallSite) {
 /// Not public API.
 #[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum __RegistryPoint {
+pub enum RegistryPoint {
     /// A strict-form call site is looked up, and not found yet.
     Lookup,
     /// A call site is claimed for the list of sites, not put on it yet.
@@ -520,48 +468,50 @@ pub enum __RegistryPoint {
     Linked,
 }
 
-/// The hook of [`__set_registry_hook`], as a pointer (null: none).
+/// The hook of [`set_registry_hook`], as a pointer (null: none).
 static HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 
 /// Test-only, not public API: `hook` is called by every thread that reaches
-/// a [`__RegistryPoint`] (off the fast path), so that a test can stop a
+/// a [`RegistryPoint`] (off the fast path), so that a test can stop a
 /// thread there, for example while another thread forks.
 #[doc(hidden)]
-pub fn __set_registry_hook(hook: Option<fn(__RegistryPoint)>) {
+pub fn set_registry_hook(hook: Option<fn(RegistryPoint)>) {
     let ptr = hook.map_or(core::ptr::null_mut(), |f| f as *mut ());
     HOOK.store(ptr, Ordering::Release);
 }
 
 /// Calls the test hook, if one is set.
 #[cold]
-fn registry_point(point: __RegistryPoint) {
+fn registry_point(point: RegistryPoint) {
     let ptr = HOOK.load(Ordering::Acquire);
     if !ptr.is_null() {
-        // SAFETY: only `__set_registry_hook` stores here, a `fn(__RegistryPoint)`.
-        let hook = unsafe { core::mem::transmute::<*mut (), fn(__RegistryPoint)>(ptr) };
+        // SAFETY: only `set_registry_hook` stores here, a `fn(RegistryPoint)`.
+        let hook = unsafe { core::mem::transmute::<*mut (), fn(RegistryPoint)>(ptr) };
         hook(point);
     }
 }
 
 /// A backend that records its blocks in a [`CallSite`]. Not public API: use
-/// [`recorded!`](crate::recorded!).
+/// `nogil!`.
 #[doc(hidden)]
 #[derive(Debug)]
-pub struct __Recorded<G> {
-    ops: G,
-    site: &'static CallSite,
+pub struct Recorded<G> {
+    /// The backend whose blocks are recorded.
+    pub ops: G,
+    /// Where they are recorded.
+    pub site: &'static CallSite,
 }
 
-impl<G: GilOps> __Recorded<G> {
+impl<G: GilOps> Recorded<G> {
     #[inline(always)]
     pub const fn new(ops: G, site: &'static CallSite) -> Self {
-        __Recorded { ops, site }
+        Recorded { ops, site }
     }
 }
 
 // SAFETY: every call is forwarded unchanged to `ops`; the state carries the
 // moment the release ended, which only the counters read.
-unsafe impl<G: GilOps> GilOps for __Recorded<G> {
+unsafe impl<G: GilOps> GilOps for Recorded<G> {
     type State = (G::State, Instant);
     type Gil = G::Gil;
 
@@ -612,13 +562,13 @@ unsafe impl<G: GilOps> GilOps for __Recorded<G> {
     }
 
     #[inline(always)]
-    unsafe fn part_began(&self, frame: &nuwa_core::PartFrame) {
+    unsafe fn part_began(&self, frame: &nuwa_core::__private::PartFrame) {
         // SAFETY: the caller's obligations are passed on unchanged.
         unsafe { self.ops.part_began(frame) }
     }
 
     #[inline(always)]
-    unsafe fn part_ended(&self, frame: &nuwa_core::PartFrame) {
+    unsafe fn part_ended(&self, frame: &nuwa_core::__private::PartFrame) {
         // SAFETY: the caller's obligations are passed on unchanged.
         unsafe { self.ops.part_ended(frame) }
     }
@@ -628,6 +578,7 @@ unsafe impl<G: GilOps> GilOps for __Recorded<G> {
 mod tests {
     use super::*;
     use crate::mock::MockGil;
+    use nuwa_core::Nogil;
 
     /// The counters of the site at `line` of this file.
     fn at(line: u32) -> Stats {
@@ -642,7 +593,7 @@ mod tests {
     #[test]
     fn short_is_below_the_threshold() {
         // No test changes the threshold: it is the default, 10 µs.
-        static SITE: CallSite = CallSite::__new(file!(), line!(), 0);
+        static SITE: CallSite = CallSite::new(file!(), line!(), 0);
         assert_eq!(short_threshold(), Duration::from_micros(10));
         let us = Duration::from_micros;
         for _ in 0..3 {
@@ -661,10 +612,23 @@ mod tests {
     #[test]
     fn a_block_with_parts_counts_once() {
         let gil = MockGil::new();
+        let us = Duration::from_micros;
+        // Each released stretch lasts at least 20 µs (a spin on the
+        // monotonic clock, a lower bound whatever the scheduler does), twice
+        // the default short-block threshold.
+        let stretch = || {
+            let start = Instant::now();
+            while start.elapsed() < us(20) {
+                core::hint::spin_loop();
+            }
+        };
         let line = line!() + 1;
-        let value = crate::nogil!(crate::recorded!(&gil) => {
+        let value = crate::nogil!(gil => {
+            stretch();
             let a = with_gil! { 1 }.unwrap();
+            stretch();
             let b = with_gil! { 2 }.unwrap();
+            stretch();
             a + b
         });
         assert_eq!(value, 3);
@@ -672,17 +636,21 @@ mod tests {
         gil.done();
         let s = at(line);
         assert_eq!((s.blocks, s.not_released), (1, 0), "{s:?}");
-        // Three released stretches, each short unless this thread was
-        // descheduled meanwhile (the threshold itself: `short_is_below_the_threshold`).
-        assert!(s.short <= 3, "{s:?}");
-        assert!(s.max_released <= s.released);
+        // Three stretches, none short, all summed: a part that ended no
+        // stretch, or one timed from the wrong moment, fails here.
+        assert_eq!(s.short, 0, "{s:?}");
+        assert!(s.released >= us(60), "{s:?}");
+        assert!(
+            s.max_released >= us(20) && s.max_released <= s.released,
+            "{s:?}"
+        );
     }
 
     #[test]
     fn a_strict_block_with_parts_counts_once() {
         let gil = MockGil::new();
         let line = line!() + 1;
-        let value = crate::nuwa_core::nogil(crate::recorded!(&gil), |released| {
+        let value = crate::__nuwa_recorded!(&gil).nogil(|released| {
             (0..4)
                 .map(|i| released.with_gil(|| i).unwrap())
                 .sum::<i32>()
@@ -699,7 +667,7 @@ mod tests {
         let gil = MockGil::new();
         let line = line!() + 2;
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            crate::nogil!(crate::recorded!(&gil) => {
+            crate::nogil!(gil => {
                 let _ = with_gil! { 1 };
                 let _ = with_gil! { panic!("in a part") };
             })
@@ -714,10 +682,10 @@ mod tests {
     fn a_block_nested_in_a_part_is_its_own_block() {
         let gil = MockGil::new();
         let outer = line!() + 1;
-        crate::nogil!(crate::recorded!(&gil) => {
+        crate::nogil!(gil => {
             let _ = with_gil! {
                 let inner = line!() + 1;
-                crate::nogil!(crate::recorded!(&gil) => { let _ = with_gil! { () }; });
+                crate::nogil!(gil => { let _ = with_gil! { () }; });
                 inner
             }
             .map(|inner| {
@@ -815,7 +783,7 @@ mod tests {
         #[allow(clippy::never_loop)]
         'outer: loop {
             IN_PLACE_LINE.store(line!() + 1, Ordering::Relaxed);
-            let value = crate::nogil!(crate::recorded!(Faulty(fault)) => {
+            let value = crate::nogil!(Faulty(fault) => {
                 let _ = with_gil! { assert_ne!(exit, Exit::PanicInPart, "in a part") };
                 match exit {
                     Exit::End => 1,
@@ -852,7 +820,7 @@ mod tests {
     #[test]
     fn every_way_out_of_a_strict_block_counts_it_once() {
         let strict = |fault: Fault, exit: Exit| {
-            crate::nuwa_core::nogil(crate::recorded!(Faulty(fault)), |released| {
+            crate::__nuwa_recorded!(Faulty(fault)).nogil(|released| {
                 let _ = released.with_gil(|| assert_ne!(exit, Exit::PanicInPart, "in a part"));
                 assert_ne!(exit, Exit::Panic, "in the block");
             })
@@ -875,7 +843,7 @@ mod tests {
 
     /// Sixteen sites at line 10 000 of this file, columns 0 to 15.
     static MANY: [CallSite; 16] = {
-        let mut sites = [const { CallSite::__new(file!(), 10_000, 0) }; 16];
+        let mut sites = [const { CallSite::new(file!(), 10_000, 0) }; 16];
         let mut i = 0;
         while i < sites.len() {
             sites[i].column = i as u32;
@@ -920,7 +888,7 @@ mod tests {
     #[test]
     fn a_snapshot_never_shows_more_unreleased_blocks_than_blocks() {
         use std::sync::atomic::AtomicBool;
-        static SITE: CallSite = CallSite::__new(file!(), line!(), column!());
+        static SITE: CallSite = CallSite::new(file!(), line!(), column!());
         static STOP: AtomicBool = AtomicBool::new(false);
         let writers: Vec<_> = (0..2)
             .map(|_| {

@@ -134,13 +134,13 @@ unsafe impl GilOps for &mut GilHeld {
     }
 
     #[inline(always)]
-    unsafe fn part_began(&self, frame: &nuwa_core::PartFrame) {
+    unsafe fn part_began(&self, frame: &nuwa_core::__private::PartFrame) {
         // SAFETY: the caller's obligations are passed on unchanged.
         unsafe { CPython.part_began(frame) }
     }
 
     #[inline(always)]
-    unsafe fn part_ended(&self, frame: &nuwa_core::PartFrame) {
+    unsafe fn part_ended(&self, frame: &nuwa_core::__private::PartFrame) {
         // SAFETY: the caller's obligations are passed on unchanged.
         unsafe { CPython.part_ended(frame) }
     }

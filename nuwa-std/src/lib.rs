@@ -7,63 +7,11 @@ use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Mutex;
 
-use nuwa_core::{Nogil, Released};
-
 mod thread_checked;
 
 pub use thread_checked::{ThreadCheckedMock, ThreadCheckedState};
 
-/// Runs `body` with the GIL released, catches a panic, and takes the GIL back
-/// before returning: the strict form ([`nuwa_core::nogil()`]) plus
-/// `catch_unwind`.
-///
-/// This is the form for the edge of an `extern "C"` function, where a panic
-/// must not escape (it would abort the process): turn the `Err` into a Python
-/// exception instead. On both `Ok` and `Err` the GIL is held again (if it was
-/// held before) when this returns.
-///
-/// As in [`nuwa_core::nogil()`], the closure and its result must be `Send`,
-/// so it cannot capture a Python handle, and it gets a [`Released`] to take
-/// the GIL back for a part of its work.
-///
-/// # Exits that work, and one that does not
-///
-/// The body is a closure, so `return` and `?` inside it leave the closure,
-/// not the calling function: return a `Result` from the closure and apply `?`
-/// to it after the call. Labelled `break`/`continue` cannot cross it either.
-/// Where those exits are needed and panics are handled further out, use
-/// [`nuwa_core::nogil!`], which expands in place.
-///
-/// The closure is run under [`AssertUnwindSafe`]: after an `Err`, data it
-/// mutated may be half-updated, so treat it as failed and do not reuse it.
-///
-/// # Examples
-///
-/// ```
-/// use nuwa_core::mock::MockGil;
-///
-/// let gil = MockGil::new();
-/// let err = nuwa_std::nogil_catch(&gil, |_| -> u32 { panic!("bad pixel at {}", 7) })
-///     .unwrap_err();
-/// assert_eq!(err.message(), Some("bad pixel at 7"));
-/// assert!(gil.is_held()); // taken back before the error reached us
-/// gil.done();
-///
-/// let ok = nuwa_std::nogil_catch(&gil, |_| 6 * 7);
-/// assert_eq!(ok.unwrap(), 42);
-/// ```
-pub fn nogil_catch<N, T, F>(ops: N, body: F) -> Result<T, Panicked>
-where
-    N: Nogil,
-    F: FnOnce(&mut Released<'_, N::Gil>) -> T + Send,
-    T: Send,
-{
-    // The release is inside `catch_unwind`: a panic in `body` unwinds through
-    // the backend's guard (which takes the GIL back) before it is caught.
-    panic::catch_unwind(AssertUnwindSafe(|| ops.nogil(body))).map_err(Panicked::from)
-}
-
-/// A panic caught by [`nogil_catch`].
+/// A panic caught by [`Panicked::catch`].
 ///
 /// The message is available for the payloads `panic!` makes (`&'static str`
 /// and `String`); any payload can be taken back or re-raised. It is `Send`
@@ -82,6 +30,37 @@ enum Payload {
 }
 
 impl Panicked {
+    /// Runs `f`, and turns a panic in it into `Err(Panicked)`: for the edge
+    /// of an `extern "C"` function, where a panic must become a Python
+    /// exception instead of aborting the process.
+    ///
+    /// Put the release inside: `Panicked::catch(|| nogil! { ... })` or
+    /// `Panicked::catch(|| ops.nogil(|gil| ...))`. A panic in the block
+    /// unwinds through the block's guard, which takes the GIL back, before it
+    /// is caught here, so on `Ok` and on `Err` the GIL is held again (if it
+    /// was held before).
+    ///
+    /// `f` runs under [`AssertUnwindSafe`]: after an `Err`, data it mutated
+    /// may be half-updated, so treat it as failed and do not reuse it.
+    /// `return` and `?` inside `f` leave `f`, not the calling function.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nuwa_core::{mock::MockGil, nogil};
+    /// use nuwa_std::Panicked;
+    ///
+    /// let gil = MockGil::new();
+    /// let err = Panicked::catch(|| nogil!(gil => { panic!("bad pixel at {}", 7) }))
+    ///     .unwrap_err();
+    /// assert_eq!(err.message(), Some("bad pixel at 7"));
+    /// assert!(gil.is_held()); // taken back before the error reached us
+    /// gil.done();
+    /// ```
+    pub fn catch<T>(f: impl FnOnce() -> T) -> Result<T, Panicked> {
+        panic::catch_unwind(AssertUnwindSafe(f)).map_err(Panicked::from)
+    }
+
     /// The panic message, if the payload is a `&str` or a `String`.
     pub fn message(&self) -> Option<&str> {
         match &self.payload {
