@@ -246,10 +246,10 @@ macro_rules! nogil {
     // A backend of the caller's: nuwa-core's macro, with its own errors for
     // near-misses (`nogil!(gil => x + 1)`).
     ($ops:expr, $($rest:tt)*) => {
-        $crate::nuwa_core::nogil!($crate::__nuwa_recorded!(&$ops), $($rest)*)
+        $crate::nuwa_core::nogil!($crate::__nuwa_recorded!(ref $ops), $($rest)*)
     };
     ($ops:expr => $($rest:tt)*) => {
-        $crate::nuwa_core::nogil!($crate::__nuwa_recorded!(&$ops) => $($rest)*)
+        $crate::nuwa_core::nogil!($crate::__nuwa_recorded!(ref $ops) => $($rest)*)
     };
     ($($body:tt)*) => { $crate::__nuwa_block!($($body)*) };
 }
@@ -269,6 +269,10 @@ macro_rules! __nuwa_block {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __nuwa_recorded {
+    // A backend of the caller's, borrowed (`nogil!` borrows it too).
+    (ref $ops:expr) => {
+        $crate::__nuwa_recorded!(&$ops)
+    };
     ($ops:expr) => {{
         static __NUWA_SITE: $crate::__private::CallSite =
             $crate::__private::CallSite::new(::core::file!(), ::core::line!(), ::core::column!());
@@ -286,6 +290,9 @@ macro_rules! __nuwa_recorded {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __nuwa_recorded {
+    (ref $ops:expr) => {
+        $ops
+    };
     ($ops:expr) => {
         $ops
     };

@@ -54,8 +54,10 @@ fn clippy_rejects_an_await_while_a_guard_is_alive() {
              `nuwa_core::Guard`",
             "src/lib.rs:34:9: error: holding a disallowed type across an await point \
              `nuwa_core::Guard`",
+            "src/lib.rs:52:5: error: holding a disallowed type across an await point \
+             `nuwa_core::Guard`",
         ],
-        "expected clippy::await_holding_invalid_type as an error at the three blocks that \
+        "expected clippy::await_holding_invalid_type as an error at the four blocks that \
          await (tests/await_lint/src/lib.rs), and nowhere else; clippy printed:\n{stderr}"
     );
     assert!(!output.status.success(), "the sample crate passed clippy");

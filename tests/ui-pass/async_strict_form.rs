@@ -1,7 +1,7 @@
 //! The form for async code: the strict closure, awaited around, not inside.
 //! (An in-place block without `.await` compiles in an `async fn` too.)
 
-use nuwa_core::nogil;
+use nuwa_core::Nogil;
 use nuwa_std::ThreadCheckedMock;
 
 async fn fetch() -> Vec<u32> {
@@ -10,7 +10,7 @@ async fn fetch() -> Vec<u32> {
 
 async fn work(gil: &ThreadCheckedMock) -> u32 {
     let data = fetch().await;
-    let sum = nogil(gil, |_| data.iter().sum::<u32>());
+    let sum = gil.nogil(|_| data.iter().sum::<u32>());
     let doubled = nuwa_core::nogil!(gil => { sum * 2 });
     fetch().await.len() as u32 + doubled
 }

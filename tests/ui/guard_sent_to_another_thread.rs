@@ -7,6 +7,6 @@ use nuwa_std::ThreadCheckedMock;
 fn main() {
     let gil: &'static ThreadCheckedMock = Box::leak(Box::new(ThreadCheckedMock::new()));
     // SAFETY: not run; this must not compile.
-    let guard: Guard<&'static ThreadCheckedMock> = unsafe { Guard::release(gil) };
+    let guard: Guard<&'static ThreadCheckedMock> = unsafe { nuwa_core::__private::release(gil) };
     std::thread::spawn(move || drop(guard)).join().unwrap();
 }

@@ -1,7 +1,7 @@
 //! A `Guard` is not `Sync`, even over a backend whose ops and state are
 //! `Send + Sync`: a `&Guard` cannot be shared with another thread.
 
-use nuwa_core::{GilOps, Guard};
+use nuwa_core::GilOps;
 
 /// A backend that is `Send + Sync` with a `Send + Sync` state.
 struct SyncOps;
@@ -20,8 +20,8 @@ unsafe impl GilOps for SyncOps {
 
 fn main() {
     // SAFETY: not run; this must not compile.
-    let guard = unsafe { Guard::release(SyncOps) };
+    let guard = unsafe { nuwa_core::__private::release(SyncOps) };
     std::thread::scope(|s| {
-        s.spawn(|| guard.released());
+        s.spawn(|| nuwa_core::__private::released(&guard));
     });
 }

@@ -3,7 +3,7 @@
 //! passed to it (its "GIL held" says nothing about the interpreter's).
 
 use nuwa_ffi::mock::MockGil;
-use nuwa_ffi::{CPython, Released};
+use nuwa_ffi::{CPython, Nogil, Released};
 
 /// Stands for library code that calls the C API inside `with_gil`.
 fn report_to_python(gil: &mut Released<'_, CPython>) {
@@ -13,6 +13,6 @@ fn report_to_python(gil: &mut Released<'_, CPython>) {
 fn main() {
     nuwa_ffi::nogil(|_| {
         let mock = MockGil::new();
-        nuwa_ffi::nuwa_core::nogil(&mock, |released| report_to_python(released));
+        mock.nogil(|released| report_to_python(released));
     });
 }

@@ -1,5 +1,5 @@
 //! A GIL token that is not `Send` (as PyO3's `Python<'py>` and `Bound<'py, T>`
-//! are not) cannot be captured by the strict form, nor by `nogil_catch`.
+//! are not) cannot be captured by the strict form, through any backend.
 
 use std::marker::PhantomData;
 
@@ -17,9 +17,11 @@ struct Context<'py> {
     py: Python<'py>,
 }
 
+use nuwa_core::Nogil;
+
 fn main() {
     let ctx = Context { py: Python(PhantomData) };
     let gil = nuwa_ffi::ThreadCheckedMock::new();
-    let _ = nuwa_core::nogil(&gil, |_| ctx.py.eval());
-    let _ = nuwa_ffi::nogil_catch(|_| ctx.py.eval());
+    let _ = gil.nogil(|_| ctx.py.eval());
+    let _ = nuwa_ffi::nogil(|_| ctx.py.eval());
 }
