@@ -1,16 +1,15 @@
 //! For programs that embed CPython where nuwa cannot find it: hand nuwa the
 //! interpreter's functions.
 //!
-//! nuwa looks CPython's functions up at run time (see
-//! [`Via`]). A program that links `libpython3.X.a` into its
-//! executable without `--export-dynamic` (a single binary with Python
-//! inside) exports none of them. On ELF targets nuwa still finds them when
-//! its own code is linked into that same executable (weak references,
-//! [`Via::Linked`], fully static programs included); otherwise (another
-//! target, or nuwa's code in another object) nothing can be found and
-//! blocks release nothing. Such a program
-//! calls [`provide`] once, best before the first block, with the addresses
-//! of the functions it linked:
+//! nuwa looks CPython's functions up at run time (see the crate docs'
+//! [Finding Python](crate#finding-python)). A program that links
+//! `libpython3.X.a` into its executable without `--export-dynamic` (a single
+//! binary with Python inside) exports none of them. On ELF targets nuwa still
+//! finds them when its own code is linked into that same executable (weak
+//! references, fully static programs included); otherwise (another target,
+//! or nuwa's code in another object) nothing can be found and blocks release
+//! nothing. Such a program calls [`provide`] once, best before the first
+//! block, with the addresses of the functions it linked:
 //!
 //! ```no_run
 //! use core::ffi::c_void;
@@ -92,7 +91,7 @@ impl EmbeddedPython {
 
     /// `Py_IsFinalizing` (3.13) or `_Py_IsFinalizing` (3.8 to 3.12): used at
     /// shutdown on the targets where `pthread_exit` does not unwind (see
-    /// [`RestorePath`](crate::RestorePath)).
+    /// [the version notes](https://github.com/nuwa-rs/nuwa#how-nuwa-finds-cpython-version-by-version)).
     pub fn with_is_finalizing(mut self, f: *const c_void) -> Self {
         self.is_finalizing = f.addr();
         self

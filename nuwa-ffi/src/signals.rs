@@ -34,70 +34,43 @@ use crate::resolve;
 /// handlers, so that Ctrl-C (or any Python signal handler that raises) can
 /// stop long work.
 ///
-/// Make one before the loop (or inside the block) and call
-/// [`check`](Self::check) often, in both forms of block:
+/// Make one before the loop and call [`check`](Self::check) often: with
+/// `&mut released!()` in place, with the closure's argument in the strict
+/// form. A call that is not due costs about a nanosecond; a due one (every
+/// 100 ms by default, [`every`](Self::every) for another interval) a GIL
+/// round trip. The README's
+/// [Callbacks and Ctrl-C](https://github.com/nuwa-rs/nuwa#callbacks-and-ctrl-c-inside-a-block)
+/// has the measurements and how to choose the interval.
+///
+/// Where nothing can be checked, a due check does nothing and returns
+/// `Ok(())`: on a thread other than the main thread, or in a subinterpreter
+/// (CPython runs signal handlers on the main thread of the main interpreter
+/// only; 3.12+ may run a pending garbage collection there; stop workers by
+/// your own means, a flag their progress callback reads), where the block
+/// cannot take the GIL back (a nested block, a thread Python does not know,
+/// no Python), and where `PyErr_CheckSignals` is missing (an embedder that
+/// did not hand it over with
+/// [`with_check_signals`](crate::embed::EmbeddedPython::with_check_signals)).
+///
+/// # Examples
 ///
 /// ```
 /// use nuwa_ffi::{Interrupted, SignalCheck};
 ///
-/// // In place: `released!()` is the block's handle to take the GIL back.
 /// fn count_primes(limit: u64) -> Result<u64, Interrupted> {
 ///     nuwa_ffi::nogil! {
 ///         let mut signals = SignalCheck::new();
 ///         let mut count = 0;
 ///         for n in 2..limit {
 ///             count += u64::from((2..n).take_while(|d| d * d <= n).all(|d| n % d != 0));
-///             signals.check(&mut released!())?; // leaves the function on Ctrl-C
+///             signals.check(&mut released!())?; // strict form: `signals.check(gil)?`
 ///         }
 ///         Ok(count)
 ///     }
 /// }
 ///
-/// // Strict: the closure's argument.
-/// fn sum_of_squares(limit: u64) -> Result<u64, Interrupted> {
-///     nuwa_ffi::nogil(|gil| {
-///         let mut signals = SignalCheck::new();
-///         let mut sum = 0u64;
-///         for i in 0..limit {
-///             sum = sum.wrapping_add(i * i);
-///             signals.check(gil)?;
-///         }
-///         Ok(sum)
-///     })
-/// }
-///
 /// assert_eq!(count_primes(30), Ok(10));
-/// assert_eq!(sum_of_squares(4), Ok(14));
 /// ```
-///
-/// An [`Interrupted`] means a Python exception is set (`KeyboardInterrupt`
-/// for Ctrl-C): leave the block and return `NULL` from the extension
-/// function, with nothing else in between that calls Python.
-///
-/// # Cost, and choosing the interval
-///
-/// A call that is not due is a countdown (5 instructions, under a
-/// nanosecond), with a clock read about four times per interval. A due check
-/// takes the GIL back and releases it again around `PyErr_CheckSignals`:
-/// about 0.1 µs when no other thread wants the GIL, up to CPython's switch
-/// interval (5 ms) while another thread runs Python code. Ctrl-C is seen
-/// about 1.25 intervals after it is pressed. The default, 100 ms, feels
-/// immediate and costs at most one such wait per 100 ms; call `check` a few
-/// times per interval at least. The README's "Callbacks and Ctrl-C inside a
-/// block" has the measurements and the command that makes them.
-///
-/// # Where nothing is checked
-///
-/// - CPython runs signal handlers on the main thread of the main interpreter
-///   only: on other threads and in subinterpreters a due check finds nothing
-///   to run (3.12+ may run a pending garbage collection), and the signal
-///   waits for the main thread. Stop workers by your own means (a flag their
-///   progress callback reads).
-/// - Where the block cannot take the GIL back (nested in another block, a
-///   thread Python does not know, no Python) or `PyErr_CheckSignals` is
-///   missing (an embedder that did not hand it over with
-///   [`with_check_signals`](crate::embed::EmbeddedPython::with_check_signals)),
-///   a due check does nothing and returns `Ok(())`.
 #[derive(Clone, Debug)]
 pub struct SignalCheck {
     schedule: Schedule,

@@ -22,11 +22,11 @@ use crate::cpython::{self, CPython, SavedThreadState};
 /// let total = nuwa_ffi::nogil!(&mut gil => { work() });
 /// ```
 ///
-/// What the type system keeps true: the token is neither `Copy`, `Clone`,
-/// `Send` nor `Sync`, so it cannot be duplicated or reach another thread;
-/// and a block borrows it mutably for its whole length, so a second block on
-/// the same token inside the first (where the GIL is already released) does
-/// not compile:
+/// The token is neither `Copy`, `Clone`, `Send` nor `Sync`, and a block
+/// borrows it mutably, so a second block on it inside the first does not
+/// compile; where the borrow checker cannot see the nesting (a shared
+/// `&mut GilHeld`, generic code nesting blocks on its backend) the inner block
+/// releases nothing (one flag test and two stores per block):
 ///
 /// ```compile_fail
 /// // SAFETY: (for the example) the GIL is held.
@@ -36,26 +36,10 @@ use crate::cpython::{self, CPython, SavedThreadState};
 /// });
 /// ```
 ///
-/// A strict closure cannot capture it either (it is not `Send`). And where
-/// the borrow checker cannot see the nesting (a `&mut GilHeld` held in a
-/// variable and shared-borrowed by two nested blocks, or library code generic
-/// over `G: GilOps` that nests blocks on the `G` it was given), the token
-/// itself knows it is in a block: the inner block releases nothing, as a
-/// checked block would. That costs one flag test and two stores per block.
-///
-/// What it cannot see, and [`new`](GilHeld::new)'s contract therefore
-/// forbids: a block on the token inside *another* block (a checked
-/// `nogil! { ... }` around it), or a token kept beyond the call that made
-/// it. In debug builds (`debug_assertions`), every block on a token checks
-/// the GIL and panics with a message naming the misuse where the check is
-/// sure that this thread does not hold it: on CPython 3.12 and later, no
-/// thread state is attached to this thread; on 3.11 and older, none is
-/// attached to any thread (the usual case inside another block). Where the
-/// check cannot tell (3.11 and older, while some state other than this
-/// thread's own holds the GIL: another thread's, or this thread's in a legacy
-/// subinterpreter, where the token is right) it stays quiet, so misuse while
-/// another thread holds the GIL goes unseen there. Release builds skip the
-/// check, which is the token's purpose.
+/// A block on the token inside *another* block is not seen in release
+/// builds; debug builds panic there where the held check is sure the GIL is
+/// not held (the README's
+/// [Guarantees](https://github.com/nuwa-rs/nuwa#guarantees) say where that is).
 #[derive(Debug)]
 pub struct GilHeld {
     /// Whether a block on this token has released the GIL and not yet
