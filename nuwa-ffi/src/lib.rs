@@ -36,7 +36,7 @@ pub use nuwa_std::{self, Panicked, ThreadCheckedMock};
 /// [`nogil!`](crate::nogil!) (whatever its backend) or run by
 /// [`nogil()`](crate::nogil()) counts, for its call site: blocks, blocks that
 /// released nothing, time released and waiting to take the GIL back (total
-/// and longest), and releases shorter than [`short_threshold`] (default
+/// and longest), and releases shorter than [`short_threshold`](crate::stats::short_threshold) (default
 /// 10 µs: releases that cost more than they gave). A block counts once, as
 /// it begins, however it ends; each `with_gil!` part ends one released
 /// stretch and starts another. With the feature off this module does not
@@ -159,7 +159,7 @@ where
 /// part. What the block may not do, and what the compiler checks (`.await`
 /// and `async` are rejected; `hide` checks names, not types), is in
 /// [`nuwa_core::nogil!`]. With the `stats` feature, every block written with
-/// this macro is counted in [`stats`](crate::stats) (whatever the backend).
+/// this macro is counted in the `stats` module (whatever the backend).
 ///
 /// In a PyO3 module, no PyO3 code may run in the block: see [Using nuwa with
 /// PyO3].
