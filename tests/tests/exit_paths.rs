@@ -12,8 +12,9 @@ use std::cell::Cell;
 use std::num::ParseIntError;
 use std::panic::{self, AssertUnwindSafe};
 
+use nuwa_core::__private::{release, released};
 use nuwa_core::mock::MockGil;
-use nuwa_core::{GilOps, Guard, HiddenWhileGilReleased, nogil};
+use nuwa_core::{GilOps, HiddenWhileGilReleased, ReleaseIf, nogil};
 use nuwa_tests::assert_held_after;
 
 // ---------------------------------------------------------------------------
@@ -585,8 +586,8 @@ fn nogil_in_an_unsafe_block_compiles_cleanly() {
 fn guard_releases_on_creation_and_reacquires_on_drop() {
     let gil = MockGil::new();
     // SAFETY: the guard is dropped below, on this thread.
-    let guard = unsafe { Guard::release(&gil) };
-    assert!(guard.released());
+    let guard = unsafe { release(&gil) };
+    assert!(released(&guard));
     assert!(!gil.is_held());
     assert_eq!(format!("{guard:?}"), "Guard { released: true }");
     assert_eq!((gil.releases(), gil.reacquires()), (1, 0));
@@ -599,11 +600,11 @@ fn nested_guard_releases_nothing_and_its_drop_reacquires_nothing() {
     let gil = MockGil::new();
     let by_ref = &gil;
     // SAFETY: both guards are dropped below, on this thread.
-    let outer = unsafe { Guard::release(&gil) };
+    let outer = unsafe { release(&gil) };
     // SAFETY: as above.
-    let inner = unsafe { Guard::release(&by_ref) };
-    assert!(outer.released());
-    assert!(!inner.released());
+    let inner = unsafe { release(&by_ref) };
+    assert!(released(&outer));
+    assert!(!released(&inner));
     assert_eq!(format!("{inner:?}"), "Guard { released: false }");
     drop(inner);
     assert!(!gil.is_held(), "the inner guard took the GIL back");
@@ -616,8 +617,8 @@ fn nested_guard_releases_nothing_and_its_drop_reacquires_nothing() {
 fn guard_on_a_never_held_mock_released_nothing() {
     let gil = MockGil::never_held();
     // SAFETY: the guard is dropped below, on this thread.
-    let guard = unsafe { Guard::release(&gil) };
-    assert!(!guard.released());
+    let guard = unsafe { release(&gil) };
+    assert!(!released(&guard));
     drop(guard);
     assert_eq!((gil.releases(), gil.reacquires(), gil.skipped()), (0, 0, 1));
     assert!(!gil.is_held());
@@ -633,8 +634,8 @@ fn guard_may_own_its_backend() {
         dropped_while_held: &dropped_while_held,
     };
     // SAFETY: the guard is dropped below, on this thread.
-    let guard = unsafe { Guard::release(forward) };
-    assert!(guard.released());
+    let guard = unsafe { release(forward) };
+    assert!(released(&guard));
     drop(guard);
     // The guard reacquired before it dropped the backend it owned.
     assert_eq!(dropped_while_held.get(), Some(true));
@@ -758,13 +759,13 @@ fn hide_counts_as_a_use_of_the_binding() {
     assert_held_after(&gil, 1, 1, 0);
 }
 
-/// `Option<G>` releases only when it is `Some`: the run-time choice behind a
+/// `ReleaseIf` releases only when asked to: the run-time choice behind a
 /// `release=False` keyword.
 #[test]
-fn an_optional_backend_releases_only_when_some() {
+fn a_release_if_backend_releases_only_when_asked() {
     let gil = MockGil::new();
     for release in [true, false, true] {
-        let ops = release.then_some(&gil);
+        let ops = ReleaseIf::new(&gil, release);
         let inside = nogil!(ops => { gil.is_held() });
         assert_eq!(inside, !release, "release={release}");
     }

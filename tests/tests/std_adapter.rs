@@ -1,8 +1,10 @@
-//! The std adapter: `nuwa_std::nogil_catch` and `nuwa_std::ThreadCheckedMock`.
+//! The std adapter: `nuwa_std::Panicked::catch` (around the strict form) and
+//! `nuwa_std::ThreadCheckedMock`.
 //!
-//! Proves that `nogil_catch` returns the body's value or the caught panic
-//! (with its message for `&str` and `String` payloads, and any payload
-//! recoverable or re-raised), with the GIL held again and exact counts; and
+//! Proves that `Panicked::catch(|| ops.nogil(..))` returns the body's value
+//! or the caught panic (with its message for `&str` and `String` payloads,
+//! and any payload recoverable or re-raised), with the GIL held again and
+//! exact counts; and
 //! that `ThreadCheckedMock` releases only for the owning thread, makes blocks
 //! on other threads release nothing, and panics, naming the threads or the
 //! releases, when the GIL is taken back on the wrong thread or with the wrong
@@ -13,12 +15,12 @@ use std::sync::mpsc;
 use std::thread;
 
 use nuwa_core::mock::MockGil;
-use nuwa_core::{GilOps, nogil};
-use nuwa_std::{Panicked, ThreadCheckedMock, ThreadCheckedState, nogil_catch};
+use nuwa_core::{GilOps, Nogil, nogil};
+use nuwa_std::{Panicked, ThreadCheckedMock, ThreadCheckedState};
 use nuwa_tests::assert_held_after;
 
 // ---------------------------------------------------------------------------
-// nogil_catch
+// Panicked::catch around the strict form
 // ---------------------------------------------------------------------------
 
 #[test]
@@ -26,7 +28,7 @@ fn ok_returns_the_value_with_the_gil_held() {
     // A strict closure can capture only what is `Sync` by reference: the
     // thread-checked mock, not `MockGil`.
     let gil = ThreadCheckedMock::new();
-    let result = nogil_catch(&gil, |_| (6 * 7, gil.is_held_by_current()));
+    let result = Panicked::catch(|| gil.nogil(|_| (6 * 7, gil.is_held_by_current())));
     assert_eq!(result.unwrap(), (42, false));
     assert_owned_after(&gil, 1, 1, 0);
 }
@@ -34,7 +36,8 @@ fn ok_returns_the_value_with_the_gil_held() {
 #[test]
 fn str_payload_gives_its_message() {
     let gil = MockGil::new();
-    let err = nogil_catch(&gil, |_| -> u32 { panic::panic_any("a static str") }).unwrap_err();
+    let err =
+        Panicked::catch(|| gil.nogil(|_| -> u32 { panic::panic_any("a static str") })).unwrap_err();
     assert!(gil.is_held(), "the GIL was not taken back before the Err");
     assert_eq!(err.message(), Some("a static str"));
     assert_eq!(err.to_string(), "a static str");
@@ -51,7 +54,8 @@ fn str_payload_gives_its_message() {
 fn string_payload_gives_its_message() {
     let gil = MockGil::new();
     let pixel = 7;
-    let err = nogil_catch(&gil, |_| -> u32 { panic!("bad pixel at {pixel}") }).unwrap_err();
+    let err =
+        Panicked::catch(|| gil.nogil(|_| -> u32 { panic!("bad pixel at {pixel}") })).unwrap_err();
     assert!(gil.is_held());
     assert_eq!(err.message(), Some("bad pixel at 7"));
     assert_eq!(err.to_string(), "bad pixel at 7");
@@ -67,7 +71,7 @@ fn string_payload_gives_its_message() {
 #[test]
 fn non_string_payload_has_no_message_but_can_be_taken_back() {
     let gil = MockGil::new();
-    let err = nogil_catch(&gil, |_| -> u32 { panic::panic_any(42u32) }).unwrap_err();
+    let err = Panicked::catch(|| gil.nogil(|_| -> u32 { panic::panic_any(42u32) })).unwrap_err();
     assert!(gil.is_held());
     assert_eq!(err.message(), None);
     assert_eq!(err.to_string(), "panic with a payload that is not a string");
@@ -81,7 +85,7 @@ fn non_string_payload_has_no_message_but_can_be_taken_back() {
 fn panicked_is_an_error() {
     let gil = MockGil::new();
     let err: Box<dyn std::error::Error> =
-        Box::new(nogil_catch(&gil, |_| panic!("as an error")).unwrap_err());
+        Box::new(Panicked::catch(|| gil.nogil(|_| panic!("as an error"))).unwrap_err());
     assert_eq!(err.to_string(), "as an error");
     assert!(err.source().is_none());
     assert_held_after(&gil, 1, 1, 0);
@@ -90,7 +94,7 @@ fn panicked_is_an_error() {
 #[test]
 fn resume_re_raises_the_same_payload() {
     let gil = MockGil::new();
-    let err = nogil_catch(&gil, |_| panic::panic_any(7u8)).unwrap_err();
+    let err = Panicked::catch(|| gil.nogil(|_| panic::panic_any(7u8))).unwrap_err();
     assert!(gil.is_held());
     let again = panic::catch_unwind(AssertUnwindSafe(|| err.resume())).unwrap_err();
     assert_eq!(again.downcast_ref::<u8>(), Some(&7));
@@ -101,10 +105,10 @@ fn resume_re_raises_the_same_payload() {
 #[test]
 fn err_then_ok_on_the_same_mock() {
     let gil = MockGil::new();
-    let first: Result<u32, Panicked> = nogil_catch(&gil, |_| panic!("first"));
+    let first: Result<u32, Panicked> = Panicked::catch(|| gil.nogil(|_| panic!("first")));
     assert_eq!(first.unwrap_err().message(), Some("first"));
     assert_held_after(&gil, 1, 1, 0);
-    assert_eq!(nogil_catch(&gil, |_| 2).unwrap(), 2);
+    assert_eq!(Panicked::catch(|| gil.nogil(|_| 2)).unwrap(), 2);
     assert_held_after(&gil, 2, 2, 0);
 }
 
@@ -112,7 +116,7 @@ fn err_then_ok_on_the_same_mock() {
 fn nested_in_nogil_it_releases_nothing() {
     let gil = MockGil::new();
     let inner = nogil!(gil => {
-        let err = nogil_catch(&gil, |_| -> u32 { panic!("inner") }).unwrap_err();
+        let err = Panicked::catch(|| gil.nogil(|_| -> u32 { panic!("inner") })).unwrap_err();
         // The catch must not have taken back the outer block's GIL.
         (err.to_string(), gil.is_held(), gil.reacquires())
     });
@@ -123,8 +127,8 @@ fn nested_in_nogil_it_releases_nothing() {
 #[test]
 fn never_held_releases_nothing_on_ok_and_err() {
     let gil = MockGil::never_held();
-    assert_eq!(nogil_catch(&gil, |_| 1).unwrap(), 1);
-    assert!(nogil_catch(&gil, |_| -> u32 { panic!("never held") }).is_err());
+    assert_eq!(Panicked::catch(|| gil.nogil(|_| 1)).unwrap(), 1);
+    assert!(Panicked::catch(|| gil.nogil(|_| -> u32 { panic!("never held") })).is_err());
     assert_eq!((gil.releases(), gil.reacquires(), gil.skipped()), (0, 0, 2));
     assert!(!gil.is_held());
     gil.done();
@@ -168,11 +172,14 @@ fn a_spawned_thread_releases_nothing() {
 }
 
 #[test]
-fn nogil_catch_with_a_thread_checked_mock() {
+fn catch_with_a_thread_checked_mock() {
     let gil = ThreadCheckedMock::new();
-    let err = nogil_catch(&gil, |_| -> u32 { panic!("checked") }).unwrap_err();
+    let err = Panicked::catch(|| gil.nogil(|_| -> u32 { panic!("checked") })).unwrap_err();
     assert_eq!(err.message(), Some("checked"));
-    assert_eq!(nogil_catch(&gil, |_| gil.owner()).unwrap(), None);
+    assert_eq!(
+        Panicked::catch(|| gil.nogil(|_| gil.owner())).unwrap(),
+        None
+    );
     assert_owned_after(&gil, 2, 2, 0);
 }
 

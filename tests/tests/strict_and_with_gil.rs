@@ -1,6 +1,7 @@
-//! The strict form (`nuwa_core::nogil`), taking the GIL back inside a block
-//! (`with_gil!`, `Released::with_gil`, `Guard::with_gil`), `ReleaseIf`, and
-//! the self-checks of the std adapter, with exact mock counts.
+//! The strict form (`Nogil::nogil`), taking the GIL back inside a block
+//! (`with_gil!`, `Released::with_gil`, a `Released` around a `Guard` by
+//! hand), `ReleaseIf`, and the self-checks of the std adapter, with exact
+//! mock counts.
 //!
 //! Proves that the strict form releases once and takes the GIL back on every
 //! way out; that taking the GIL back inside a block restores exactly the
@@ -19,9 +20,10 @@ use std::panic::{self, AssertUnwindSafe};
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
+use nuwa_core::__private::{release, released};
 use nuwa_core::mock::{MockGil, MockState};
-use nuwa_core::{GilOps, GilUnavailable, Guard, ReleaseIf, nogil};
-use nuwa_std::{Panicked, ThreadCheckedMock, nogil_catch};
+use nuwa_core::{GilOps, GilUnavailable, Nogil, ReleaseIf, Released};
+use nuwa_std::{Panicked, ThreadCheckedMock};
 use nuwa_tests::assert_held_after;
 
 // ---------------------------------------------------------------------------
@@ -32,7 +34,7 @@ use nuwa_tests::assert_held_after;
 fn strict_form_releases_once_and_returns_the_value() {
     let gil = ThreadCheckedMock::new();
     let data = [3.0_f64, 4.0];
-    let (norm, held_inside) = nogil(&gil, |_| {
+    let (norm, held_inside) = gil.nogil(|_| {
         (
             data.iter().map(|x| x * x).sum::<f64>().sqrt(),
             gil.is_held_by_current(),
@@ -47,7 +49,7 @@ fn strict_form_releases_once_and_returns_the_value() {
 fn strict_form_takes_the_gil_back_on_a_panic() {
     let gil = MockGil::new();
     let caught = panic::catch_unwind(AssertUnwindSafe(|| {
-        nogil(&gil, |_| -> u32 { panic!("strict boom") })
+        gil.nogil(|_| -> u32 { panic!("strict boom") })
     }));
     assert!(caught.is_err());
     assert_held_after(&gil, 1, 1, 0);
@@ -57,7 +59,7 @@ fn strict_form_takes_the_gil_back_on_a_panic() {
 fn strict_form_nested_in_a_block_releases_nothing() {
     let gil = MockGil::new();
     let (value, again) = nuwa_core::nogil!(gil => {
-        nogil(&gil, |released| (7, released.with_gil(|| ())))
+        gil.nogil(|released| (7, released.with_gil(|| ())))
     });
     assert_eq!(value, 7);
     assert_eq!(
@@ -71,7 +73,7 @@ fn strict_form_nested_in_a_block_releases_nothing() {
 #[test]
 fn strict_form_on_a_thread_that_never_held_the_gil() {
     let gil = MockGil::never_held();
-    let again = nogil(&gil, |released| released.with_gil(|| unreachable!()));
+    let again = gil.nogil(|released| released.with_gil(|| unreachable!()));
     assert_eq!(again, Err(GilUnavailable::new()));
     assert_eq!((gil.releases(), gil.reacquires(), gil.skipped()), (0, 0, 1));
 }
@@ -84,7 +86,7 @@ fn strict_form_on_a_thread_that_never_held_the_gil() {
 fn released_with_gil_takes_back_each_time_and_releases_again() {
     let gil = ThreadCheckedMock::new();
     let mut seen = Vec::new();
-    let total = nogil(&gil, |released| {
+    let total = gil.nogil(|released| {
         let mut total = 0;
         for step in 1..=3 {
             total += step; // GIL released
@@ -107,7 +109,7 @@ fn released_with_gil_takes_back_each_time_and_releases_again() {
 fn released_with_gil_releases_again_when_the_part_panics() {
     let gil = MockGil::new();
     let caught = panic::catch_unwind(AssertUnwindSafe(|| {
-        nogil(&gil, |released| {
+        gil.nogil(|released| {
             let _ = released.with_gil(|| panic!("in the callback"));
         })
     }));
@@ -116,10 +118,10 @@ fn released_with_gil_releases_again_when_the_part_panics() {
 }
 
 #[test]
-fn nogil_catch_turns_a_panic_in_the_inner_part_into_an_error() {
+fn catch_turns_a_panic_in_the_inner_part_into_an_error() {
     let gil = MockGil::new();
-    let err = nogil_catch(&gil, |released| {
-        released.with_gil(|| -> () { panic!("callback raised") })
+    let err = Panicked::catch(|| {
+        gil.nogil(|released| released.with_gil(|| -> () { panic!("callback raised") }))
     })
     .unwrap_err();
     assert_eq!(err.message(), Some("callback raised"));
@@ -269,9 +271,9 @@ fn a_block_that_kept_the_gil_runs_with_gil_at_once() {
     let released = nuwa_core::nogil!(ReleaseIf::new(&gil, true) => { gil.is_held() });
     assert!(!released);
     assert_held_after(&gil, 1, 1, 0);
-    // `Option::None` cannot tell whether the GIL is held: it refuses.
-    let none: Option<&MockGil> = None;
-    let refused = nuwa_core::nogil!(none => { with_gil! { () } });
+    // A block that kept the GIL on a thread that does not hold it refuses.
+    let never = MockGil::never_held();
+    let refused = nuwa_core::nogil!(ReleaseIf::new(&never, false) => { with_gil! { () } });
     assert_eq!(refused, Err(GilUnavailable::new()));
 }
 
@@ -307,9 +309,12 @@ fn a_move_closure_in_a_block_captures_only_a_reference_to_the_guard() {
 fn guard_with_gil_by_hand() {
     let gil = MockGil::new();
     // SAFETY: dropped below, on this thread.
-    let mut guard = unsafe { Guard::release(&gil) };
-    assert_eq!(guard.with_gil(|| gil.is_held()), Ok(true));
-    assert!(guard.released(), "released again after the part");
+    let mut guard = unsafe { release(&gil) };
+    assert_eq!(
+        Released::new(&mut guard).with_gil(|| gil.is_held()),
+        Ok(true)
+    );
+    assert!(released(&guard), "released again after the part");
     drop(guard);
     assert_held_after(&gil, 2, 2, 0);
 }
@@ -334,7 +339,7 @@ impl Future for YieldOnce {
 }
 
 async fn strict_in_async(gil: &ThreadCheckedMock, data: &[u32]) -> u32 {
-    let first = nogil(gil, |_| data.iter().sum::<u32>());
+    let first = gil.nogil(|_| data.iter().sum::<u32>());
     YieldOnce(false).await; // suspended with the GIL held: nothing outstanding
     first + nuwa_core::nogil!(gil => { data.len() as u32 })
 }
@@ -358,7 +363,7 @@ fn an_async_fn_using_the_strict_form_is_balanced_at_each_suspension() {
 // ---------------------------------------------------------------------------
 
 fn fallible(gil: &MockGil) -> Result<u32, Box<dyn Error + Send + Sync>> {
-    let value = nogil_catch(gil, |_| -> u32 { panic!("into a boxed error") })?;
+    let value = Panicked::catch(|| gil.nogil(|_| -> u32 { panic!("into a boxed error") }))?;
     Ok(value)
 }
 
@@ -370,7 +375,7 @@ fn panicked_converts_into_a_send_sync_error_with_question_mark() {
     assert!(err.downcast_ref::<Panicked>().is_some());
     assert_held_after(&gil, 1, 1, 0);
     // Shared between threads, its message reads the same.
-    let panicked = nogil_catch(&gil, |_| -> () { panic!("shared {}", 1) }).unwrap_err();
+    let panicked = Panicked::catch(|| gil.nogil(|_| -> () { panic!("shared {}", 1) })).unwrap_err();
     std::thread::scope(|s| {
         let message = s.spawn(|| panicked.message().map(str::to_owned));
         assert_eq!(message.join().unwrap().as_deref(), Some("shared 1"));
@@ -436,7 +441,7 @@ fn each_inner_part_takes_back_the_state_of_the_release_before_it() {
         } else {
             // A strict closure cannot capture the mock (it is not `Sync`):
             // it counts the parts only.
-            nogil(&ops, |released| {
+            ops.nogil(|released| {
                 for _ in 0..3 {
                     released.with_gil(|| parts += 1).unwrap();
                 }
@@ -481,7 +486,7 @@ unsafe impl<G: GilOps<State = S>, S: Clone> GilOps for ReacquiresTwice<'_, G, S>
 )]
 fn mock_gil_catches_an_inner_part_that_takes_the_gil_back_twice() {
     let gil = MockGil::new();
-    nogil(ReacquiresTwice(&gil), |released| {
+    ReacquiresTwice(&gil).nogil(|released| {
         let _ = released.with_gil(|| ());
     });
 }
