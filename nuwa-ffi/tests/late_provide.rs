@@ -12,7 +12,8 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use nuwa_ffi::embed::{EmbedError, EmbeddedPython, provide};
-use nuwa_ffi::{CPython, Guard, Via};
+use nuwa_ffi::nuwa_core::__private::{release, released};
+use nuwa_ffi::{CPython, Via};
 
 /// The stand-in for this thread's `PyThreadState`.
 static TSTATE: u8 = 0;
@@ -59,7 +60,7 @@ fn provide_after_a_block_that_found_nothing_takes_effect() {
     let before = nuwa_ffi::init();
     assert!(!before.python_found(), "{before}");
     // SAFETY: dropped at the end of the statement, on this thread.
-    let released = unsafe { Guard::release(CPython) }.released();
+    let released = released(&unsafe { release(CPython) });
     assert!(!released, "released before any Python was handed over");
     assert_eq!(SAVES.load(Ordering::SeqCst), 0);
 
@@ -73,8 +74,11 @@ fn provide_after_a_block_that_found_nothing_takes_effect() {
     assert_eq!(after.via(), Via::Embedder, "{after:#}");
     let (released, inside) = {
         // SAFETY: dropped at the end of the block, on this thread.
-        let guard = unsafe { Guard::release(CPython) };
-        (guard.released(), current_thread_state())
+        let guard = unsafe { release(CPython) };
+        (
+            nuwa_ffi::nuwa_core::__private::released(&guard),
+            current_thread_state(),
+        )
     };
     assert!(released, "the block after the handover did not release");
     assert!(

@@ -31,7 +31,7 @@
 //!   Python thread state never releases, 1000 times, while the main thread
 //!   holds the GIL, or has released it to nobody or to a busy Python thread.
 //! - `panic_in_block`: the GIL is held again after a caught panic and after
-//!   `nogil_catch`.
+//!   `Panicked::catch`.
 //! - `before_init`, `after_finalize`: without an interpreter, blocks run and
 //!   release nothing.
 //! - `shutdown_daemon_block_ends` (10 children), `shutdown_tight_loop` (3): a

@@ -16,7 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
-use nuwa_ffi::{CPython, GilHeld, GilOps, Guard, HeldCheck};
+use nuwa_ffi::{CPython, GilHeld, GilOps, HeldCheck};
 
 use crate::harness::*;
 use crate::hosts::{self, BuildVars, Built};

@@ -12,7 +12,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use nuwa_ffi::{CPython, GilHeld, Guard};
+use nuwa_ffi::nuwa_core::__private::{release, released};
+use nuwa_ffi::{CPython, GilHeld};
 
 use crate::harness::*;
 
@@ -78,8 +79,8 @@ fn view() -> (bool, bool) {
         return (held, false);
     }
     // SAFETY: dropped at the end of this block, on this thread.
-    let guard = unsafe { Guard::release(CPython) };
-    let released = guard.released();
+    let guard = unsafe { release(CPython) };
+    let released = released(&guard);
     if released {
         // While "released": let the real holder run Python code.
         if let Some(hook) = HOOK.lock().unwrap().take() {

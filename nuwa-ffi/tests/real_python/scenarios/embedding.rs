@@ -6,7 +6,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_LOCAL, RTLD_NOW};
-use nuwa_ffi::{CPython, Guard, Via};
+use nuwa_ffi::nuwa_core::__private::{release, released};
+use nuwa_ffi::{CPython, Via};
 
 use crate::harness::*;
 
@@ -325,7 +326,7 @@ pub(crate) fn dlclose_then_block(target: &Target) -> Outcome {
     // Without nuwa's pin, the next lines call into unmapped memory on the
     // interpreters where dlclose unloads libpython (see the control).
     // SAFETY: dropped at the end of the statement, on this thread.
-    let released = unsafe { Guard::release(CPython) }.released();
+    let released = released(&unsafe { release(CPython) });
     ensure!(
         !released,
         "a block released after Py_FinalizeEx and dlclose"
@@ -373,7 +374,7 @@ pub(crate) fn python_loaded_after_a_block(target: &Target) -> Outcome {
         "before libpython is loaded, nuwa_ffi::init(): {before}"
     );
     // SAFETY: dropped at the end of the statement, on this thread.
-    let released = unsafe { Guard::release(CPython) }.released();
+    let released = released(&unsafe { release(CPython) });
     ensure!(!released, "a block released with no Python in the process");
     let py = crate::harness::load(target)?;
     py.initialize()?;

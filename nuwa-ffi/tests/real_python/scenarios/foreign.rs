@@ -16,7 +16,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
-use nuwa_ffi::{CPython, GilHeld, GilOps, Guard, HeldCheck};
+use nuwa_ffi::nuwa_core::__private::{release, released};
+use nuwa_ffi::{CPython, GilHeld, GilOps, HeldCheck};
 
 use crate::harness::*;
 
@@ -33,17 +34,17 @@ pub(crate) fn foreign_blocks(py: &Py, i: u32) -> Result<(), String> {
         "gil_is_held() is true on a thread without a Python thread state"
     );
     // SAFETY: dropped at the end of the statement, on this thread.
-    let released = unsafe { Guard::release(CPython) }.released();
+    let released = released(&unsafe { release(CPython) });
     ensure!(
         !released,
         "a thread without a Python thread state released the GIL (another thread's)"
     );
     let value = nuwa_ffi::nogil! { i.wrapping_mul(3) };
     ensure!(value == i.wrapping_mul(3), "nogil! evaluated to {value}");
-    let caught = nuwa_ffi::nogil_catch(|_| i + 1);
+    let caught = nuwa_ffi::Panicked::catch(|| nuwa_ffi::nogil(|_| i + 1));
     ensure!(
         matches!(caught, Ok(v) if v == i + 1),
-        "nogil_catch returned {caught:?}"
+        "Panicked::catch returned {caught:?}"
     );
     Ok(())
 }
@@ -139,15 +140,18 @@ nuwa_busy_thread = nuwa_thread(nuwa_busy)
 pub(crate) fn check_nothing_released(py: &'static Py, when: &str) -> Result<(), String> {
     ensure!(!py.is_initialized(), "{when}: Py_IsInitialized() is true");
     // SAFETY: dropped at the end of the statement, on this thread.
-    let released = unsafe { Guard::release(CPython) }.released();
+    let released = released(&unsafe { release(CPython) });
     ensure!(!released, "{when}: a block released the GIL");
     let value = nuwa_ffi::nogil! { 2 + 2 };
     ensure!(value == 4, "{when}: nogil! evaluated to {value}");
-    let caught = nuwa_ffi::nogil_catch(|_| 5);
-    ensure!(matches!(caught, Ok(5)), "{when}: nogil_catch: {caught:?}");
+    let caught = nuwa_ffi::Panicked::catch(|| nuwa_ffi::nogil(|_| 5));
+    ensure!(
+        matches!(caught, Ok(5)),
+        "{when}: Panicked::catch: {caught:?}"
+    );
     let other = thread::spawn(|| {
         // SAFETY: dropped at the end of the statement, on this thread.
-        unsafe { Guard::release(CPython) }.released()
+        nuwa_ffi::nuwa_core::__private::released(&unsafe { release(CPython) })
     })
     .join()
     .map_err(|_| format!("{when}: a block on another thread panicked"))?;
@@ -215,17 +219,17 @@ nuwa_churner = nuwa_thread(nuwa_churn)
                     let counts = {
                         // SAFETY: dropped at the end of this block, on this
                         // thread, before PyGILState_Release.
-                        let outer = unsafe { Guard::release(CPython) };
+                        let outer = unsafe { release(CPython) };
                         let mut counts = (0, 0, 0);
                         while FLAGS[CHURNED].load(SeqCst) < CHURN && Instant::now() < deadline {
                             // SAFETY: as above.
-                            let inner = unsafe { Guard::release(CPython) };
-                            counts.0 += u32::from(inner.released());
+                            let inner = unsafe { release(CPython) };
+                            counts.0 += u32::from(released(&inner));
                             drop(inner);
                             counts.1 += u32::from(nuwa_ffi::gil_is_held());
                             counts.2 += 1;
                         }
-                        if !outer.released() {
+                        if !released(&outer) {
                             counts.0 += 1_000_000;
                         }
                         counts

@@ -15,7 +15,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
-use nuwa_ffi::{CPython, GilHeld, GilOps, Guard, HeldCheck};
+use nuwa_ffi::nuwa_core::__private::released;
+use nuwa_ffi::{CPython, GilHeld, GilOps, HeldCheck};
 
 use crate::harness::*;
 
@@ -89,8 +90,8 @@ pub(crate) fn stw_round(
                 let spin = if release {
                     // SAFETY: dropped at the end of this block, on this
                     // thread, before PyGILState_Release.
-                    let guard = unsafe { Guard::release(CPython) };
-                    spin_until_gc_done(guard.released(), deadline)
+                    let guard = unsafe { nuwa_ffi::nuwa_core::__private::release(CPython) };
+                    spin_until_gc_done(released(&guard), deadline)
                 } else {
                     spin_until_gc_done(false, deadline)
                 };

@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
-use nuwa_ffi::{CPython, GilHeld, GilOps, Guard, HeldCheck};
+use nuwa_ffi::{CPython, GilHeld, GilOps, HeldCheck};
 
 use crate::harness::*;
 
@@ -46,31 +46,36 @@ pub(crate) fn panic_in_block(target: &Target) -> Outcome {
     py.run("nuwa_x = [i * i for i in range(100)]")?;
 
     FLAGS[GIL_CHECK_IN_BLOCK].store(-1, SeqCst);
-    let result = nuwa_ffi::nogil_catch(|_| -> u32 {
-        FLAGS[GIL_CHECK_IN_BLOCK].store(i64::from(py.gil_check()), SeqCst);
-        panic!("caught {} with the GIL released", 42)
+    let result = nuwa_ffi::Panicked::catch(|| {
+        nuwa_ffi::nogil(|_| -> u32 {
+            FLAGS[GIL_CHECK_IN_BLOCK].store(i64::from(py.gil_check()), SeqCst);
+            panic!("caught {} with the GIL released", 42)
+        })
     });
     panic::set_hook(previous);
     match result {
-        Ok(v) => return Err(format!("nogil_catch returned Ok({v}) after a panic")),
+        Ok(v) => return Err(format!("Panicked::catch returned Ok({v}) after a panic")),
         Err(panicked) => ensure!(
             panicked.message() == Some("caught 42 with the GIL released"),
-            "nogil_catch's message: {:?}",
+            "Panicked::catch's message: {:?}",
             panicked.message()
         ),
     }
     let inside = FLAGS[GIL_CHECK_IN_BLOCK].load(SeqCst);
     ensure!(
         inside == 0,
-        "PyGILState_Check() was {inside} inside nogil_catch"
+        "PyGILState_Check() was {inside} inside Panicked::catch"
     );
     ensure!(
         py.gil_check() == 1,
-        "the GIL is not held after nogil_catch returned Err"
+        "the GIL is not held after Panicked::catch returned Err"
     );
     py.run("nuwa_x = sum(nuwa_x)")?;
-    let ok = nuwa_ffi::nogil_catch(|_| 6 * 7);
-    ensure!(matches!(ok, Ok(42)), "nogil_catch(|| 6 * 7) = {ok:?}");
+    let ok = nuwa_ffi::Panicked::catch(|| nuwa_ffi::nogil(|_| 6 * 7));
+    ensure!(
+        matches!(ok, Ok(42)),
+        "Panicked::catch(|| nogil(|_| 6 * 7)) = {ok:?}"
+    );
     prove_release(py, &CPython, "after the panics")?;
     py.finalize()?;
     passed()

@@ -24,14 +24,17 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_default()
 }
 
-/// `nogil_catch` returned nuwa's panic as its error, and the GIL is held.
+/// `Panicked::catch` returned nuwa's panic as its error, and the GIL is held.
 fn check_caught(py: &Py, second: Result<(), nuwa_ffi::Panicked>) -> Result<(), String> {
     let second = match second {
-        Ok(()) => "nogil_catch returned Ok".to_string(),
+        Ok(()) => "Panicked::catch returned Ok".to_string(),
         Err(panicked) => panicked.message().unwrap_or_default().to_string(),
     };
-    ensure!(second.starts_with(MESSAGE), "nogil_catch: {second:?}");
-    ensure!(py.gil_check() == 1, "the GIL is not held after nogil_catch");
+    ensure!(second.starts_with(MESSAGE), "Panicked::catch: {second:?}");
+    ensure!(
+        py.gil_check() == 1,
+        "the GIL is not held after Panicked::catch"
+    );
     Ok(())
 }
 
@@ -87,10 +90,12 @@ pub(crate) fn state_attached_in_block(target: &Target) -> Outcome {
             // ... and an early exit skips PyGILState_Release.
         }
     }));
-    // `nogil_catch` catches this panic too (it is raised while taking the
+    // `Panicked::catch` catches this panic too (it is raised while taking the
     // GIL back, inside its catch) and returns it as a value.
-    let second = nuwa_ffi::nogil_catch(|_| {
-        let _leaked = py.gilstate_ensure();
+    let second = nuwa_ffi::Panicked::catch(|| {
+        nuwa_ffi::nogil(|_| {
+            let _leaked = py.gilstate_ensure();
+        })
     });
     panic::set_hook(previous);
     let message = match &caught {
@@ -241,9 +246,11 @@ pub(crate) fn state_attached_before_a_part(target: &Target) -> Outcome {
         }
     }));
     let mut strict_part_ran = false;
-    let second = nuwa_ffi::nogil_catch(|released| {
-        let _leaked = py.gilstate_ensure();
-        let _ = released.with_gil(|| strict_part_ran = true);
+    let second = nuwa_ffi::Panicked::catch(|| {
+        nuwa_ffi::nogil(|released| {
+            let _leaked = py.gilstate_ensure();
+            let _ = released.with_gil(|| strict_part_ran = true);
+        })
     });
     panic::set_hook(previous);
     let message = match &caught {

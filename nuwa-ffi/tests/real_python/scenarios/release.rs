@@ -16,7 +16,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
-use nuwa_ffi::{CPython, GilHeld, GilOps, Guard, HeldCheck};
+use nuwa_ffi::nuwa_core::__private::{release, released};
+use nuwa_ffi::{CPython, GilHeld, GilOps, HeldCheck};
 
 use crate::harness::*;
 
@@ -31,8 +32,8 @@ pub(crate) fn release_proven(target: &Target) -> Outcome {
     );
     prove_release(py, &CPython, "nogil!")?;
     // SAFETY: dropped at the end of the statement, on this thread.
-    let released = unsafe { Guard::release(CPython) }.released();
-    ensure!(released, "Guard::release(CPython).released() is false");
+    let released = released(&unsafe { release(CPython) });
+    ensure!(released, "released(release(CPython)) is false");
     ensure!(py.gil_check() == 1, "the GIL is not held after the guard");
     py.run("nuwa_x = sum(i * i for i in range(1000))")?;
     py.finalize()?;
@@ -117,7 +118,7 @@ pub(crate) fn ensured_rust_thread(target: &Target) -> Outcome {
                 .and_then(|()| {
                     let inner = nuwa_ffi::nogil! {
                         // SAFETY: dropped at the end of the statement, on this thread.
-                        unsafe { Guard::release(CPython) }.released()
+                        released(&unsafe { release(CPython) })
                     };
                     ensure!(!inner, "a block nested in a block released again");
                     ensure!(py.gil_check() == 1, "GIL not held after the nested blocks");
@@ -155,20 +156,20 @@ pub(crate) fn nested(target: &Target) -> Outcome {
         );
         // SAFETY: dropped at the end of this scope (or on an early
         // return), on this thread.
-        let outer = unsafe { Guard::release(CPython) };
+        let outer = unsafe { release(CPython) };
         ensure!(
             !nuwa_ffi::gil_is_held(),
             "gil_is_held() is true inside a block"
         );
         ensure!(
-            outer.released(),
+            released(&outer),
             "the outer block released nothing although the main thread held the GIL"
         );
         ensure!(py.gil_check() == 0, "GIL still held inside the outer block");
         // SAFETY: as above.
-        let inner = unsafe { Guard::release(CPython) };
+        let inner = unsafe { release(CPython) };
         ensure!(
-            !inner.released(),
+            !released(&inner),
             "the inner block released again, with the GIL already released by the outer one"
         );
         let value = nuwa_ffi::nogil! {
@@ -220,8 +221,8 @@ pub(crate) fn gil_held_token(target: &Target) -> Outcome {
     let mut gil = unsafe { GilHeld::new() };
     prove_release(py, &&mut gil, "nogil!(&mut GilHeld => ...)")?;
     // SAFETY: dropped at the end of the statement, on this thread.
-    let released = unsafe { Guard::release(&mut gil) }.released();
-    ensure!(released, "Guard::release(&mut GilHeld).released() is false");
+    let released = released(&unsafe { release(&mut gil) });
+    ensure!(released, "released(release(&mut GilHeld)) is false");
     ensure!(py.gil_check() == 1, "the GIL is not held after the guard");
 
     // Two nested blocks on one `&mut GilHeld`, shared: the borrow checker

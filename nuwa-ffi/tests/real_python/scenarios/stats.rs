@@ -33,12 +33,14 @@ pub(crate) fn stats_count_blocks_nuwa_panics_in(target: &Target) -> Outcome {
     }));
     let ensure = || py.gilstate_ensure();
     lines.push(line!() + 1);
-    let strict_end = nuwa_ffi::nogil_catch(|_| ensure());
-    lines.push(line!() + 1);
-    let strict_part = nuwa_ffi::nogil_catch(|released| {
-        let state = ensure();
-        let _ = released.with_gil(|| ());
-        state
+    let strict_end = nuwa_ffi::Panicked::catch(|| nuwa_ffi::nogil(|_| ensure()));
+    lines.push(line!() + 2);
+    let strict_part = nuwa_ffi::Panicked::catch(|| {
+        nuwa_ffi::nogil(|released| {
+            let state = ensure();
+            let _ = released.with_gil(|| ());
+            state
+        })
     });
     panic::set_hook(previous);
     ensure!(
@@ -185,7 +187,7 @@ mod registry {
     use std::thread::JoinHandle;
     use std::time::Duration;
 
-    use nuwa_ffi::stats::__RegistryPoint as Point;
+    use nuwa_ffi::__private::RegistryPoint as Point;
 
     /// The point to stop at, plus one (0: none); taken by the first thread
     /// that reaches it.
@@ -239,7 +241,7 @@ mod registry {
     /// has stopped there (bounded).
     pub(super) fn pause(point: u8) -> Result<(), String> {
         *STATE.lock().unwrap_or_else(PoisonError::into_inner) = (false, false);
-        nuwa_ffi::stats::__set_registry_hook(Some(hook));
+        nuwa_ffi::__private::set_registry_hook(Some(hook));
         ARMED.store(point + 1, Ordering::Release);
         *THREAD.lock().unwrap_or_else(PoisonError::into_inner) =
             Some(std::thread::spawn(move || probe(point)));

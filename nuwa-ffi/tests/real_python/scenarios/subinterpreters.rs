@@ -6,7 +6,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use nuwa_ffi::{CPython, Guard};
+use nuwa_ffi::CPython;
+use nuwa_ffi::nuwa_core::__private::{release, released};
 
 use crate::harness::*;
 
@@ -36,11 +37,12 @@ fn sub_block(pipes: Option<&Pipes>) -> SubBlock {
     let held = nuwa_ffi::gil_is_held();
     let (released, seen, nested_released) = {
         // SAFETY: dropped at the end of this block, on this thread.
-        let guard = unsafe { Guard::release(CPython) };
-        let released = guard.released();
+        let guard = unsafe { release(CPython) };
+        let released = released(&guard);
         let seen = released && pipes.is_some_and(|p| p.enter_and_wait(WAIT));
         // SAFETY: dropped at the end of the statement, on this thread.
-        let nested_released = unsafe { Guard::release(CPython) }.released();
+        let nested_released =
+            nuwa_ffi::nuwa_core::__private::released(&unsafe { release(CPython) });
         (released, seen, nested_released)
     };
     SubBlock {
@@ -98,7 +100,7 @@ pub(crate) fn legacy_subinterpreter(target: &Target) -> Outcome {
     // subinterpreter: never a release.
     let foreign = thread::spawn(|| {
         // SAFETY: dropped at the end of the statement, on this thread.
-        let released = unsafe { Guard::release(CPython) }.released();
+        let released = released(&unsafe { release(CPython) });
         (released, nuwa_ffi::gil_is_held())
     })
     .join()
@@ -193,7 +195,7 @@ pub(crate) fn state_made_for_another_thread(target: &Target) -> Outcome {
             unsafe { restore(state as *mut c_void) };
             let held = nuwa_ffi::gil_is_held();
             // SAFETY: dropped at the end of the statement, on this thread.
-            let released = unsafe { Guard::release(CPython) }.released();
+            let released = released(&unsafe { release(CPython) });
             let _ = b_holds_tx.send(());
             let _ = a_done_rx.recv_timeout(WAIT);
             // SAFETY: this thread holds the GIL through `state`.
@@ -265,14 +267,14 @@ fn maker_view() -> MakerView {
     }
     let released = {
         // SAFETY: dropped at the end of this block, on this thread.
-        let guard = unsafe { Guard::release(CPython) };
-        guard.released()
+        let guard = unsafe { release(CPython) };
+        released(&guard)
     };
     let mut part_ran = false;
     let nested_released = nuwa_ffi::nogil! {
         let _ = with_gil! { part_ran = true; };
         // SAFETY: dropped at the end of the statement, on this thread.
-        unsafe { Guard::release(CPython) }.released()
+        nuwa_ffi::nuwa_core::__private::released(&unsafe { release(CPython) })
     };
     MakerView {
         held,

@@ -15,7 +15,8 @@ use core::ffi::{c_char, c_int, c_void};
 use std::panic::{self, AssertUnwindSafe};
 
 use nuwa_ffi::embed::{EmbeddedPython, provide};
-use nuwa_ffi::{CPython, Guard, Via};
+use nuwa_ffi::nuwa_core::__private::{release, released};
+use nuwa_ffi::{CPython, Via};
 
 /// The block saw `done` within the timeout.
 pub const DONE: c_int = 1;
@@ -59,8 +60,8 @@ pub extern "C" fn nuwa_testlib_block_wait(entered: c_int, done: c_int, timeout_m
     panic::catch_unwind(|| {
         // SAFETY: the guard is dropped at the end of this closure, on this
         // thread.
-        let guard = unsafe { Guard::release(CPython) };
-        let released = guard.released();
+        let guard = unsafe { release(CPython) };
+        let released = released(&guard);
         let seen = enter_and_wait(entered, done, timeout_ms);
         drop(guard);
         match seen {
