@@ -116,10 +116,10 @@ int nuwa_early_return(uint64_t n, uint64_t stop, uint64_t *out);
 int nuwa_checked_power(uint64_t base, uint32_t exp, uint64_t *out);
 
 /* Panics inside a block after sleeping delay_ms in it, and catches the
- * panic. site 0: a nogil! block; 1: nogil_catch; 2: the inner block of two
- * nested ones. Returns NUWA_ERR_PANIC if the panic was caught and the GIL is
- * held again exactly as before the block, NUWA_ERR_BREACH if not,
- * NUWA_ERR_ARG if site > 2. 3 releases (a probe, the block, a probe). */
+ * panic. site 0: a nogil! block; 1: the strict form under Panicked::catch;
+ * 2: the inner block of two nested ones. Returns NUWA_ERR_PANIC if the
+ * panic was caught and the GIL is held again exactly as before the block,
+ * NUWA_ERR_BREACH if not, NUWA_ERR_ARG if site > 2. 3 releases (a probe, the block, a probe). */
 int nuwa_panic_in_block(uint32_t site, uint32_t delay_ms);
 
 /* Starts a Rust thread (it has no Python thread state), which runs blocks:

@@ -2,7 +2,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use nuwa_ffi::{CPython, GilOps, Guard, SavedThreadState};
+use nuwa_ffi::__private::SavedThreadState;
+use nuwa_ffi::nuwa_core::__private::{PartFrame, release, released};
+use nuwa_ffi::{CPython, GilOps};
 
 /// How many releases [`Counted`] made, process-wide.
 static RELEASES: AtomicU64 = AtomicU64::new(0);
@@ -54,13 +56,13 @@ unsafe impl GilOps for Counted {
     // The parts' hooks too: they park a thread CPython ends inside a part
     // at shutdown.
     #[inline]
-    unsafe fn part_began(&self, frame: &nuwa_ffi::nuwa_core::PartFrame) {
+    unsafe fn part_began(&self, frame: &PartFrame) {
         // SAFETY: the caller's obligations are the same for `CPython`.
         unsafe { CPython.part_began(frame) }
     }
 
     #[inline]
-    unsafe fn part_ended(&self, frame: &nuwa_ffi::nuwa_core::PartFrame) {
+    unsafe fn part_ended(&self, frame: &PartFrame) {
         // SAFETY: the caller's obligations are the same for `CPython`.
         unsafe { CPython.part_ended(frame) }
     }
@@ -83,5 +85,5 @@ pub(crate) fn counters() -> (u64, u64) {
 pub(crate) fn probe() -> bool {
     // SAFETY: the guard is a temporary, dropped on this thread at the end of
     // this statement.
-    unsafe { Guard::release(Counted) }.released()
+    released(&unsafe { release(Counted) })
 }

@@ -315,9 +315,9 @@ pub unsafe extern "C" fn nuwa_checked_power(base: u64, exp: u32, out: *mut u64) 
 }
 
 /// Panics inside a block, after sleeping `delay_ms` in it, and catches the
-/// panic; `site` 0: a `nogil!` block, 1: `nogil_catch`, 2: the inner one of
-/// two nested blocks. Three releases (a probe before, the block, a probe
-/// after).
+/// panic; `site` 0: a `nogil!` block, 1: the strict form under
+/// `Panicked::catch`, 2: the inner one of two nested blocks. Three releases
+/// (a probe before, the block, a probe after).
 ///
 /// Returns `NUWA_ERR_PANIC` if the panic was caught and the GIL is held
 /// again as before, `NUWA_ERR_BREACH` if not, `NUWA_ERR_ARG` if `site > 2`.

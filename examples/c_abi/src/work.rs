@@ -12,8 +12,7 @@ use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nuwa_ffi::nogil;
-use nuwa_ffi::nuwa_std::nogil_catch;
+use nuwa_ffi::{Nogil, Panicked, nogil};
 
 use crate::counted::{Counted, probe};
 use crate::{
@@ -108,8 +107,8 @@ pub(crate) fn checked_power(base: u64, exp: u32) -> Result<u64, c_int> {
 /// Panics inside a block, after sleeping `delay` in it, and catches the
 /// panic. Three releases: a probe, the block, and a probe after the catch.
 ///
-/// `site` 0: a `nogil!` block under `catch_unwind`; 1: `nogil_catch`;
-/// 2: the inner block of two nested ones.
+/// `site` 0: a `nogil!` block under `catch_unwind`; 1: the strict form
+/// under `Panicked::catch`; 2: the inner block of two nested ones.
 ///
 /// Returns [`NUWA_ERR_PANIC`] if the panic was caught and this thread holds
 /// the GIL again exactly as before the block (checked with the probes),
@@ -128,9 +127,11 @@ pub(crate) fn panic_in_block(site: u32, delay: Duration) -> c_int {
             })
         })
         .is_err(),
-        1 => nogil_catch(Counted, |_| -> () {
-            thread::sleep(delay);
-            deliberate_panic()
+        1 => Panicked::catch(|| {
+            Counted.nogil(|_| -> () {
+                thread::sleep(delay);
+                deliberate_panic()
+            })
         })
         .is_err(),
         _ => panic::catch_unwind(|| {
@@ -201,9 +202,9 @@ pub(crate) fn probe_in_rust_thread() -> Result<bool, c_int> {
 pub(crate) fn probe_nested() -> (bool, bool) {
     // SAFETY: the guard lives until the end of this function and is dropped
     // there, on this thread.
-    let outer = unsafe { nuwa_ffi::Guard::release(Counted) };
+    let outer = unsafe { nuwa_ffi::nuwa_core::__private::release(Counted) };
     let inner = probe();
-    (outer.released(), inner)
+    (nuwa_ffi::nuwa_core::__private::released(&outer), inner)
 }
 
 /// Waits, inside a block, until `flag` is not zero or `timeout` has passed.

@@ -40,8 +40,9 @@ unsafe extern "C" fn adler32(_module: *mut PyObject, data: *mut PyObject) -> *mu
     };
     // 2. GIL released: the work. The strict form: its closure must be `Send`,
     // so the compiler rejects any `*mut PyObject` in it by type, where
-    // `nogil!(hide(data) => ..)` checks names. If your work can panic, use
-    // `nuwa_ffi::nogil_catch` and raise its `Err`: no panic may leave here.
+    // `nogil!(hide(data) => ..)` checks names. If your work can panic, wrap
+    // the block in `nuwa_ffi::Panicked::catch(|| ..)` and raise its `Err`: no
+    // panic may leave here.
     let sum = nuwa_ffi::nogil(|_| adler32_of(bytes));
     // 3. SAFETY: the GIL is held again; build the result. (`unsigned long
     // long`: `unsigned long` is 32 bits on Windows and 32-bit Linux, where

@@ -141,9 +141,9 @@ unsafe fn compute_pi_body(call_args: CallArgs) -> PyResult<Owned> {
         unsafe { progress::can_call_back()? };
     }
     let reports = if reporting { progress::MAX_REPORTS } else { 1 };
-    // `ReleaseIf`, not `Option`: with release=False the block keeps the GIL
-    // and `with_gil!` runs its part at once.
-    let pi = nuwa_ffi::nogil!(nuwa_ffi::recorded!(ReleaseIf::new(CPython, release)), hide(call_args, callback) => {
+    // With release=False, `ReleaseIf` keeps the GIL for the block and
+    // `with_gil!` runs its part at once.
+    let pi = nuwa_ffi::nogil!(ReleaseIf::new(CPython, release), hide(call_args, callback) => {
         let mut estimate = compute::PiEstimate::new(seed);
         let mut signals = SignalCheck::new();
         for end in progress::report_points(iterations, reports) {
@@ -201,7 +201,7 @@ unsafe fn process_image_body(call_args: CallArgs) -> PyResult<Owned> {
         let output = core::slice::from_raw_parts_mut(buffer, input.len());
         (input, release, result, output)
     };
-    nuwa_ffi::nogil!(nuwa_ffi::recorded!(release.then_some(CPython)), hide(call_args, result) => {
+    nuwa_ffi::nogil!(ReleaseIf::new(CPython, release), hide(call_args, result) => {
         compute::invert(input, output);
     });
     Ok(result)
@@ -225,7 +225,7 @@ unsafe fn expensive_computation_body(call_args: CallArgs) -> PyResult<Owned> {
         let args = EXPENSIVE_COMPUTATION.parse::<2>(call_args)?;
         (args.u64("n", None, 0)?, args.flag("release", true)?)
     };
-    let total = nuwa_ffi::nogil!(nuwa_ffi::recorded!(release.then_some(CPython)), hide(call_args) => {
+    let total = nuwa_ffi::nogil!(ReleaseIf::new(CPython, release), hide(call_args) => {
         compute::sum_of_squares_below(n)
     });
     // SAFETY: the GIL is held again.
@@ -262,7 +262,7 @@ unsafe fn good_pattern_body(call_args: CallArgs) -> PyResult<Owned> {
         (args.floats("data")?, args.flag("release", true)?)
     };
     // Good: everything is converted already; one block for the whole loop.
-    let norm = nuwa_ffi::nogil!(nuwa_ffi::recorded!(release.then_some(CPython)), hide(call_args) => {
+    let norm = nuwa_ffi::nogil!(ReleaseIf::new(CPython, release), hide(call_args) => {
         compute::norm(&values)
     });
     // SAFETY: the GIL is held again.
@@ -292,7 +292,7 @@ unsafe fn bad_pattern_body(call_args: CallArgs) -> PyResult<Owned> {
     // multiply-add. Same order of additions as `compute::norm`.
     let mut sum = 0.0;
     for &x in &values {
-        nuwa_ffi::nogil!(nuwa_ffi::recorded!(release.then_some(CPython)), hide(call_args) => {
+        nuwa_ffi::nogil!(ReleaseIf::new(CPython, release), hide(call_args) => {
             sum += x * x;
         });
     }

@@ -299,7 +299,7 @@ mod registry_pause {
     use std::thread::JoinHandle;
     use std::time::Duration;
 
-    use nuwa_ffi::stats::__RegistryPoint as Point;
+    use nuwa_ffi::__private::RegistryPoint as Point;
     use pyo3_ffi::{PyExc_RuntimeError, PyExc_TimeoutError, PyExc_ValueError, PyObject};
 
     /// The point to stop at, plus one (0: none). Taken by the first thread
@@ -365,7 +365,7 @@ mod registry_pause {
             return Err((runtime_error, "a thread is stopped already".into()));
         }
         *STATE.lock().unwrap_or_else(PoisonError::into_inner) = (false, false);
-        nuwa_ffi::stats::__set_registry_hook(Some(hook));
+        nuwa_ffi::__private::set_registry_hook(Some(hook));
         ARMED.store(point as u8 + 1, Ordering::Release);
         *thread = Some(std::thread::spawn(move || probe(point).unwrap_or(0)));
         drop(thread);

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nuwa_ffi::{CPython, SignalCheck};
+use nuwa_ffi::{CPython, ReleaseIf, SignalCheck};
 use pyo3_ffi::*;
 
 use crate::args::{CallArgs, Signature};
@@ -27,9 +27,9 @@ pub(crate) const METHODS: [PyMethodDef; 11] = [
         test_panic,
         c"_test_panic($module, /, message, *, in_place=False)\n--\n\n\
           Not public API. Panic with `message` inside a block that released the GIL.\n\n\
-          By default the block is run by nuwa_ffi::nogil_catch; with in_place=True it is a\n\
-          nogil! block and the panic is caught at the function's edge. Either way it raises\n\
-          PanicError(message).",
+          By default the block is the strict form nuwa_ffi::nogil, run by Panicked::catch;\n\
+          with in_place=True it is a nogil! block and the panic is caught at the function's\n\
+          edge. Either way it raises PanicError(message).",
     ),
     method(
         c"_test_new_flag",
@@ -144,12 +144,13 @@ unsafe fn panic_body(module: *mut PyObject, call_args: CallArgs) -> PyResult<Own
             panic!("{message}");
         });
     }
-    let caught = nuwa_ffi::nogil_catch(|_| -> () { panic!("{message}") });
+    let caught = nuwa_ffi::Panicked::catch(|| nuwa_ffi::nogil(|_| -> () { panic!("{message}") }));
     let message = match &caught {
         Ok(()) => "no panic",
         Err(panicked) => panicked.message().unwrap_or("panic"),
     };
-    // SAFETY: the GIL is held again (`nogil_catch` took it back) and
+    // SAFETY: the GIL is held again (the block took it back before
+    // `Panicked::catch` returned) and
     // `module` is our module.
     Err(unsafe { crate::raise_panic(module, message) })
 }
@@ -292,7 +293,7 @@ unsafe fn wait_for_flag_body(call_args: CallArgs) -> PyResult<Owned> {
         };
         (flag, timeout, release, entered)
     };
-    let seen = nuwa_ffi::nogil!(release.then_some(CPython), hide(call_args) => {
+    let seen = nuwa_ffi::nogil!(ReleaseIf::new(CPython, release), hide(call_args) => {
         let deadline = Instant::now() + timeout;
         if let Some(entered) = &entered {
             entered.store(true, Ordering::Release);
@@ -362,7 +363,9 @@ unsafe fn block_released_body(call_args: CallArgs) -> PyResult<Owned> {
     unsafe { BLOCK_RELEASED.parse::<0>(call_args)? };
     // SAFETY: the guard is a temporary, dropped (taking the GIL back) at
     // the end of this statement, on this thread.
-    let released = unsafe { nuwa_ffi::Guard::release(nuwa_ffi::CPython) }.released();
+    let released = nuwa_ffi::nuwa_core::__private::released(&unsafe {
+        nuwa_ffi::nuwa_core::__private::release(nuwa_ffi::CPython)
+    });
     // SAFETY: the GIL is held again.
     unsafe { Owned::new(bool_object(released)) }
 }

@@ -14,7 +14,7 @@ from my_extension import PanicError
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.mark.parametrize("in_place", [False, True], ids=["nogil_catch", "nogil-in-place"])
+@pytest.mark.parametrize("in_place", [False, True], ids=["strict-caught", "nogil-in-place"])
 def test_panic_raises_panic_error_and_the_module_keeps_working(native, in_place):
     expected = my_extension.compute_pi(200, 3)
     for i in range(5):

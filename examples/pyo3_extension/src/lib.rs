@@ -27,7 +27,7 @@ create_exception!(
     pyo3_extension,
     PanicError,
     PyRuntimeError,
-    "A Rust panic caught by nuwa's nogil_catch, raised as an ordinary exception."
+    "A Rust panic caught by nuwa's Panicked::catch, raised as an ordinary exception."
 );
 
 /// Runs `$body` with `$gil` bound to the backend `$release` asks for:

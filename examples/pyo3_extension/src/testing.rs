@@ -4,8 +4,7 @@
 use std::ffi::{CStr, CString};
 use std::time::Duration;
 
-use nuwa_ffi::nuwa_core::nogil;
-use nuwa_ffi::nuwa_std::nogil_catch;
+use nuwa_ffi::{Nogil, Panicked};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
@@ -51,7 +50,7 @@ pub(crate) fn _test_attach_in_released(
     expression: &str,
 ) -> PyResult<(Py<PyAny>, bool, bool)> {
     let code = c_string(expression)?;
-    nogil(Detach::new(py), move |_| {
+    Detach::new(py).nogil(move |_| {
         let held_before = nuwa_ffi::gil_is_held();
         Python::attach(|py| {
             let held_inside = nuwa_ffi::gil_is_held();
@@ -75,7 +74,7 @@ pub(crate) fn _test_drop_in_released(
 ) -> PyResult<(bool, bool)> {
     let item: Py<PyAny> = holder.call_method0("pop")?.unbind();
     let finalized = &finalized.get().set;
-    Ok(nogil(Detach::new(py), move |_| {
+    Ok(Detach::new(py).nogil(move |_| {
         drop(item);
         let held = nuwa_ffi::gil_is_held();
         (held, finalized.load(std::sync::atomic::Ordering::Acquire))
@@ -87,7 +86,7 @@ fn nested(depth: u32, code: &CStr) -> PyResult<Py<PyAny>> {
         if depth == 0 {
             return Ok(py.eval(code, None, None)?.unbind());
         }
-        nogil(Detach::new(py), |released| {
+        Detach::new(py).nogil(|released| {
             if depth.is_multiple_of(2) {
                 // Attach by PyO3's own means inside the released part ...
                 nested(depth - 1, code)
@@ -107,7 +106,7 @@ fn nested(depth: u32, code: &CStr) -> PyResult<Py<PyAny>> {
 /// adapter must refuse to run the part there. Returns `(ran, held_in_part)`.
 #[pyfunction]
 pub(crate) fn _test_with_gil_in_place(py: Python<'_>) -> (bool, bool) {
-    nogil(Detach::new(py), |released| {
+    Detach::new(py).nogil(|released| {
         Python::attach(|_py| {
             nuwa_ffi::nogil!({
                 let mut held_in_part = false;
@@ -134,7 +133,7 @@ pub(crate) fn _test_attach_from_rust_threads(
         )));
     }
     let code = c_string(expression)?;
-    nogil(Detach::new(py), |_| {
+    Detach::new(py).nogil(|_| {
         std::thread::scope(|s| {
             let handles: Vec<_> = (0..threads)
                 .map(|_| s.spawn(|| Python::attach(|py| Ok(py.eval(&code, None, None)?.unbind()))))
@@ -162,24 +161,24 @@ pub(crate) fn _test_nested(depth: u32, expression: &str) -> PyResult<Py<PyAny>> 
 
 /// Panics with `message` in a released part. `at`: "block" (the panic leaves
 /// as PyO3's PanicException), "callback" (in a `with_gil` part, the same),
-/// "caught" and "caught_callback" (nuwa's `nogil_catch` turns it into
-/// `PanicError`), "in_place" (an in-place `nuwa_ffi::nogil!` with no PyO3
-/// code in it: PanicException).
+/// "caught" and "caught_callback" (nuwa's `Panicked::catch` around the
+/// block turns it into `PanicError`), "in_place" (an in-place
+/// `nuwa_ffi::nogil!` with no PyO3 code in it: PanicException).
 #[pyfunction]
 #[pyo3(signature = (message, *, at = "block"))]
 pub(crate) fn _test_panic(py: Python<'_>, message: String, at: &str) -> PyResult<()> {
     let gil = Detach::new(py);
     match at {
-        "block" => nogil(gil, move |_| -> () { panic!("{message}") }),
-        "callback" => nogil(gil, move |released| {
+        "block" => gil.nogil(move |_| -> () { panic!("{message}") }),
+        "callback" => gil.nogil(move |released| {
             released
                 .with_gil(|| -> () { panic!("{message}") })
                 .map_err(|e| PyRuntimeError::new_err(e.to_string()))
         })?,
-        "caught" => nogil_catch(gil, move |_| -> () { panic!("{message}") })
+        "caught" => Panicked::catch(|| gil.nogil(move |_| -> () { panic!("{message}") }))
             .map_err(|panicked| PanicError::new_err(panicked.to_string()))?,
-        "caught_callback" => nogil_catch(gil, move |released| {
-            released.with_gil(|| -> () { panic!("{message}") }).is_ok()
+        "caught_callback" => Panicked::catch(|| {
+            gil.nogil(move |released| released.with_gil(|| -> () { panic!("{message}") }).is_ok())
         })
         .map(drop)
         .map_err(|panicked| PanicError::new_err(panicked.to_string()))?,

@@ -1,4 +1,4 @@
-"""Panics in released parts: PyO3's PanicException, or nuwa's nogil_catch.
+"""Panics in released parts: PyO3's PanicException, or nuwa's Panicked::catch.
 
 After each, the GIL is held again (the next Python bytecode would crash
 otherwise), and the module and other threads keep working.
@@ -39,7 +39,7 @@ def test_a_panic_becomes_pyo3s_panic_exception(native, at):
 
 
 @pytest.mark.parametrize("at", ["caught", "caught_callback"])
-def test_nogil_catch_turns_a_panic_into_an_ordinary_exception(native, at):
+def test_panicked_catch_turns_a_panic_into_an_ordinary_exception(native, at):
     with pytest.raises(native.PanicError, match="caught: 7") as info:
         native._test_panic("caught: 7", at=at)
     assert isinstance(info.value, RuntimeError)

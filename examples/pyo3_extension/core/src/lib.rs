@@ -6,10 +6,10 @@
 //! (`pyo3_extension::Detach`); the unit tests below pass nuwa's mocks and run
 //! without Python.
 //!
-//! - The strict form ([`nuwa_core::nogil()`], generic over
-//!   [`Nogil`]) is the one for code that may meet PyO3: its closure must be
-//!   `Send`, so it cannot capture a `Python<'py>` or a `Bound<'py, T>`, and a
-//!   callback runs with the GIL held again through [`Released::with_gil`].
+//! - The strict form ([`Nogil::nogil`], on any [`Nogil`] backend) is the
+//!   one for code that may meet PyO3: its closure must be `Send`, so it
+//!   cannot capture a `Python<'py>` or a `Bound<'py, T>`, and a callback
+//!   runs with the GIL held again through [`Released::with_gil`].
 //! - The in-place form ([`nuwa_core::nogil!`], generic over [`GilOps`]) is
 //!   for pure Rust work that wants `return` and `?` to leave the function
 //!   ([`parse_sum`]). In a PyO3 process it must touch no PyO3 object: PyO3
@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nuwa_core::{GilOps, GilUnavailable, Nogil, Released, nogil};
+use nuwa_core::{GilOps, GilUnavailable, Nogil, Released};
 
 /// Estimates π from `iterations` points of a generator seeded with `seed`,
 /// with the GIL released for the whole computation.
@@ -45,7 +45,7 @@ use nuwa_core::{GilOps, GilUnavailable, Nogil, Released, nogil};
 /// assert_eq!((gil.releases(), gil.reacquires()), (1, 1));
 /// ```
 pub fn monte_carlo_pi<N: Nogil>(gil: N, iterations: u64, seed: u64) -> f64 {
-    nogil(gil, |_| {
+    gil.nogil(|_| {
         let mut rng = SplitMix64(seed);
         let mut inside: u64 = 0;
         for _ in 0..iterations {
@@ -129,7 +129,7 @@ where
     E: Send,
     P: FnMut(usize, f64) -> Result<(), E> + Send,
 {
-    nogil(gil, |released: &mut Released<'_, N::Gil>| {
+    gil.nogil(|released: &mut Released<'_, N::Gil>| {
         let mut total = 0.0;
         let mut done = 0;
         for chunk in data.chunks(every.get()) {
@@ -177,7 +177,7 @@ pub fn wait_for<N: Nogil>(
     entered: Option<&AtomicBool>,
     timeout: Duration,
 ) -> bool {
-    nogil(gil, |_| {
+    gil.nogil(|_| {
         if let Some(entered) = entered {
             entered.store(true, Ordering::Release);
         }
