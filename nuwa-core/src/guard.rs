@@ -108,7 +108,6 @@ impl<G: GilOps> Guard<G> {
     /// [`ReleaseIf`](crate::ReleaseIf)); otherwise (a nested block, a thread
     /// that never held the GIL, no Python) `f` does not run and the result is
     /// `Err(GilUnavailable)`.
-
     pub(crate) fn with_gil<T>(&mut self, f: impl FnOnce() -> T) -> Result<T, GilUnavailable> {
         let reentered = self.reenter()?;
         // SAFETY: `reentered` stays in this frame, where it is not moved,

@@ -198,44 +198,56 @@ macro_rules! nogil {
              `nogil!(hide(obj, callback) => { ... })`"
         )
     };
-    // Bodies whose first tokens would make the backend arms below parse an
-    // expression and fail there (an attribute, an item, `let`): a block.
-    (# $($body:tt)*) => { $crate::__nuwa_block!(# $($body)*) };
-    (let $($body:tt)*) => { $crate::__nuwa_block!(let $($body)*) };
-    (const $($body:tt)*) => { $crate::__nuwa_block!(const $($body)*) };
-    (static $($body:tt)*) => { $crate::__nuwa_block!(static $($body)*) };
-    (fn $($body:tt)*) => { $crate::__nuwa_block!(fn $($body)*) };
-    (use $($body:tt)*) => { $crate::__nuwa_block!(use $($body)*) };
-    (struct $($body:tt)*) => { $crate::__nuwa_block!(struct $($body)*) };
-    (enum $($body:tt)*) => { $crate::__nuwa_block!(enum $($body)*) };
-    (trait $($body:tt)*) => { $crate::__nuwa_block!(trait $($body)*) };
-    (impl $($body:tt)*) => { $crate::__nuwa_block!(impl $($body)*) };
-    (type $($body:tt)*) => { $crate::__nuwa_block!(type $($body)*) };
-    (mod $($body:tt)*) => { $crate::__nuwa_block!(mod $($body)*) };
-    (extern $($body:tt)*) => { $crate::__nuwa_block!(extern $($body)*) };
-    (pub $($body:tt)*) => { $crate::__nuwa_block!(pub $($body)*) };
-    (unsafe fn $($body:tt)*) => { $crate::__nuwa_block!(unsafe fn $($body)*) };
-    (unsafe impl $($body:tt)*) => { $crate::__nuwa_block!(unsafe impl $($body)*) };
-    (unsafe trait $($body:tt)*) => { $crate::__nuwa_block!(unsafe trait $($body)*) };
-    (unsafe extern $($body:tt)*) => { $crate::__nuwa_block!(unsafe extern $($body)*) };
+    // Everything else: the tokens go on twice, a copy to match on and a
+    // copy to emit, so that what reaches the compiler is the caller's own
+    // tokens (an `unsafe` or an attribute written by the caller stays the
+    // caller's, for lints such as `unsafe_code`).
+    ($($tokens:tt)*) => { $crate::__nuwa_dispatch!([$($tokens)*] $($tokens)*) };
+}
+
+/// Which form of [`nogil!`] the tokens are. Not public API.
+///
+/// Bodies whose first tokens would make a backend arm parse an expression
+/// and fail there (an attribute, an item, `let`) are blocks; so is anything
+/// that is not `OPS => ..` or `OPS, ..`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __nuwa_dispatch {
+    ([$($all:tt)*] # $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] let $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] const $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] static $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] fn $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] use $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] struct $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] enum $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] trait $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] impl $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] type $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] mod $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] extern $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] pub $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] async $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] loop $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] macro_rules $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] unsafe fn $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] unsafe impl $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] unsafe trait $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] unsafe extern $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
     // A body that is one `unsafe` block (an `unsafe { .. }` backend is
     // followed by `=>`).
-    (unsafe { $($body:tt)* }) => { $crate::__nuwa_block!(unsafe { $($body)* }) };
-    (async $($body:tt)*) => { $crate::__nuwa_block!(async $($body)*) };
-    (loop $($body:tt)*) => { $crate::__nuwa_block!(loop $($body)*) };
-    (macro_rules $($body:tt)*) => { $crate::__nuwa_block!(macro_rules $($body)*) };
-    ({ $($body:tt)* }) => { $crate::__nuwa_block!($($body)*) };
+    ([$($all:tt)*] unsafe { $($x:tt)* }) => { $crate::__nuwa_block!($($all)*) };
+    // `nogil!({ .. })`: the braces are the call's, not the body's.
+    ([$($all:tt)*] { $($x:tt)* }) => { $crate::__nuwa_block!($($x)*) };
     // `nogil!(gil { .. })`: a backend and a block with the `=>` missing,
     // unless the braces hold a struct literal's fields.
-    ($name:ident { $field:ident : $($rest:tt)* }) => {
-        $crate::__nuwa_block!($name { $field : $($rest)* })
+    ([$($all:tt)*] $name:ident { $field:ident : $($x:tt)* }) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] $name:ident { $field:ident $(, $($x:tt)*)? }) => {
+        $crate::__nuwa_block!($($all)*)
     };
-    ($name:ident { $field:ident $(, $($rest:tt)*)? }) => {
-        $crate::__nuwa_block!($name { $field $(, $($rest)*)? })
-    };
-    ($name:ident { .. $($rest:tt)* }) => { $crate::__nuwa_block!($name { .. $($rest)* }) };
-    ($name:ident { }) => { $crate::__nuwa_block!($name { }) };
-    ($name:ident { $($rest:tt)* }) => {
+    ([$($all:tt)*] $name:ident { .. $($x:tt)* }) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] $name:ident { }) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] $name:ident { $($x:tt)* }) => {
         ::core::compile_error!(concat!(
             "nogil!: `", stringify!($name), " { ... }` needs `=>` between the backend and \
              the block: `nogil!(", stringify!($name), " => { ... })`; the forms are \
@@ -245,13 +257,13 @@ macro_rules! nogil {
     };
     // A backend of the caller's: nuwa-core's macro, with its own errors for
     // near-misses (`nogil!(gil => x + 1)`).
-    ($ops:expr, $($rest:tt)*) => {
+    ([$($all:tt)*] $ops:expr, $($rest:tt)*) => {
         $crate::nuwa_core::nogil!($crate::__nuwa_recorded!(ref $ops), $($rest)*)
     };
-    ($ops:expr => $($rest:tt)*) => {
+    ([$($all:tt)*] $ops:expr => $($rest:tt)*) => {
         $crate::nuwa_core::nogil!($crate::__nuwa_recorded!(ref $ops) => $($rest)*)
     };
-    ($($body:tt)*) => { $crate::__nuwa_block!($($body)*) };
+    ([$($all:tt)*] $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
 }
 
 /// A block body run with the CPython backend. Not public API.
@@ -332,7 +344,12 @@ mod tests {
         // SAFETY: dropped at the end of the statement.
         assert!(!released(&unsafe { release(&mut gil) }));
         assert_eq!(nogil!(&mut gil => { 5 }), 5);
-        assert_eq!((&mut gil).nogil(|_| 6), 6);
+        #[allow(
+            clippy::unnecessary_mut_passed,
+            reason = "the backend is `&mut GilHeld`"
+        )]
+        let six = (&mut gil).nogil(|_| 6);
+        assert_eq!(six, 6);
     }
 
     #[test]
@@ -360,6 +377,7 @@ mod tests {
         let x = 2;
         assert_eq!(nogil! { let y = x + 3; y * 2 }, 10);
         assert_eq!(nogil!(ReleaseIf::new(&gil, true) => { 5 }), 5);
+        // SAFETY: a reference made from a live reference.
         assert_eq!(nogil!(unsafe { &*core::ptr::from_ref(&gil) } => { 6 }), 6);
         assert_eq!(py, "a Python handle");
         assert_eq!((gil.releases(), gil.reacquires()), (4, 4));
@@ -387,13 +405,23 @@ mod tests {
         );
         assert_eq!(nogil! { type I = i32; let v: I = 9; v }, 9);
         assert_eq!(nogil! { mod m { pub(super) const V: i32 = 10; } m::V }, 10);
-        assert_eq!(nogil! { unsafe fn u() -> i32 { 11 } unsafe { u() } }, 11);
+        let eleven = nogil! {
+            /// # Safety
+            /// None: it only returns a number.
+            unsafe fn u() -> i32 {
+                11
+            }
+            // SAFETY: `u` has no precondition.
+            unsafe { u() }
+        };
+        assert_eq!(eleven, 11);
         #[allow(unused_unsafe)]
+        // SAFETY: nothing unsafe is done.
         let twelve = nogil! { unsafe { 12 } };
         assert_eq!(twelve, 12);
         assert_eq!(nogil! { macro_rules! m { () => { 13 } } m!() }, 13);
         assert_eq!(nogil! { println!("a macro first"); 14 }, 14);
-        assert_eq!(nogil! { loop { break 15 } }, 15);
+        assert_eq!(nogil! { loop { if x > 0 { break 15 } } }, 15);
         assert_eq!(nogil! { Point { x } }, Point { x: 1 });
         assert_eq!(nogil! { Point { x: 16 } }, Point { x: 16 });
         assert_eq!(nogil! { { 17 } }, 17);
