@@ -20,7 +20,7 @@ MINIMAL_MANIFEST := examples/minimal/Cargo.toml
 PYO3_MANIFEST := examples/pyo3_extension/Cargo.toml
 PYTEST_ARGS ?= -q
 
-.PHONY: help venv ext minimal pyo3-ext demo test test-rust test-no-std test-docs test-python c-abi bench bench-quick pythons test-matrix test-linux-arches test-valgrind test-platforms test-platforms-windows test-platforms-musl test-platforms-macos clean
+.PHONY: help venv ext minimal pyo3-ext demo test test-clear-skip test-rust test-no-std test-docs test-python c-abi bench bench-quick pythons test-matrix test-linux-arches test-valgrind test-platforms test-platforms-windows test-platforms-musl test-platforms-macos clean
 
 help:
 	@echo "make demo    build the example extension (release) and run examples/demo.py"
@@ -63,7 +63,21 @@ pyo3-ext: venv
 demo: ext
 	$(VPY) examples/demo.py $(DEMO_ARGS)
 
-test: test-rust test-no-std test-docs test-python
+# A skipped real-interpreter suite (no shared libpython for python3) passes
+# `cargo test`, so `make test` says so again, last, where it is seen.
+SKIP_MARK = $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | \
+  $(PYTHON) -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/tmp/real_python.skipped
+
+test: test-clear-skip test-rust test-no-std test-docs test-python
+	@if [ -f "$(SKIP_MARK)" ]; then \
+	  echo; echo "************************************************************"; \
+	  echo "WARNING: the real-interpreter tests did not run:"; cat "$(SKIP_MARK)"; \
+	  echo "Install a Python with a shared libpython (Debian: libpython3-dev)"; \
+	  echo "or set NUWA_TEST_PYTHON; NUWA_REQUIRE_PYTHON=1 makes this a failure."; \
+	  echo "************************************************************"; fi
+
+test-clear-skip:
+	@rm -f "$(SKIP_MARK)"
 
 # Unit, doc, compile-fail and real-interpreter tests, then nuwa-ffi's again
 # with its release statistics on. The real-interpreter tests embed the

@@ -402,7 +402,9 @@ pub(crate) fn main() -> ExitCode {
     let info = match discover(&python) {
         Ok(info) => info,
         Err(why) => {
-            println!("real_python: SKIPPED (no shared libpython for {python}: {why})");
+            let line = format!("real_python: SKIPPED (no shared libpython for {python}: {why})");
+            println!("{line}");
+            mark_skipped(&line);
             if require {
                 println!(
                     "real_python: FAILED: NUWA_REQUIRE_PYTHON=1 and no usable Python \
@@ -501,5 +503,15 @@ pub(crate) fn main() -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// Leaves the reason the whole suite was skipped where `make test` looks
+/// for it at the end (`skipped` in this binary's scratch folder), so that a
+/// skip is said again after every other test's output, not only here.
+pub(crate) fn mark_skipped(line: &str) {
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("real_python.skipped");
+    if let Err(e) = std::fs::write(&path, format!("{line}\n")) {
+        println!("real_python: could not write {}: {e}", path.display());
     }
 }
