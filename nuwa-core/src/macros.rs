@@ -209,7 +209,7 @@ macro_rules! __nuwa_nogil {
         macro_rules! __nuwa_unhide_ident {
             $( ($d reentered:ident $d name:ident $hidden) => {
                 #[allow(unused_variables)]
-                let $d name = $crate::__private::Unhide::unhide(&$d name, &$d reentered);
+                let $d name = $crate::__private::Unhide::unhide(&$d name, $d reentered);
             }; )*
             ($d reentered:ident $d name:ident $d other:ident) => {};
         }
@@ -230,7 +230,14 @@ macro_rules! __nuwa_nogil {
                         // name (macro hygiene): it is not moved, and is
                         // dropped at the end of the arm.
                         unsafe { $crate::__private::Reentered::begin(&__nuwa_reentered) };
-                        $crate::__nuwa_unhide_scan! { (__nuwa_reentered) $d($d part)* }
+                        // The names go back through a shared reference: the
+                        // helper is called by its bare name, so a macro of
+                        // the caller's with that name could take its place,
+                        // and must not get the part itself (to drop or
+                        // forget it).
+                        #[allow(unused_variables)]
+                        let __nuwa_part = &__nuwa_reentered;
+                        $crate::__nuwa_unhide_scan! { (__nuwa_part) $d($d part)* }
                         // The part's own temporaries end here, the GIL held.
                         // (A part may diverge: `return`, `?`, a panic.)
                         #[allow(clippy::diverging_sub_expression)]

@@ -503,3 +503,32 @@ fn thread_checked_mock_catches_an_in_place_part_that_takes_the_gil_back_twice() 
         let _ = with_gil! { () };
     });
 }
+
+/// A macro of the caller's named like nuwa's hidden helper is called in its
+/// place inside a part. It gets a shared reference to the part, so dropping
+/// or forgetting what it gets ends nothing: the part runs with the GIL held,
+/// and the block still takes the GIL back once. (When the helper was handed
+/// the part itself, `drop` released the GIL before the part's code ran, and
+/// `forget` left the part's shutdown cleanup registered on a dead frame.)
+#[test]
+#[allow(dropping_references)]
+fn a_callers_macro_in_place_of_the_unhide_helper_cannot_end_the_part() {
+    let gil = MockGil::new();
+    let held_in_part = nuwa_core::nogil!(&gil => {
+        #[allow(unused_macros)]
+        macro_rules! __nuwa_unhide_ident {
+            ($r:ident $n:ident trigger) => {
+                drop($r);
+            };
+            ($r:ident $n:ident $o:ident) => {};
+        }
+        let trigger = ();
+        with_gil! {
+            let () = trigger;
+            gil.is_held()
+        }
+    });
+    assert_eq!(held_in_part, Ok(true));
+    assert_eq!((gil.releases(), gil.reacquires()), (2, 2));
+    gil.done();
+}
