@@ -187,83 +187,127 @@ where
 /// call it with parentheses (`nogil!({ .. }) + 1`).
 #[macro_export]
 macro_rules! nogil {
-    (hide($($hidden:ident),+ $(,)?) => { $($body:tt)* }) => {
+    // `=>` at the top level, among the first 32 tokens, makes the form one
+    // with a backend (or `hide`); without it the tokens are a block body,
+    // never parsed as a backend expression (which could fail on a valid
+    // body). A block body has no `=>` outside brackets.
+    ($($tokens:tt)*) => {
+        $crate::__nuwa_scan!(
+            [$($tokens)*] []
+            [@ @ @ @ @ @ @ @ @ @ @ @ @ @ @ @ @ @ @ @ @ @ @ @ @ @ @ @ @ @ @ @]
+            $($tokens)*
+        )
+    };
+}
+
+/// Looks for `=>` at the top level of [`nogil!`]'s tokens. Not public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __nuwa_scan {
+    ([$($all:tt)*] [$($head:tt)*] [$($n:tt)*] => $($rest:tt)*) => {
+        $crate::__nuwa_backend!([$($head)*] => $($rest)*)
+    };
+    ([$($all:tt)*] [$($head:tt)*] [@ $($n:tt)*] $t:tt $($rest:tt)*) => {
+        $crate::__nuwa_scan!([$($all)*] [$($head)* $t] [$($n)*] $($rest)*)
+    };
+    ([$($all:tt)*] $($x:tt)*) => {
+        $crate::__nuwa_body!([$($all)*] $($all)*)
+    };
+}
+
+/// The forms with `=>`: what comes before it is `hide(..)`, a backend, or a
+/// backend and `hide(..)`. Not public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __nuwa_backend {
+    ([hide ($($hidden:ident),+ $(,)?)] => { $($body:tt)* }) => {
         $crate::nuwa_core::nogil!(
             $crate::__nuwa_recorded!($crate::CPython), hide($($hidden),+) => { $($body)* }
         )
     };
-    (hide $($rest:tt)*) => {
+    ([$ops:expr] => $($rest:tt)*) => {
+        $crate::nuwa_core::nogil!($crate::__nuwa_recorded!(ref $ops) => $($rest)*)
+    };
+    ([$ops:expr, $($more:tt)*] => $($rest:tt)*) => {
+        $crate::nuwa_core::nogil!($crate::__nuwa_recorded!(ref $ops), $($more)* => $($rest)*)
+    };
+    ([hide $($x:tt)*] => $($rest:tt)*) => {
         ::core::compile_error!(
             "nogil!: `hide` takes names in parentheses, then `=>` and the block in braces: \
              `nogil!(hide(obj, callback) => { ... })`"
         )
     };
-    // Everything else: the tokens go on twice, a copy to match on and a
-    // copy to emit, so that what reaches the compiler is the caller's own
-    // tokens (an `unsafe` or an attribute written by the caller stays the
-    // caller's, for lints such as `unsafe_code`).
-    ($($tokens:tt)*) => { $crate::__nuwa_dispatch!([$($tokens)*] $($tokens)*) };
+    ([$($x:tt)*] => $($rest:tt)*) => {
+        ::core::compile_error!(
+            "nogil!: before `=>` comes a backend (`nogil!(OPS => { ... })`), `hide(name, ...)` \
+             or both (`nogil!(OPS, hide(name, ...) => { ... })`)"
+        )
+    };
 }
 
-/// Which form of [`nogil!`] the tokens are. Not public API.
-///
-/// Bodies whose first tokens would make a backend arm parse an expression
-/// and fail there (an attribute, an item, `let`) are blocks; so is anything
-/// that is not `OPS => ..` or `OPS, ..`.
+/// The forms without `=>`: a block body, or a backend and a block with the
+/// `=>` left out. The tokens come twice, a copy to match on and the caller's
+/// own to emit (so that an `unsafe` or an attribute the caller wrote stays
+/// the caller's, for lints such as `unsafe_code`). Not public API.
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __nuwa_dispatch {
-    ([$($all:tt)*] # $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
-    ([$($all:tt)*] let $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
-    ([$($all:tt)*] const $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
-    ([$($all:tt)*] static $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
-    ([$($all:tt)*] fn $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
-    ([$($all:tt)*] use $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
-    ([$($all:tt)*] struct $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
-    ([$($all:tt)*] enum $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
-    ([$($all:tt)*] trait $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
-    ([$($all:tt)*] impl $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
-    ([$($all:tt)*] type $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
-    ([$($all:tt)*] mod $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
-    ([$($all:tt)*] extern $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
-    ([$($all:tt)*] pub $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
-    ([$($all:tt)*] async $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
-    ([$($all:tt)*] loop $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
-    ([$($all:tt)*] macro_rules $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
-    ([$($all:tt)*] unsafe fn $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
-    ([$($all:tt)*] unsafe impl $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
-    ([$($all:tt)*] unsafe trait $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
-    ([$($all:tt)*] unsafe extern $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
-    // A body that is one `unsafe` block (an `unsafe { .. }` backend is
-    // followed by `=>`).
-    ([$($all:tt)*] unsafe { $($x:tt)* }) => { $crate::__nuwa_block!($($all)*) };
+macro_rules! __nuwa_body {
     // `nogil!({ .. })`: the braces are the call's, not the body's.
     ([$($all:tt)*] { $($x:tt)* }) => { $crate::__nuwa_block!($($x)*) };
-    // `nogil!(gil { .. })`: a backend and a block with the `=>` missing,
-    // unless the braces hold a struct literal's fields.
-    ([$($all:tt)*] $name:ident { $field:ident : $($x:tt)* }) => { $crate::__nuwa_block!($($all)*) };
-    ([$($all:tt)*] $name:ident { $field:ident $(, $($x:tt)*)? }) => {
+    // `hide(..) { .. }`, the `=>` left out (no block body reads so).
+    ([$($all:tt)*] hide ($($h:tt)*) { $($x:tt)* }) => {
+        ::core::compile_error!(
+            "nogil!: `hide` takes names in parentheses, then `=>` and the block in braces: \
+             `nogil!(hide(obj, callback) => { ... })`"
+        )
+    };
+    // A keyword and a block: a body (`ident` matches keywords too).
+    ([$($all:tt)*] unsafe { $($x:tt)* }) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] loop { $($x:tt)* }) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] async { $($x:tt)* }) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] const { $($x:tt)* }) => { $crate::__nuwa_block!($($all)*) };
+    // `BACKEND { .. }`, whose braces hold statements, not a struct literal's
+    // fields: the `=>` is missing.
+    ([$($all:tt)*] $name:ident { $($x:tt)* }) => {
+        $crate::__nuwa_struct_or_missing_arrow!([$($all)*] ($name) $($x)*)
+    };
+    ([$($all:tt)*] & $name:ident { $($x:tt)* }) => {
+        $crate::__nuwa_struct_or_missing_arrow!([$($all)*] (&$name) $($x)*)
+    };
+    ([$($all:tt)*] &mut $name:ident { $($x:tt)* }) => {
+        $crate::__nuwa_struct_or_missing_arrow!([$($all)*] (&mut $name) $($x)*)
+    };
+    ([$($all:tt)*] $a:ident . $b:ident { $($x:tt)* }) => {
+        $crate::__nuwa_struct_or_missing_arrow!([$($all)*] ($a.$b) $($x)*)
+    };
+    ([$($all:tt)*] $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
+}
+
+/// `NAME { .. }` without `=>`: a struct literal (its braces begin with a
+/// field, `..`, an attribute on a field, or nothing) is a block body that
+/// builds it; anything else is a backend with the `=>` left out. Not public
+/// API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __nuwa_struct_or_missing_arrow {
+    ([$($all:tt)*] ($($name:tt)*)) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] ($($name:tt)*) $field:ident $(: $($x:tt)*)?) => {
         $crate::__nuwa_block!($($all)*)
     };
-    ([$($all:tt)*] $name:ident { .. $($x:tt)* }) => { $crate::__nuwa_block!($($all)*) };
-    ([$($all:tt)*] $name:ident { }) => { $crate::__nuwa_block!($($all)*) };
-    ([$($all:tt)*] $name:ident { $($x:tt)* }) => {
+    ([$($all:tt)*] ($($name:tt)*) $field:ident , $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] ($($name:tt)*) $field:literal : $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] ($($name:tt)*) .. $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] ($($name:tt)*) # [$($attr:tt)*] $field:tt : $($x:tt)*) => {
+        $crate::__nuwa_block!($($all)*)
+    };
+    ([$($all:tt)*] ($($name:tt)*) $($x:tt)*) => {
         ::core::compile_error!(concat!(
-            "nogil!: `", stringify!($name), " { ... }` needs `=>` between the backend and \
-             the block: `nogil!(", stringify!($name), " => { ... })`; the forms are \
+            "nogil!: `", stringify!($($name)*), " { ... }` needs `=>` between the backend and \
+             the block: `nogil!(", stringify!($($name)*), " => { ... })`; the forms are \
              `nogil! { ... }`, `nogil!(hide(name, ...) => { ... })`, `nogil!(OPS => { ... })` \
              and `nogil!(OPS, hide(name, ...) => { ... })`"
         ))
     };
-    // A backend of the caller's: nuwa-core's macro, with its own errors for
-    // near-misses (`nogil!(gil => x + 1)`).
-    ([$($all:tt)*] $ops:expr, $($rest:tt)*) => {
-        $crate::nuwa_core::nogil!($crate::__nuwa_recorded!(ref $ops), $($rest)*)
-    };
-    ([$($all:tt)*] $ops:expr => $($rest:tt)*) => {
-        $crate::nuwa_core::nogil!($crate::__nuwa_recorded!(ref $ops) => $($rest)*)
-    };
-    ([$($all:tt)*] $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
 }
 
 /// A block body run with the CPython backend. Not public API.
@@ -429,6 +473,30 @@ mod tests {
         assert_eq!(nogil! { 'l: { break 'l 19 } }, 19);
         assert_eq!(nogil! { x + 19 }, 20);
         assert_eq!(nogil! {}, ());
+        // A block-like statement, then an array: not an index expression.
+        fn n0() {}
+        let v = [1, 2];
+        assert_eq!(nogil! { for _ in 0..1 {} [v[0], v[1]] }, [1, 2]);
+        assert_eq!(nogil! { if x > 5 { n0() } [v[1], v[0]] }, [2, 1]);
+        #[allow(unused_braces)]
+        let braced = nogil! { {} [v[0]] };
+        assert_eq!(braced, [1]);
+        // Struct literals the near-miss check must not take for a block.
+        struct Pair(i32, i32);
+        #[allow(clippy::init_numbered_fields)]
+        let pair = nogil! { Pair { 0: 3, 1: 4 } };
+        assert_eq!((pair.0, pair.1), (3, 4));
+        assert_eq!(nogil! { Point { #[allow(unused)] x: 21 } }, Point { x: 21 });
+        // `hide` as a function, a variable, a backend's name.
+        fn hide(v: &mut i32) {
+            *v += 1;
+        }
+        let mut n = 21;
+        assert_eq!(nogil! { hide(&mut n); n }, 22);
+        let hide = mock::MockGil::new();
+        assert_eq!(nogil!(hide => { 23 }), 23);
+        let taken = nogil! { hide };
+        taken.done();
     }
 
     /// Each exit takes back exactly what it released: a mock counts, so a
