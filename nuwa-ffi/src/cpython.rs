@@ -193,11 +193,8 @@ mod part_cleanup {
         // NUL-terminated names may be called at any time.
         let (push, pop) = unsafe {
             (
-                crate::resolve::sys::dlsym(
-                    core::ptr::null_mut(),
-                    c"_pthread_cleanup_push".as_ptr(),
-                ),
-                crate::resolve::sys::dlsym(core::ptr::null_mut(), c"_pthread_cleanup_pop".as_ptr()),
+                crate::sys::dlsym(core::ptr::null_mut(), c"_pthread_cleanup_push".as_ptr()),
+                crate::sys::dlsym(core::ptr::null_mut(), c"_pthread_cleanup_pop".as_ptr()),
             )
         };
         let (push, pop) = if push.is_null() || pop.is_null() {
@@ -455,7 +452,7 @@ fn say_before_abort(parts: &[&str]) {
         while !rest.is_empty() {
             // SAFETY: `rest` is valid for reads of its length; fd 2 is only
             // written to (if it is closed, `write` fails, and so do we).
-            let n = unsafe { resolve::sys::write(2, rest.as_ptr().cast(), rest.len()) };
+            let n = unsafe { crate::sys::write(2, rest.as_ptr().cast(), rest.len()) };
             let Ok(n @ 1..) = usize::try_from(n) else {
                 return;
             };

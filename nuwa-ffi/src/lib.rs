@@ -7,6 +7,8 @@ mod resolve;
 mod signals;
 #[cfg(feature = "stats")]
 pub mod stats;
+#[cfg(unix)]
+mod sys;
 // The counters are 64-bit atomics. Every target nuwa is tested on has them
 // (x86_64, i686, aarch64, s390x, and armv7 too); 32-bit PowerPC, MIPS and
 // SPARC, among others, do not: there the feature says so instead of failing

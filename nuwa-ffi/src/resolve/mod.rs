@@ -20,8 +20,6 @@ mod loaded;
 pub(crate) mod names;
 pub(crate) mod report;
 #[cfg(unix)]
-pub(crate) mod sys;
-#[cfg(unix)]
 mod unix;
 #[cfg(unix)]
 pub(crate) use unix::pin_object_of;

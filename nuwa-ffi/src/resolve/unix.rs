@@ -27,9 +27,10 @@ use std::ffi::CString;
 use std::string::String;
 use std::vec::Vec;
 
+use super::Platform;
 use super::decide::{self, Lookup};
 use super::report::{Resolution, State, Via};
-use super::{Platform, sys};
+use crate::sys;
 
 /// A `dlopen` handle, closed on drop.
 struct Handle(*mut c_void);
