@@ -1,9 +1,24 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs, missing_debug_implementations)]
 
-mod cpython;
+// Where the code is. The GIL is released and taken back in one place,
+// `block` (`CPython`'s `GilOps`: every block's release and take-back),
+// which follows the `plan` the lookup made once:
+// - `plan`: the per-block plan (which CPython functions, which way);
+// - `resolve`: the one-time lookup (`resolve/mod.rs`), the version policy
+//   that makes the plan (`resolve/decide.rs`: pure, tested with fake symbol
+//   tables), the platform code (`resolve/unix.rs`, `windows.rs`,
+//   `loaded.rs`), the report (`resolve/report.rs`: `Resolution`);
+// - `shutdown`: interpreter shutdown (the C frame of `restore_shim.c`, its
+//   entries, parking); `capi`: CPython's function types; `sys`: the C
+//   library's declarations (Unix);
+// - `token`: `GilHeld`; `signals`: Ctrl-C checks; `embed`; `stats`.
+mod block;
+mod capi;
 pub mod embed;
+mod plan;
 mod resolve;
+mod shutdown;
 mod signals;
 #[cfg(feature = "stats")]
 pub mod stats;
@@ -20,7 +35,7 @@ compile_error!(
 );
 mod token;
 
-pub use cpython::{CPython, SavedThreadState, gil_is_held};
+pub use block::{CPython, SavedThreadState, gil_is_held};
 pub use resolve::{HeldCheck, Resolution, RestorePath, Status, Via};
 pub use signals::{Interrupted, SignalCheck};
 pub use token::GilHeld;
