@@ -79,7 +79,7 @@ fn main() {
         "netbsd",
         "openbsd",
     ];
-    // Where `src/resolve/sys.rs` knows the flag values (not NetBSD, whose
+    // Where `src/sys.rs` knows the flag values (not NetBSD, whose
     // RTLD_NODELETE it does not declare, nor Linux on MIPS, whose values
     // differ).
     let noload = [
