@@ -16,7 +16,9 @@ pub(crate) type RestoreThreadFn = unsafe extern "C-unwind" fn(ThreadStatePtr);
 /// `PyThreadState_GetUnchecked` (3.13+), `_PyThreadState_UncheckedGet`
 /// (3.8-3.12), `PyGILState_GetThisThreadState`.
 pub(crate) type GetThreadStateFn = unsafe extern "C" fn() -> ThreadStatePtr;
-/// `Py_IsFinalizing` (3.13+) or `_Py_IsFinalizing` (3.8-3.12).
+/// `Py_IsFinalizing` (3.13+) or `_Py_IsFinalizing` (3.8-3.12): only where
+/// the take-back handles shutdown (Unix).
+#[cfg(any(test, nuwa_restore_shim))]
 pub(crate) type IsFinalizingFn = unsafe extern "C" fn() -> c_int;
 /// `PyErr_CheckSignals`: runs the Python signal handlers (main thread of the
 /// main interpreter), `-1` with an exception set if one raised.
@@ -27,8 +29,3 @@ pub(crate) type CheckSignalsFn = unsafe extern "C" fn() -> c_int;
 /// that one (taking the GIL), and may then end the thread at shutdown like
 /// `PyEval_RestoreThread` (3.13), hence `C-unwind`.
 pub(crate) type SwapFn = unsafe extern "C-unwind" fn(ThreadStatePtr) -> ThreadStatePtr;
-/// How a block calls `PyEval_RestoreThread`: `entry(restore, tstate)`.
-pub(crate) type RestoreEntryFn = unsafe extern "C-unwind" fn(RestoreThreadFn, ThreadStatePtr);
-/// How a block calls `PyThreadState_Swap(saved)` to take the GIL back:
-/// `entry(swap, saved)`, returning what `swap` returned.
-pub(crate) type SwapEntryFn = unsafe extern "C-unwind" fn(SwapFn, ThreadStatePtr) -> ThreadStatePtr;

@@ -19,9 +19,17 @@
 //! policy of every target is tested on any host). [`TakeBack`] pairs an
 //! `Exit` with the entry functions that carry it out.
 
-use crate::capi::{
-    IsFinalizingFn, RestoreEntryFn, RestoreThreadFn, SwapEntryFn, SwapFn, ThreadStatePtr,
-};
+#[cfg(any(test, nuwa_restore_shim))]
+use crate::capi::IsFinalizingFn;
+use crate::capi::{RestoreThreadFn, SwapFn, ThreadStatePtr};
+
+/// How a block calls `PyEval_RestoreThread`: `entry(restore, tstate)`.
+#[cfg(nuwa_exit_unwinds)]
+type RestoreEntryFn = unsafe extern "C-unwind" fn(RestoreThreadFn, ThreadStatePtr);
+/// How a block calls `PyThreadState_Swap(saved)` to take the GIL back:
+/// `entry(swap, saved)`, returning what `swap` returned.
+#[cfg(nuwa_exit_unwinds)]
+type SwapEntryFn = unsafe extern "C-unwind" fn(SwapFn, ThreadStatePtr) -> ThreadStatePtr;
 
 /// What a block's take-back does about interpreter shutdown, chosen once by
 /// version and target.

@@ -6,7 +6,9 @@
 use core::ffi::{CStr, c_char, c_ulong, c_void};
 
 use super::report::{HeldCheck, State};
-use crate::capi::{GetThreadStateFn, IsFinalizingFn, SwapFn};
+#[cfg(any(test, nuwa_restore_shim))]
+use crate::capi::IsFinalizingFn;
+use crate::capi::{GetThreadStateFn, SwapFn};
 use crate::plan::{Plan, Way};
 use crate::shutdown::{Exit, TakeBack};
 
@@ -214,24 +216,30 @@ fn choose_exit(symbols: &dyn Lookup, version: Option<(u8, u8)>, platform: Platfo
     if version.is_some_and(|v| v >= (3, 14)) {
         return Exit::Direct;
     }
-    let is_finalizing = || {
-        let f = symbols
-            .lookup(c"Py_IsFinalizing")
-            .or_else(|| symbols.lookup(c"_Py_IsFinalizing"))?;
-        // SAFETY: `Py_IsFinalizing` (3.13) and `_Py_IsFinalizing`
-        // (3.8-3.12) have the C signature `int (void)`.
-        Some(unsafe { as_fn::<IsFinalizingFn>(f) })
-    };
     match platform {
         #[cfg(any(test, nuwa_exit_unwinds))]
         Platform::ExitUnwinds => Exit::Frame {
-            is_finalizing: is_finalizing(),
+            is_finalizing: is_finalizing(symbols),
         },
         // `pthread_exit` does not unwind here: the C frame would never act.
         #[cfg(any(test, nuwa_check_finalizing))]
-        Platform::ExitEnds => is_finalizing().map_or(Exit::Direct, Exit::CheckFinalizing),
-        _ => Exit::Direct,
+        Platform::ExitEnds => is_finalizing(symbols).map_or(Exit::Direct, Exit::CheckFinalizing),
+        _ => {
+            let _ = symbols;
+            Exit::Direct
+        }
     }
+}
+
+/// `Py_IsFinalizing` (3.13+) or `_Py_IsFinalizing` (3.8-3.12), if defined.
+#[cfg(any(test, nuwa_restore_shim))]
+fn is_finalizing(symbols: &dyn Lookup) -> Option<IsFinalizingFn> {
+    let f = symbols
+        .lookup(c"Py_IsFinalizing")
+        .or_else(|| symbols.lookup(c"_Py_IsFinalizing"))?;
+    // SAFETY: `Py_IsFinalizing` (3.13) and `_Py_IsFinalizing` (3.8-3.12)
+    // have the C signature `int (void)`.
+    Some(unsafe { as_fn::<IsFinalizingFn>(f) })
 }
 
 /// Reinterprets a symbol's address as a function pointer.
