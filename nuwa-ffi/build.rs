@@ -6,6 +6,8 @@
 //! - `nuwa_exit_unwinds`: `pthread_exit` unwinds the stack, so the frame's
 //!   cleanup runs (glibc, FreeBSD). Elsewhere (musl, macOS, the other BSDs)
 //!   the thread just ends, and nuwa checks for finalization instead.
+//! - `nuwa_check_finalizing`: the C frame is linked but `pthread_exit` does
+//!   not unwind (musl, macOS, the other BSDs): where nuwa checks.
 //! - `nuwa_part_cleanup`: glibc's `_pthread_cleanup_push`, whose handlers
 //!   the forced unwind of `pthread_exit` calls frame by frame, parks a
 //!   thread CPython ends inside a `with_gil` part.
@@ -21,6 +23,7 @@ fn main() {
     for cfg in [
         "nuwa_restore_shim",
         "nuwa_exit_unwinds",
+        "nuwa_check_finalizing",
         "nuwa_part_cleanup",
         "nuwa_dl_noload",
         "nuwa_dl_iterate",
@@ -61,6 +64,8 @@ fn main() {
         println!("cargo::rustc-cfg=nuwa_restore_shim");
         if (os == "linux" && env == "gnu") || os == "freebsd" {
             println!("cargo::rustc-cfg=nuwa_exit_unwinds");
+        } else {
+            println!("cargo::rustc-cfg=nuwa_check_finalizing");
         }
         if os == "linux" && env == "gnu" {
             println!("cargo::rustc-cfg=nuwa_part_cleanup");
@@ -74,7 +79,7 @@ fn main() {
         "netbsd",
         "openbsd",
     ];
-    // Where `src/resolve/sys.rs` knows the flag values (not NetBSD, whose
+    // Where `src/sys.rs` knows the flag values (not NetBSD, whose
     // RTLD_NODELETE it does not declare, nor Linux on MIPS, whose values
     // differ).
     let noload = [

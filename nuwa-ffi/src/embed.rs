@@ -40,9 +40,9 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 use std::boxed::Box;
 use std::string::{String, ToString};
 
+use crate::resolve;
 use crate::resolve::decide::{self, Lookup};
 use crate::resolve::report::{Resolution, State, Via};
-use crate::resolve::{self, platform};
 
 /// The functions of the CPython interpreter an embedder linked, by address.
 ///
@@ -274,7 +274,7 @@ fn check(python: &EmbeddedPython) -> Result<State, EmbedError> {
         },
         packed: (c_ulong::from(major) << 24) | (c_ulong::from(minor) << 16),
     };
-    match decide::decide(&table, platform()) {
+    match decide::decide(&table) {
         State::NoHeldCheck { missing, .. } => Err(EmbedError::MissingFunction {
             function: missing.first().copied().unwrap_or("?"),
         }),
@@ -387,7 +387,7 @@ mod tests {
     #[test]
     fn check_signals_is_used_only_when_handed_over() {
         let check_signals = |p: &EmbeddedPython| match check(p) {
-            Ok(State::Ready { api, .. }) => api.check_signals.map(|f| f as usize),
+            Ok(State::Ready { plan, .. }) => plan.check_signals.map(|f| f as usize),
             _ => None,
         };
         assert_eq!(check_signals(&fake((3, 13))), None);

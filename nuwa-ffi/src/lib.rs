@@ -1,13 +1,31 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs, missing_debug_implementations)]
 
-mod cpython;
+// Where the code is. The GIL is released and taken back in one place,
+// `block` (`CPython`'s `GilOps`: every block's release and take-back),
+// which follows the `plan` the lookup made once:
+// - `plan`: the per-block plan (which CPython functions, which way);
+// - `resolve`: the one-time lookup (`resolve/mod.rs`), the version policy
+//   that makes the plan (`resolve/decide.rs`: pure, tested with fake symbol
+//   tables), the platform code (`resolve/unix.rs`, `windows.rs`,
+//   `loaded.rs`), the report (`resolve/report.rs`: `Resolution`);
+// - `shutdown`: interpreter shutdown (the C frame of `restore_shim.c`, its
+//   entries, parking); `capi`: CPython's function types; `sys`: the C
+//   library's declarations (Unix);
+// - `token`: `GilHeld`; `signals`: Ctrl-C checks; `embed`; `recording`
+//   (`stats`).
+mod block;
+mod capi;
 pub mod embed;
+mod plan;
 #[cfg(feature = "stats")]
 #[path = "stats.rs"]
 mod recording;
 mod resolve;
+mod shutdown;
 mod signals;
+#[cfg(unix)]
+mod sys;
 // The counters are 64-bit atomics. Every target nuwa is tested on has them
 // (x86_64, i686, aarch64, s390x, and armv7 too); 32-bit PowerPC, MIPS and
 // SPARC, among others, do not: there the feature says so instead of failing
@@ -19,7 +37,7 @@ compile_error!(
 );
 mod token;
 
-pub use cpython::{CPython, gil_is_held};
+pub use block::{CPython, gil_is_held};
 pub use resolve::{HeldCheck, Resolution, RestorePath, Status, Via};
 pub use signals::{Interrupted, SignalCheck};
 pub use token::GilHeld;
@@ -67,7 +85,7 @@ pub mod stats {
 /// helpers use. Not public API: no semver promise covers anything here.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::cpython::SavedThreadState;
+    pub use crate::block::SavedThreadState;
     #[cfg(feature = "stats")]
     pub use crate::recording::{CallSite, Recorded, RegistryPoint, set_registry_hook};
 }

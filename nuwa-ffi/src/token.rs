@@ -5,7 +5,7 @@ use core::marker::PhantomData;
 
 use nuwa_core::GilOps;
 
-use crate::cpython::{self, CPython, SavedThreadState};
+use crate::block::{self, CPython, SavedThreadState};
 
 /// Proof, for the rest of one call from Python, that the calling thread holds
 /// the GIL: blocks on `&mut` this token skip the held check, and cost what the
@@ -95,12 +95,12 @@ unsafe impl GilOps for &mut GilHeld {
             return None;
         }
         #[cfg(debug_assertions)]
-        if crate::init().can_release() && cpython::surely_not_held() {
+        if crate::init().can_release() && block::surely_not_held() {
             misused();
         }
         // SAFETY: this thread holds the GIL (the token's contract, and no
         // block on this token has released it: checked above).
-        let state = unsafe { cpython::release_unchecked() };
+        let state = unsafe { block::release_unchecked() };
         self.in_block.set(state.is_some());
         state
     }
@@ -110,11 +110,11 @@ unsafe impl GilOps for &mut GilHeld {
         self.in_block.set(false);
         // SAFETY: the caller passes the state this thread saved, once; by
         // the token's contract no state was left attached inside the block.
-        unsafe { cpython::reacquire_unchecked(state) }
+        unsafe { block::reacquire_unchecked(state) }
     }
 
     fn is_held(&self) -> bool {
-        cpython::gil_is_held()
+        block::gil_is_held()
     }
 
     #[inline(always)]

@@ -1,10 +1,16 @@
-//! The version decision: from the symbols of one object, which functions
-//! to use, and how.
+//! The version policy: from the symbols of one object, which functions a
+//! block calls, and how ([`Plan`]). Pure logic: it reads symbols through
+//! [`Lookup`] and calls nothing, so the tests below run it on fake symbol
+//! tables, for every version family and every target ([`Platform`]).
 
 use core::ffi::{CStr, c_char, c_ulong, c_void};
 
 use super::report::{HeldCheck, State};
-use super::{Api, Check, Platform, Reacquire, Release, Restore};
+#[cfg(any(test, nuwa_restore_shim))]
+use crate::capi::IsFinalizingFn;
+use crate::capi::{GetThreadStateFn, SwapFn};
+use crate::plan::{Plan, Way};
+use crate::shutdown::{Exit, TakeBack};
 
 /// A place to look symbols up in: one object (and, for a handle, what it
 /// depends on).
@@ -22,8 +28,54 @@ pub(crate) const GIL_PAIR: [&CStr; 2] = [c"PyEval_SaveThread", c"PyEval_RestoreT
 /// C API name with `PyPy`).
 pub(crate) const PYPY_MARK: &CStr = c"PyPyEval_SaveThread";
 
-/// Decides, from the symbols present in one object, which functions to use.
-pub(crate) fn decide(symbols: &dyn Lookup, platform: Platform) -> State {
+/// What the build target does that the policy depends on, fixed at compile
+/// time ([`Platform::THIS`], from `build.rs`'s cfgs): a build has only its
+/// own target's variant, so the policy's branches for other targets are not
+/// compiled. Test builds have all four, so that the policy of every target
+/// is tested on any host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Platform {
+    /// `pthread_exit` unwinds the stack (glibc, FreeBSD), so the C frame of
+    /// `restore_shim.c` can park a thread CPython ends at shutdown.
+    #[cfg(any(test, nuwa_exit_unwinds))]
+    ExitUnwinds,
+    /// `pthread_exit` just ends the thread (musl, macOS, the other BSDs).
+    #[cfg(any(test, nuwa_check_finalizing))]
+    ExitEnds,
+    /// Windows: the thread exit does not unwind, and threads have a
+    /// last-error value that `PyEval_RestoreThread` keeps and
+    /// `PyThreadState_Swap` does not (`GetLastError`).
+    #[cfg(any(test, windows))]
+    Windows,
+    /// Anything else (no C frame: wasm).
+    #[cfg(any(test, not(any(nuwa_restore_shim, windows))))]
+    Other,
+}
+
+impl Platform {
+    /// The build target's.
+    #[cfg(nuwa_exit_unwinds)]
+    pub(crate) const THIS: Platform = Platform::ExitUnwinds;
+    /// The build target's.
+    #[cfg(nuwa_check_finalizing)]
+    pub(crate) const THIS: Platform = Platform::ExitEnds;
+    /// The build target's.
+    #[cfg(windows)]
+    pub(crate) const THIS: Platform = Platform::Windows;
+    /// The build target's.
+    #[cfg(not(any(nuwa_restore_shim, windows)))]
+    pub(crate) const THIS: Platform = Platform::Other;
+}
+
+/// Decides, from the symbols present in one object, which functions to use
+/// on this target.
+pub(crate) fn decide(symbols: &dyn Lookup) -> State {
+    decide_on(symbols, Platform::THIS)
+}
+
+/// [`decide`] for `platform`.
+#[cfg_attr(not(test), inline)]
+fn decide_on(symbols: &dyn Lookup, platform: Platform) -> State {
     let save = symbols.lookup(GIL_PAIR[0]);
     let restore = symbols.lookup(GIL_PAIR[1]);
     let (Some(save), Some(restore)) = (save, restore) else {
@@ -32,29 +84,28 @@ pub(crate) fn decide(symbols: &dyn Lookup, platform: Platform) -> State {
         };
     };
     let version = read_version(symbols);
-    let this_thread = symbols.lookup(c"PyGILState_GetThisThreadState");
 
-    let (current, held_check, check) =
+    // The getter of the current state, and, where that state is
+    // process-global, `PyGILState_GetThisThreadState` to compare it with.
+    let (current, held_check, this_thread) =
         if let Some(f) = symbols.lookup(c"PyThreadState_GetUnchecked") {
             // 3.13 and later: the public name, thread-local.
             let symbol = "PyThreadState_GetUnchecked";
-            (f, HeldCheck::ThreadLocal { symbol }, Check::ThreadLocal)
+            (f, HeldCheck::ThreadLocal { symbol }, None)
         } else if let Some(f) = symbols.lookup(c"_PyThreadState_UncheckedGet") {
             let symbol = "_PyThreadState_UncheckedGet";
-            match (version, this_thread) {
+            match (version, symbols.lookup(c"PyGILState_GetThisThreadState")) {
                 // 3.12: thread-local.
-                (Some(v), _) if v >= (3, 12) => {
-                    (f, HeldCheck::ThreadLocal { symbol }, Check::ThreadLocal)
-                }
+                (Some(v), _) if v >= (3, 12) => (f, HeldCheck::ThreadLocal { symbol }, None),
                 // 3.11 and older (or unknown): process-global, compare.
                 (_, Some(t)) => {
                     // SAFETY: the address of `PyGILState_GetThisThreadState`,
                     // whose C signature is `PyThreadState *(void)`.
-                    let this_thread = unsafe { as_fn::<super::GetThreadStateFn>(t) };
+                    let this_thread = unsafe { as_fn::<GetThreadStateFn>(t) };
                     (
                         f,
                         HeldCheck::CompareWithThisThread { symbol },
-                        Check::Compare { this_thread },
+                        Some(this_thread),
                     )
                 }
                 (_, None) => {
@@ -71,102 +122,124 @@ pub(crate) fn decide(symbols: &dyn Lookup, platform: Platform) -> State {
             };
         };
 
-    let reacquire = choose_reacquire(symbols, version, platform);
-    // 3.12 and later: `PyThreadState_Swap` detaches only an attached state
-    // (and takes the GIL with the one it attaches); before 3.12 it only
-    // swaps the pointer, so it cannot release.
-    let swap = symbols
-        .lookup(c"PyThreadState_Swap")
-        .filter(|_| matches!(check, Check::ThreadLocal) && version.is_some_and(|v| v >= (3, 12)));
-    let (release, restore_kind) = choose_path(swap, version, reacquire, platform);
+    let swap = symbols.lookup(c"PyThreadState_Swap").map(|f| {
+        // SAFETY: the address of `PyThreadState_Swap`, whose C signature is
+        // `PyThreadState *(PyThreadState *)`.
+        unsafe { as_fn::<SwapFn>(f) }
+    });
+    let way = choose_way(this_thread, swap, version, platform);
+    let exit = choose_exit(symbols, version, platform);
     // SAFETY: each pointer is the non-null address of the CPython function
     // of that name, whose C signature is the one its type spells out.
-    let api = unsafe {
-        Api {
-            release,
-            restore_kind,
-            save: as_fn(save),
-            restore: as_fn(restore),
-            current: as_fn(current),
-            check,
-            reacquire,
-            restore_entry: crate::cpython::restore_entry(reacquire),
-            check_signals: symbols
-                .lookup(c"PyErr_CheckSignals")
-                .map(|f| as_fn::<super::CheckSignalsFn>(f)),
-            #[cfg(nuwa_exit_unwinds)]
-            is_finalizing: symbols
-                .lookup(c"Py_IsFinalizing")
-                .or_else(|| symbols.lookup(c"_Py_IsFinalizing"))
-                .map(|f| as_fn::<super::IsFinalizingFn>(f)),
-        }
+    let plan = unsafe {
+        Plan::new(
+            way,
+            as_fn(current),
+            as_fn(save),
+            as_fn(restore),
+            TakeBack::new(exit),
+            symbols.lookup(c"PyErr_CheckSignals").map(|f| as_fn(f)),
+        )
     };
     State::Ready {
         version,
         held_check,
-        api,
+        plan,
     }
 }
 
-/// How blocks release and take the GIL back on `version`: the cheapest of
-/// the ways that keep the guarantees, by the instruction counts in
-/// BENCHMARKS.md.
-fn choose_path(
-    swap: Option<*mut c_void>,
+/// How blocks release and take the GIL back on `version`: see [`Way`] for
+/// why each family gets its way.
+fn choose_way(
+    this_thread: Option<GetThreadStateFn>,
+    swap: Option<SwapFn>,
     version: Option<(u8, u8)>,
-    reacquire: Reacquire,
     platform: Platform,
-) -> (Release, Restore) {
-    // SAFETY: `swap` is the address of `PyThreadState_Swap`, whose C
-    // signature is `PyThreadState *(PyThreadState *)`.
-    let swap = swap.map(|f| unsafe { as_fn::<super::SwapFn>(f) });
+) -> Way {
+    if let Some(this_thread) = this_thread {
+        return Way::Compare { this_thread };
+    }
+    // Before 3.12 `PyThreadState_Swap` only swaps the pointer, so it cannot
+    // release; from 3.12 on it detaches only an attached state.
     let (Some(swap), Some(version)) = (swap, version) else {
-        return (Release::HeldCheck, Restore::Checked);
+        return Way::Local;
     };
-    let release = if version <= (3, 13) {
-        Release::Swap(swap)
+    if version < (3, 12) {
+        return Way::Local;
+    }
+    if let Some(way) = swap_in(swap, version, platform) {
+        return way;
+    }
+    if version <= (3, 13) {
+        Way::SwapOut { swap }
     } else {
-        Release::HeldCheck
-    };
-    // `PyEval_RestoreThread` keeps the thread's last-error value
-    // (`GetLastError`) across the wait for the GIL; the swap does not.
-    let restore = if version >= (3, 13) && !platform.last_error {
-        Restore::Swap {
-            swap,
-            entry: crate::cpython::swap_entry(reacquire),
-        }
-    } else {
-        Restore::Checked
-    };
-    (release, restore)
+        Way::Local
+    }
 }
 
-/// How blocks take the GIL back on `version` and this target.
-fn choose_reacquire(
-    symbols: &dyn Lookup,
-    version: Option<(u8, u8)>,
-    platform: Platform,
-) -> Reacquire {
+/// The way of 3.13 and later where `PyThreadState_Swap` takes the GIL back
+/// (not on Windows, see [`Way::SwapOut`]).
+fn swap_in(swap: SwapFn, version: (u8, u8), platform: Platform) -> Option<Way> {
+    #[cfg(any(test, not(windows)))]
+    if version >= (3, 13) && !platform.keeps_last_error() {
+        return Some(match version {
+            (3, 13) => Way::SwapBoth { swap },
+            _ => Way::SwapIn { swap },
+        });
+    }
+    #[cfg(not(any(test, not(windows))))]
+    let _ = (swap, version, platform);
+    None
+}
+
+impl Platform {
+    /// Whether threads have a last-error value that `PyEval_RestoreThread`
+    /// keeps and `PyThreadState_Swap` does not.
+    #[cfg(any(test, not(windows)))]
+    fn keeps_last_error(self) -> bool {
+        #[cfg(test)]
+        return self == Platform::Windows;
+        #[cfg(not(test))]
+        false
+    }
+}
+
+/// What the take-back does about interpreter shutdown on `version` and
+/// `platform` (see [`Exit`]).
+#[allow(
+    unreachable_patterns,
+    reason = "outside tests, `Platform` has only the target's variant"
+)]
+fn choose_exit(symbols: &dyn Lookup, version: Option<(u8, u8)>, platform: Platform) -> Exit {
     // 3.14 and later hang a thread that takes the GIL back during
     // finalization instead of ending it (gh-87135): nothing to catch.
     if version.is_some_and(|v| v >= (3, 14)) {
-        return Reacquire::Direct;
+        return Exit::Direct;
     }
-    if platform.shim && platform.exit_unwinds {
-        return Reacquire::Shim;
-    }
-    if platform.shim {
+    match platform {
+        #[cfg(any(test, nuwa_exit_unwinds))]
+        Platform::ExitUnwinds => Exit::Frame {
+            is_finalizing: is_finalizing(symbols),
+        },
         // `pthread_exit` does not unwind here: the C frame would never act.
-        let finalizing = symbols
-            .lookup(c"Py_IsFinalizing")
-            .or_else(|| symbols.lookup(c"_Py_IsFinalizing"));
-        if let Some(f) = finalizing {
-            // SAFETY: `Py_IsFinalizing` (3.13) and `_Py_IsFinalizing`
-            // (3.8-3.12) have the C signature `int (void)`.
-            return Reacquire::CheckFinalizing(unsafe { as_fn(f) });
+        #[cfg(any(test, nuwa_check_finalizing))]
+        Platform::ExitEnds => is_finalizing(symbols).map_or(Exit::Direct, Exit::CheckFinalizing),
+        _ => {
+            let _ = symbols;
+            Exit::Direct
         }
     }
-    Reacquire::Direct
+}
+
+/// `Py_IsFinalizing` (3.13+) or `_Py_IsFinalizing` (3.8-3.12), if defined.
+#[cfg(any(test, nuwa_restore_shim))]
+fn is_finalizing(symbols: &dyn Lookup) -> Option<IsFinalizingFn> {
+    let f = symbols
+        .lookup(c"Py_IsFinalizing")
+        .or_else(|| symbols.lookup(c"_Py_IsFinalizing"))?;
+    // SAFETY: `Py_IsFinalizing` (3.13) and `_Py_IsFinalizing` (3.8-3.12)
+    // have the C signature `int (void)`.
+    Some(unsafe { as_fn::<IsFinalizingFn>(f) })
 }
 
 /// Reinterprets a symbol's address as a function pointer.
@@ -251,49 +324,12 @@ mod tests {
         "_Py_IsFinalizing",
     ];
 
-    const GLIBC: Platform = Platform {
-        shim: true,
-        exit_unwinds: true,
-        last_error: false,
-    };
-    const MUSL: Platform = Platform {
-        shim: true,
-        exit_unwinds: false,
-        last_error: false,
-    };
-    const WINDOWS: Platform = Platform {
-        shim: false,
-        exit_unwinds: false,
-        last_error: true,
-    };
-
-    unsafe extern "C-unwind" fn fake_swap(
-        state: crate::resolve::ThreadStatePtr,
-    ) -> crate::resolve::ThreadStatePtr {
-        state
-    }
-
-    #[test]
-    fn the_swap_takes_the_gil_back_on_3_13_and_later_except_on_windows() {
-        let swap = Some(fake_swap as *mut c_void);
-        let restore =
-            |version, platform| choose_path(swap, Some(version), Reacquire::Direct, platform).1;
-        assert!(matches!(restore((3, 12), GLIBC), Restore::Checked));
-        assert!(matches!(restore((3, 13), GLIBC), Restore::Swap { .. }));
-        assert!(matches!(restore((3, 15), MUSL), Restore::Swap { .. }));
-        // Windows: PyEval_RestoreThread keeps GetLastError(), the swap does not.
-        assert!(matches!(restore((3, 13), WINDOWS), Restore::Checked));
-        assert!(matches!(restore((3, 14), WINDOWS), Restore::Checked));
-        assert!(matches!(
-            choose_path(None, Some((3, 13)), Reacquire::Direct, GLIBC).1,
-            Restore::Checked
-        ));
-    }
+    use Platform::{ExitEnds as MUSL, ExitUnwinds as GLIBC, Other as WASM, Windows as WINDOWS};
 
     fn resolve_on(names: &[&'static str], version: Option<u64>, platform: Platform) -> Resolution {
         let all: &'static [&'static str] = Box::leak(names.to_vec().into_boxed_slice());
         Resolution {
-            state: decide(&Fake(all, version), platform),
+            state: decide_on(&Fake(all, version), platform),
             via: Via::GlobalScope,
             place: "a fake process".into(),
         }
@@ -440,6 +476,297 @@ mod tests {
         // Unknown version: the C frame (safe on every version).
         let r = resolve_on(OLD, None, GLIBC);
         assert_eq!(r.restore_path(), Some(RestorePath::ParkingFrame));
+    }
+
+    /// The symbols a real libpython has: 3.8-3.12 (the private getter) and
+    /// 3.13 and later (the public one). Every version defines
+    /// `PyThreadState_Swap`; before 3.12 it cannot release.
+    const PRIVATE: &[&str] = &[
+        "PyEval_SaveThread",
+        "PyEval_RestoreThread",
+        "_PyThreadState_UncheckedGet",
+        "PyGILState_GetThisThreadState",
+        "PyThreadState_Swap",
+        "_Py_IsFinalizing",
+        "PyErr_CheckSignals",
+    ];
+    const PUBLIC: &[&str] = &[
+        "PyEval_SaveThread",
+        "PyEval_RestoreThread",
+        "PyThreadState_GetUnchecked",
+        "PyGILState_GetThisThreadState",
+        "PyThreadState_Swap",
+        "Py_IsFinalizing",
+        "PyErr_CheckSignals",
+    ];
+
+    /// The fake address `Fake` hands out for `name`.
+    fn addr(names: &[&str], name: &str) -> usize {
+        0x1000 + 16 * names.iter().position(|s| *s == name).unwrap()
+    }
+
+    /// `names` without `gone`.
+    fn without(names: &[&'static str], gone: &str) -> Vec<&'static str> {
+        names.iter().copied().filter(|s| *s != gone).collect()
+    }
+
+    /// What a plan does, by name: its way (release and take-back), and its
+    /// shutdown handling. Checks on the way that each function pointer is
+    /// the address of the symbol it stands for.
+    fn shape(names: &[&str], r: &Resolution) -> (&'static str, RestorePath) {
+        let plan = r.plan().unwrap_or_else(|| panic!("cannot release: {r}"));
+        let at = |name| addr(names, name);
+        assert_eq!(plan.save as usize, at("PyEval_SaveThread"));
+        assert_eq!(plan.restore as usize, at("PyEval_RestoreThread"));
+        let getter = match r.held_check() {
+            HeldCheck::ThreadLocal { symbol } | HeldCheck::CompareWithThisThread { symbol } => {
+                symbol
+            }
+            HeldCheck::Unavailable => unreachable!(),
+        };
+        assert_eq!(plan.current as usize, at(getter));
+        assert_eq!(
+            plan.check_signals.map(|f| f as usize),
+            names
+                .contains(&"PyErr_CheckSignals")
+                .then(|| at("PyErr_CheckSignals"))
+        );
+        let swap = || at("PyThreadState_Swap");
+        let way = match plan.way() {
+            Way::Compare { this_thread } => {
+                assert_eq!(this_thread as usize, at("PyGILState_GetThisThreadState"));
+                "compare, save, restore"
+            }
+            Way::Local => "thread-local check, save, restore",
+            Way::SwapOut { swap: f } => {
+                assert_eq!(f as usize, swap());
+                "swap out, restore"
+            }
+            Way::SwapBoth { swap: f } => {
+                assert_eq!(f as usize, swap());
+                "swap out, swap in"
+            }
+            Way::SwapIn { swap: f } => {
+                assert_eq!(f as usize, swap());
+                "thread-local check, save, swap in"
+            }
+        };
+        // The accessors the blocks use agree with the variant.
+        assert_eq!(plan.swap_out().is_some(), way.starts_with("swap out"));
+        assert_eq!(plan.swap_in().is_some(), way.ends_with("swap in"));
+        assert_eq!(plan.this_thread().is_some(), way.starts_with("compare"));
+        let finalizing = ["Py_IsFinalizing", "_Py_IsFinalizing"]
+            .into_iter()
+            .find(|name| names.contains(name))
+            .map(at);
+        match plan.take_back.exit() {
+            Exit::Frame { is_finalizing } => {
+                assert_eq!(is_finalizing.map(|f| f as usize), finalizing);
+            }
+            Exit::CheckFinalizing(is_finalizing) => {
+                assert_eq!(Some(is_finalizing as usize), finalizing);
+            }
+            Exit::Direct => {}
+        }
+        (way, r.restore_path().unwrap())
+    }
+
+    #[test]
+    fn the_plan_by_version_family_and_target() {
+        use RestorePath::{CheckFinalizing as CHECK, Direct as DIRECT, ParkingFrame as FRAME};
+        const COMPARE: &str = "compare, save, restore";
+        const LOCAL: &str = "thread-local check, save, restore";
+        const SWAP_OUT: &str = "swap out, restore";
+        const SWAP_BOTH: &str = "swap out, swap in";
+        const SWAP_IN: &str = "thread-local check, save, swap in";
+        let targets = [GLIBC, MUSL, WINDOWS, WASM];
+        // Per version: the symbols, then per target (in the order above)
+        // the way and the shutdown handling.
+        #[allow(clippy::type_complexity, reason = "a table")]
+        let table: &[(u64, &[&str], [(&str, RestorePath); 4])] = &[
+            (
+                0x030812f0,
+                PRIVATE,
+                [
+                    (COMPARE, FRAME),
+                    (COMPARE, CHECK),
+                    (COMPARE, DIRECT),
+                    (COMPARE, DIRECT),
+                ],
+            ),
+            (
+                0x030912f0,
+                PRIVATE,
+                [
+                    (COMPARE, FRAME),
+                    (COMPARE, CHECK),
+                    (COMPARE, DIRECT),
+                    (COMPARE, DIRECT),
+                ],
+            ),
+            (
+                0x030a0df0,
+                PRIVATE,
+                [
+                    (COMPARE, FRAME),
+                    (COMPARE, CHECK),
+                    (COMPARE, DIRECT),
+                    (COMPARE, DIRECT),
+                ],
+            ),
+            (
+                0x030b07f0,
+                PRIVATE,
+                [
+                    (COMPARE, FRAME),
+                    (COMPARE, CHECK),
+                    (COMPARE, DIRECT),
+                    (COMPARE, DIRECT),
+                ],
+            ),
+            (
+                0x030c01f0,
+                PRIVATE,
+                [
+                    (SWAP_OUT, FRAME),
+                    (SWAP_OUT, CHECK),
+                    (SWAP_OUT, DIRECT),
+                    (SWAP_OUT, DIRECT),
+                ],
+            ),
+            (
+                0x030d00f0,
+                PUBLIC,
+                [
+                    (SWAP_BOTH, FRAME),
+                    (SWAP_BOTH, CHECK),
+                    (SWAP_OUT, DIRECT),
+                    (SWAP_BOTH, DIRECT),
+                ],
+            ),
+            (
+                0x030e00f0,
+                PUBLIC,
+                [
+                    (SWAP_IN, DIRECT),
+                    (SWAP_IN, DIRECT),
+                    (LOCAL, DIRECT),
+                    (SWAP_IN, DIRECT),
+                ],
+            ),
+            (
+                0x030f00a0,
+                PUBLIC,
+                [
+                    (SWAP_IN, DIRECT),
+                    (SWAP_IN, DIRECT),
+                    (LOCAL, DIRECT),
+                    (SWAP_IN, DIRECT),
+                ],
+            ),
+        ];
+        for &(hex, names, expected) in table {
+            for (platform, expected) in targets.into_iter().zip(expected) {
+                let r = resolve_on(names, Some(hex), platform);
+                assert_eq!(r.status(), Status::Ready, "{hex:x} on {platform:?}");
+                assert_eq!(shape(names, &r), expected, "{hex:x} on {platform:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn missing_symbols_fall_back_to_the_safe_way() {
+        let targets = [GLIBC, MUSL, WINDOWS, WASM];
+        // No `PyThreadState_Swap` (an object that hides it): save and
+        // restore, on every version and target.
+        for (names, hex) in [
+            (PRIVATE, 0x030c01f0),
+            (PUBLIC, 0x030d00f0),
+            (PUBLIC, 0x030e00f0),
+        ] {
+            let names = without(names, "PyThreadState_Swap");
+            for platform in targets {
+                let r = resolve_on(&names, Some(hex), platform);
+                let (way, _) = shape(&names, &r);
+                assert_eq!(
+                    way, "thread-local check, save, restore",
+                    "{hex:x} {platform:?}"
+                );
+            }
+        }
+        // A version that cannot be read: the swap is not used; the private
+        // getter is taken for process-global (as on 3.11 and older), the
+        // public one for thread-local; the exit is that of 3.13 and older.
+        for platform in targets {
+            let r = resolve_on(PRIVATE, None, platform);
+            assert_eq!(shape(PRIVATE, &r).0, "compare, save, restore");
+            let r = resolve_on(PUBLIC, None, platform);
+            assert_eq!(shape(PUBLIC, &r).0, "thread-local check, save, restore");
+        }
+        assert_eq!(
+            resolve_on(PUBLIC, None, GLIBC).restore_path(),
+            Some(RestorePath::ParkingFrame)
+        );
+        // The public getter on a version before 3.12 (no such CPython): the
+        // swap still does not release there.
+        let r = resolve_on(PUBLIC, Some(0x030b07f0), GLIBC);
+        assert_eq!(shape(PUBLIC, &r).0, "thread-local check, save, restore");
+        // No `Py_IsFinalizing`: nothing to check with where the exit does
+        // not unwind; the C frame still parks where it does, but a part
+        // cannot tell finalization (shape checks `is_finalizing` is None).
+        for (names, hex) in [(PRIVATE, 0x030b07f0), (PUBLIC, 0x030d00f0)] {
+            let names: Vec<_> = without(names, "Py_IsFinalizing")
+                .into_iter()
+                .filter(|s| *s != "_Py_IsFinalizing")
+                .collect();
+            let r = resolve_on(&names, Some(hex), MUSL);
+            assert_eq!(shape(&names, &r).1, RestorePath::Direct, "{hex:x}");
+            let r = resolve_on(&names, Some(hex), GLIBC);
+            assert_eq!(shape(&names, &r).1, RestorePath::ParkingFrame, "{hex:x}");
+        }
+        // No `PyErr_CheckSignals`: blocks still release (shape checks it
+        // is None).
+        let names = without(PUBLIC, "PyErr_CheckSignals");
+        let r = resolve_on(&names, Some(0x030d00f0), GLIBC);
+        assert_eq!(shape(&names, &r).0, "swap out, swap in");
+        // No way to check: nothing is released, on any target.
+        for platform in targets {
+            let names = without(PRIVATE, "PyGILState_GetThisThreadState");
+            let r = resolve_on(&names, Some(0x030b07f0), platform);
+            assert_eq!(r.status(), Status::FoundWithoutHeldCheck);
+            let names = without(PUBLIC, "PyThreadState_GetUnchecked");
+            let r = resolve_on(&names, Some(0x030d00f0), platform);
+            assert_eq!(r.status(), Status::FoundWithoutHeldCheck);
+            let r = resolve_on(&without(PUBLIC, "PyEval_RestoreThread"), None, platform);
+            assert_eq!(r.status(), Status::NotFound);
+            let pypy = ["PyPyEval_SaveThread", "PyPyEval_RestoreThread"];
+            let r = resolve_on(&pypy, Some(0x030a0df0), platform);
+            assert_eq!(r.status(), Status::PyPyNotSupported);
+        }
+    }
+
+    #[test]
+    fn this_target_follows_its_own_policy() {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        assert_eq!(Platform::THIS, GLIBC);
+        #[cfg(any(target_env = "musl", target_os = "macos"))]
+        assert_eq!(Platform::THIS, MUSL);
+        #[cfg(windows)]
+        assert_eq!(Platform::THIS, WINDOWS);
+        for (names, hex) in [
+            (PRIVATE, 0x030b07f0),
+            (PRIVATE, 0x030c01f0),
+            (PUBLIC, 0x030d00f0),
+            (PUBLIC, 0x030e00f0),
+        ] {
+            let this = Resolution {
+                state: decide(&Fake(names, Some(hex))),
+                via: Via::GlobalScope,
+                place: String::new(),
+            };
+            let on = resolve_on(names, Some(hex), Platform::THIS);
+            assert_eq!(shape(names, &this), shape(names, &on), "{hex:x}");
+        }
     }
 
     #[test]

@@ -39,7 +39,8 @@ use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU8, AtomicUsize
 use std::boxed::Box;
 use std::vec::Vec;
 
-use super::{names, sys};
+use super::names;
+use crate::sys;
 
 /// nuwa's walks in progress, in every thread.
 static WALKS: AtomicUsize = AtomicUsize::new(0);

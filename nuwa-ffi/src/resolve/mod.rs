@@ -10,17 +10,17 @@
 //! - `unix` / `windows`: the platform lookup, in a fixed order.
 //! - [`embed`](crate::embed): the functions handed over by an embedder.
 
-use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicPtr, Ordering};
 use std::boxed::Box;
+
+use crate::capi::CheckSignalsFn;
+use crate::plan::Plan;
 
 pub(crate) mod decide;
 #[cfg(nuwa_dl_iterate)]
 mod loaded;
 pub(crate) mod names;
 pub(crate) mod report;
-#[cfg(unix)]
-pub(crate) mod sys;
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]
@@ -29,116 +29,6 @@ pub(crate) use unix::pin_object_of;
 mod windows;
 
 pub use report::{HeldCheck, Resolution, RestorePath, Status, Via};
-
-/// CPython's `PyThreadState`, only ever handled by pointer.
-pub(crate) type ThreadStatePtr = *mut c_void;
-
-pub(crate) type SaveThreadFn = unsafe extern "C" fn() -> ThreadStatePtr;
-/// `PyEval_RestoreThread` may end the thread with `pthread_exit` (a forced
-/// unwind) during shutdown on CPython 3.13 and older, hence `C-unwind`.
-pub(crate) type RestoreThreadFn = unsafe extern "C-unwind" fn(ThreadStatePtr);
-pub(crate) type GetThreadStateFn = unsafe extern "C" fn() -> ThreadStatePtr;
-pub(crate) type IsFinalizingFn = unsafe extern "C" fn() -> c_int;
-/// `PyErr_CheckSignals`: runs the Python signal handlers (main thread of the
-/// main interpreter), `-1` with an exception set if one raised.
-pub(crate) type CheckSignalsFn = unsafe extern "C" fn() -> c_int;
-/// How a block calls `PyEval_RestoreThread`: `entry(restore, tstate)`.
-pub(crate) type RestoreEntryFn = unsafe extern "C-unwind" fn(RestoreThreadFn, ThreadStatePtr);
-/// `PyThreadState_Swap`: on 3.12 and later, with a null argument, it
-/// detaches the state attached to the calling thread, if any (releasing the
-/// GIL), and returns it; on 3.13 and later, given a state, it also attaches
-/// that one (taking the GIL), and may then end the thread at shutdown like
-/// `PyEval_RestoreThread` (3.13), hence `C-unwind`.
-pub(crate) type SwapFn = unsafe extern "C-unwind" fn(ThreadStatePtr) -> ThreadStatePtr;
-/// How a block calls `PyThreadState_Swap(saved)` to take the GIL back:
-/// `entry(swap, saved)`, returning what `swap` returned.
-pub(crate) type SwapEntryFn = unsafe extern "C-unwind" fn(SwapFn, ThreadStatePtr) -> ThreadStatePtr;
-
-/// The functions the fast path calls, and how.
-pub(crate) struct Api {
-    /// How blocks release.
-    pub(crate) release: Release,
-    /// How blocks take the GIL back.
-    pub(crate) restore_kind: Restore,
-    pub(crate) save: SaveThreadFn,
-    pub(crate) restore: RestoreThreadFn,
-    /// The thread state that holds the GIL: the caller's own on 3.12 and
-    /// later, the GIL holder's (whichever thread that is) on 3.11 and older.
-    pub(crate) current: GetThreadStateFn,
-    pub(crate) check: Check,
-    /// What [`restore_entry`](Self::restore_entry) does, for the report.
-    pub(crate) reacquire: Reacquire,
-    /// The function for `reacquire`, chosen once: one indirect call on the
-    /// fast path instead of a branch on `reacquire` each time.
-    pub(crate) restore_entry: RestoreEntryFn,
-    /// `PyErr_CheckSignals`, for signal checks inside blocks (not on the
-    /// fast path); `None` if the object does not define it.
-    pub(crate) check_signals: Option<CheckSignalsFn>,
-    /// `Py_IsFinalizing` (3.13) or `_Py_IsFinalizing` (3.8-3.12), for a part
-    /// that ends without the GIL (not on the fast path); `None` if the object
-    /// defines neither. Only where `pthread_exit` unwinds (the parking
-    /// frame's targets).
-    #[cfg(nuwa_exit_unwinds)]
-    pub(crate) is_finalizing: Option<IsFinalizingFn>,
-}
-
-/// How a block releases, chosen once by version (see BENCHMARKS.md for the
-/// instruction counts behind the choice).
-#[derive(Clone, Copy)]
-pub(crate) enum Release {
-    /// 3.12 and 3.13: `PyThreadState_Swap(NULL)` detaches the calling
-    /// thread's state only if one is attached, and returns it (or null): the
-    /// held check and the release in one call, cheaper there than the getter
-    /// plus `PyEval_SaveThread`.
-    Swap(SwapFn),
-    /// The held check (`current`, `check`), then `PyEval_SaveThread`.
-    HeldCheck,
-}
-
-/// How a block takes the GIL back, chosen once by version.
-#[derive(Clone, Copy)]
-pub(crate) enum Restore {
-    /// 3.13 and later: `entry(swap, saved)`, which detaches whatever state is
-    /// attached to the thread (none, unless one was attached inside the
-    /// block and left attached), takes the GIL and attaches the block's own
-    /// (CPython's `_PyThreadState_Attach`, as `PyEval_RestoreThread` does),
-    /// and returns the state it detached: the end-of-block check for free.
-    /// Not on 3.12, where `PyThreadState_Swap` marks the state attached
-    /// before it has the GIL, which races with finalization.
-    Swap { swap: SwapFn, entry: SwapEntryFn },
-    /// The end-of-block check with `current`, then
-    /// `restore_entry(restore, saved)`.
-    Checked,
-}
-
-/// How `current` tells whether the calling thread holds the GIL.
-#[derive(Clone, Copy)]
-pub(crate) enum Check {
-    /// 3.12 and later: `current` is thread-local; not null means held.
-    ThreadLocal,
-    /// 3.11 and older: `current` is process-global; held only if it is this
-    /// thread's GIL-state state. A thread whose GIL-state state is not the
-    /// current one (a legacy subinterpreter's thread, one running on a state
-    /// another thread made for it) counts as not holding the GIL: nothing
-    /// else on these versions tells, safely, which thread a state is in use
-    /// on.
-    Compare { this_thread: GetThreadStateFn },
-}
-
-/// How a block takes the GIL back, chosen once at resolution.
-#[derive(Clone, Copy)]
-pub(crate) enum Reacquire {
-    /// Through the C frame that parks a thread CPython force-unwinds at
-    /// shutdown (3.13 and older, where `pthread_exit` unwinds).
-    Shim,
-    /// `PyEval_RestoreThread` itself: 3.14 and later hang such a thread
-    /// themselves; Windows ends it without unwinding.
-    Direct,
-    /// 3.13 and older where `pthread_exit` does not unwind (musl, macOS, ...):
-    /// park the thread if finalization started while it was in the block,
-    /// then call `PyEval_RestoreThread`. Narrows the window; cannot close it.
-    CheckFinalizing(IsFinalizingFn),
-}
 
 /// The resolution in force: null before the first lookup, then a leaked
 /// `Box`. It is only ever replaced by a better one (see [`rank`]): at most
@@ -155,46 +45,47 @@ pub(crate) enum Reacquire {
 /// check that the GIL is held first), which only `init()` shows.
 static RESOLUTION: AtomicPtr<Resolution> = AtomicPtr::new(core::ptr::null_mut());
 
-/// The `Api` of [`RESOLUTION`] once it can release (null before, and for as
-/// long as nothing can be released): the fast path is one load of this
+/// The [`Plan`] of [`RESOLUTION`] once it can release (null before, and for
+/// as long as nothing can be released): the fast path is one load of this
 /// pointer.
-static API: AtomicPtr<Api> = AtomicPtr::new(core::ptr::null_mut());
+static PLAN: AtomicPtr<Plan> = AtomicPtr::new(core::ptr::null_mut());
 
-/// The resolved functions: the fast path is one atomic load.
+/// The plan blocks follow, looked up on first use: the fast path is one
+/// atomic load.
 #[inline(always)]
-pub(crate) fn api() -> Option<&'static Api> {
-    let api = API.load(Ordering::Acquire);
-    if api.is_null() {
-        return api_slow();
+pub(crate) fn plan() -> Option<&'static Plan> {
+    let plan = PLAN.load(Ordering::Acquire);
+    if plan.is_null() {
+        return plan_slow();
     }
-    // SAFETY: `API` is only ever set to the `Api` inside a resolution that
+    // SAFETY: `PLAN` is only ever set to the `Plan` inside a resolution that
     // can release, which is final and lives (unchanged, leaked) for the rest
     // of the process.
-    Some(unsafe { &*api })
+    Some(unsafe { &*plan })
 }
 
-/// `api()` before the first resolution, or while nothing can be released.
+/// `plan()` before the first resolution, or while nothing can be released.
 #[cold]
 #[inline(never)]
-fn api_slow() -> Option<&'static Api> {
-    resolution().api()
+fn plan_slow() -> Option<&'static Plan> {
+    resolution().plan()
 }
 
-/// The functions, when a release has already succeeded.
+/// The plan, when a release has already succeeded.
 ///
 /// # Safety
 ///
-/// [`api`] must have returned `Some` before, in this process.
+/// [`plan`] must have returned `Some` before, in this process.
 #[inline(always)]
-pub(crate) unsafe fn api_resolved() -> &'static Api {
-    // SAFETY: `api` returned `Some`, so `API` was set (it is set before
-    // `api` can return `Some`, see `in_force`) and never changes again.
-    unsafe { &*API.load(Ordering::Relaxed) }
+pub(crate) unsafe fn plan_resolved() -> &'static Plan {
+    // SAFETY: `plan` returned `Some`, so `PLAN` was set (it is set before
+    // `plan` can return `Some`, see `in_force`) and never changes again.
+    unsafe { &*PLAN.load(Ordering::Relaxed) }
 }
 
 /// `PyErr_CheckSignals` of the interpreter found, if any (off the fast path).
 pub(crate) fn check_signals() -> Option<CheckSignalsFn> {
-    api()?.check_signals
+    plan()?.check_signals
 }
 
 /// Returns the resolution in force, looking (again) first if there is none
@@ -209,7 +100,7 @@ pub(crate) fn resolution() -> &'static Resolution {
     look_again()
 }
 
-/// The resolution in force, if any; makes its `Api`, if it has one, the one
+/// The resolution in force, if any; makes its `Plan`, if it has one, the one
 /// the fast path loads (before any caller can use it).
 fn in_force() -> Option<&'static Resolution> {
     let current = RESOLUTION.load(Ordering::Acquire);
@@ -218,10 +109,10 @@ fn in_force() -> Option<&'static Resolution> {
     }
     // SAFETY: `RESOLUTION` is only ever set to a leaked `Box`, never freed.
     let current = unsafe { &*current };
-    if let Some(api) = current.api() {
+    if let Some(plan) = current.plan() {
         // Every thread stores the same pointer: a resolution that can
         // release is never replaced.
-        API.store(core::ptr::from_ref(api).cast_mut(), Ordering::Release);
+        PLAN.store(core::ptr::from_ref(plan).cast_mut(), Ordering::Release);
     }
     Some(current)
 }
@@ -233,7 +124,7 @@ fn look_again() -> &'static Resolution {
     tests::LOOKUPS.fetch_add(1, Ordering::Relaxed);
     #[cfg(unix)]
     {
-        let (made, scanned) = unix::look_up(platform());
+        let (made, scanned) = unix::look_up();
         let kept = offer(made).0;
         // After the offer: a block that reads what the walk saw finds the
         // answer in force.
@@ -311,30 +202,9 @@ pub(crate) fn looks_again() -> bool {
 #[cfg(not(unix))]
 fn look_up() -> Resolution {
     #[cfg(windows)]
-    return windows::look_up(platform());
+    return windows::look_up();
     #[cfg(not(any(unix, windows)))]
     return Resolution::not_found(false, "nothing (no dynamic loader on this target)".into());
-}
-
-/// The facts about this build target that the version decision needs.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Platform {
-    /// The C frame of `restore_shim.c` is linked in (Unix).
-    pub(crate) shim: bool,
-    /// `pthread_exit` unwinds the stack, so the C frame's cleanup runs
-    /// (glibc, FreeBSD). Elsewhere the thread just ends.
-    pub(crate) exit_unwinds: bool,
-    /// Threads have a last-error value that `PyEval_RestoreThread` keeps
-    /// and `PyThreadState_Swap` does not (Windows' `GetLastError`).
-    pub(crate) last_error: bool,
-}
-
-pub(crate) fn platform() -> Platform {
-    Platform {
-        shim: cfg!(nuwa_restore_shim),
-        exit_unwinds: cfg!(nuwa_exit_unwinds),
-        last_error: cfg!(windows),
-    }
 }
 
 #[cfg(test)]
@@ -351,7 +221,7 @@ mod tests {
         assert!(!found.python_found(), "{found}");
         let before = LOOKUPS.load(Ordering::Relaxed);
         for _ in 0..1000 {
-            assert!(api().is_none());
+            assert!(plan().is_none());
         }
         #[cfg(nuwa_dl_iterate)]
         {

@@ -2,7 +2,8 @@
 
 use core::fmt;
 
-use super::{Api, Reacquire};
+use crate::plan::Plan;
+use crate::shutdown::Exit;
 
 /// How nuwa tells whether the calling thread holds the GIL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,7 +105,7 @@ pub(crate) enum State {
     Ready {
         version: Option<(u8, u8)>,
         held_check: HeldCheck,
-        api: Api,
+        plan: Plan,
     },
 }
 
@@ -176,10 +177,12 @@ impl Resolution {
 
     /// How blocks take the GIL back, if they can release it.
     pub fn restore_path(&self) -> Option<RestorePath> {
-        self.api().map(|api| match api.reacquire {
-            Reacquire::Shim => RestorePath::ParkingFrame,
-            Reacquire::Direct => RestorePath::Direct,
-            Reacquire::CheckFinalizing(_) => RestorePath::CheckFinalizing,
+        self.plan().map(|plan| match plan.take_back.exit() {
+            Exit::Direct => RestorePath::Direct,
+            #[cfg(any(test, nuwa_exit_unwinds))]
+            Exit::Frame { .. } => RestorePath::ParkingFrame,
+            #[cfg(any(test, nuwa_check_finalizing))]
+            Exit::CheckFinalizing(_) => RestorePath::CheckFinalizing,
         })
     }
 
@@ -204,18 +207,18 @@ impl Resolution {
         }
     }
 
-    pub(crate) fn api(&self) -> Option<&Api> {
+    /// The plan blocks follow, if they can release.
+    pub(crate) fn plan(&self) -> Option<&Plan> {
         match &self.state {
-            State::Ready { api, .. } => Some(api),
+            State::Ready { plan, .. } => Some(plan),
             _ => None,
         }
     }
 
-    /// Whether `api` uses the given check kind (for tests).
+    /// Whether the held check compares states (3.11 and older; for tests).
     #[cfg(test)]
     pub(crate) fn compares(&self) -> Option<bool> {
-        self.api()
-            .map(|api| matches!(api.check, super::Check::Compare { .. }))
+        self.plan().map(|plan| plan.this_thread().is_some())
     }
 }
 

@@ -29,7 +29,7 @@ use std::vec::Vec;
 
 use super::decide::{self, Lookup};
 use super::report::{Resolution, State, Via};
-use super::{Platform, sys};
+use crate::sys;
 
 /// A `dlopen` handle, closed on drop.
 struct Handle(*mut c_void);
@@ -158,25 +158,25 @@ pub(super) type Scanned = ();
 
 /// Looks in every place, in order; returns the answer and what the walk of
 /// the loaded objects saw (when the answer is not final).
-pub(super) fn look_up(platform: Platform) -> (Resolution, Scanned) {
+pub(super) fn look_up() -> (Resolution, Scanned) {
     let mut search = Search::default();
 
     search.searched.push("the global scope".into());
     if let Some(global) = Handle::global()
-        && let Some(r) = search.try_place(&global, Via::GlobalScope, platform)
+        && let Some(r) = search.try_place(&global, Via::GlobalScope)
     {
         return (r, Scanned::default());
     }
 
     #[cfg(nuwa_dl_noload)]
     {
-        let own = look_up as fn(Platform) -> (Resolution, Scanned) as *const c_void;
+        let own = look_up as fn() -> (Resolution, Scanned) as *const c_void;
         if let Some((_, path)) = object_of(own) {
             search
                 .searched
                 .push(format!("nuwa's own object ({})", path.to_string_lossy()));
             if let Some(handle) = Handle::reopen(&path)
-                && let Some(r) = search.try_place(&handle, Via::OwnObject, platform)
+                && let Some(r) = search.try_place(&handle, Via::OwnObject)
             {
                 return (r, Scanned::default());
             }
@@ -197,7 +197,7 @@ pub(super) fn look_up(platform: Platform) -> (Resolution, Scanned) {
             for path in candidates {
                 search.pypy |= super::names::is_libpypy(path.to_bytes());
                 if let Some(handle) = Handle::reopen(path)
-                    && let Some(r) = search.try_place(&handle, Via::LoadedObject, platform)
+                    && let Some(r) = search.try_place(&handle, Via::LoadedObject)
                 {
                     return (r, scan);
                 }
@@ -210,10 +210,10 @@ pub(super) fn look_up(platform: Platform) -> (Resolution, Scanned) {
         search
             .searched
             .push("the functions linked into nuwa's own object".into());
-        let own = look_up as fn(Platform) -> (Resolution, Scanned) as usize;
+        let own = look_up as fn() -> (Resolution, Scanned) as usize;
         match super::loaded::segments_of(own) {
             (true, Some(segments)) => {
-                if let Some(r) = search.try_linked(&Linked { segments }, platform) {
+                if let Some(r) = search.try_linked(&Linked { segments }) {
                     return (r, scan);
                 }
             }
@@ -272,12 +272,7 @@ struct Search {
 
 impl Search {
     /// Tries one place: the resolution if it is ready to release.
-    fn try_place(
-        &mut self,
-        symbols: &dyn Lookup,
-        via: Via,
-        platform: Platform,
-    ) -> Option<Resolution> {
+    fn try_place(&mut self, symbols: &dyn Lookup, via: Via) -> Option<Resolution> {
         let Some(save) = symbols.lookup(decide::GIL_PAIR[0]) else {
             self.pypy |= symbols.lookup(decide::PYPY_MARK).is_some();
             return None;
@@ -287,7 +282,7 @@ impl Search {
             inner: symbols,
             base,
         };
-        let state = decide::decide(&one, platform);
+        let state = decide::decide(&one);
         match state {
             State::NotFound { .. } => None,
             State::NoHeldCheck { .. } => {
@@ -310,14 +305,14 @@ impl Search {
     /// it is ready to release. Nothing is pinned: the functions are in the
     /// object whose code is running.
     #[cfg(all(nuwa_weak_linked, nuwa_dl_iterate))]
-    fn try_linked(&mut self, linked: &Linked, platform: Platform) -> Option<Resolution> {
+    fn try_linked(&mut self, linked: &Linked) -> Option<Resolution> {
         linked.lookup(decide::GIL_PAIR[0])?;
-        let own = look_up as fn(Platform) -> (Resolution, Scanned) as *const c_void;
+        let own = look_up as fn() -> (Resolution, Scanned) as *const c_void;
         let place = match object_of(own) {
             Some((_, path)) if !path.as_bytes().is_empty() => path.to_string_lossy().into_owned(),
             _ => "this program".into(),
         };
-        let state = decide::decide(linked, platform);
+        let state = decide::decide(linked);
         match state {
             State::NotFound { .. } => None,
             State::NoHeldCheck { .. } => {

@@ -9,7 +9,6 @@ use std::string::String;
 
 use libloading::os::windows::Library;
 
-use super::Platform;
 use super::decide::{self, Lookup};
 use super::names;
 use super::report::{Resolution, State, Via};
@@ -23,13 +22,13 @@ impl Lookup for Library {
     }
 }
 
-pub(super) fn look_up(platform: Platform) -> Resolution {
+pub(super) fn look_up() -> Resolution {
     let mut first_forwarder: Option<Resolution> = None;
     for name in names::windows_dll_candidates() {
         let Ok(lib) = Library::open_already_loaded(&name) else {
             continue;
         };
-        let state = decide::decide(&lib, platform);
+        let state = decide::decide(&lib);
         if matches!(state, State::NotFound { .. }) {
             continue;
         }

@@ -1,5 +1,7 @@
-//! The few C library functions and types the Unix lookup needs, declared
-//! here rather than taken from a crate: nuwa's runtime dependencies are
+//! The few C library functions and types nuwa needs on Unix (the lookup's
+//! `dlopen` family and `dl_iterate_phdr`, `write` for a message before an
+//! abort, `dlsym` for glibc's cleanup handlers), declared here rather than
+//! taken from a crate: nuwa's runtime dependencies are
 //! kept to `spin`, `libloading` (Windows) and `static_assertions`.
 //!
 //! The declarations follow each C library's `<dlfcn.h>`, `<link.h>` and
