@@ -233,7 +233,7 @@ pub unsafe fn provide(python: EmbeddedPython) -> Result<(), EmbedError> {
         place,
     };
     let (in_force, _) = resolve::offer(made);
-    if in_force.via() == Via::Embedder {
+    if in_force.via == Via::Embedder {
         Ok(())
     } else {
         Err(EmbedError::AlreadyResolved {
@@ -366,7 +366,7 @@ mod tests {
 
     #[test]
     fn the_version_decides_as_for_a_looked_up_object() {
-        use crate::HeldCheck;
+        use crate::__private::HeldCheck;
         let held = |p: &EmbeddedPython| match check(p) {
             Ok(State::Ready { held_check, .. }) => held_check,
             _ => HeldCheck::Unavailable,

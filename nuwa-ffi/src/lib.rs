@@ -38,7 +38,7 @@ compile_error!(
 mod token;
 
 pub use block::{CPython, gil_is_held};
-pub use resolve::{HeldCheck, Resolution, RestorePath, Status, Via};
+pub use resolve::Resolution;
 pub use signals::{Interrupted, SignalCheck};
 pub use token::GilHeld;
 
@@ -88,6 +88,7 @@ pub mod __private {
     pub use crate::block::SavedThreadState;
     #[cfg(feature = "stats")]
     pub use crate::recording::{CallSite, Recorded, RegistryPoint, set_registry_hook};
+    pub use crate::resolve::{Details, HeldCheck, RestorePath, Status, Via};
 }
 
 /// Finds CPython's functions now instead of at the first block, and says
@@ -378,6 +379,7 @@ mod tests {
     //! Where a test must see a release and a take-back, it uses a mock.
 
     use super::*;
+    use crate::__private::{Details, HeldCheck};
     use nuwa_core::__private::{release, released};
 
     #[test]

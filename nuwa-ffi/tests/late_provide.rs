@@ -11,9 +11,10 @@ use core::ffi::c_void;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use nuwa_ffi::__private::{Details, Via};
+use nuwa_ffi::CPython;
 use nuwa_ffi::embed::{EmbedError, EmbeddedPython, provide};
 use nuwa_ffi::nuwa_core::__private::{release, released};
-use nuwa_ffi::{CPython, Via};
 
 /// The stand-in for this thread's `PyThreadState`.
 static TSTATE: u8 = 0;

@@ -293,7 +293,7 @@ pub(crate) fn parse_version(text: &[u8]) -> Option<(u8, u8)> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::report::{Resolution, RestorePath, Status, Via};
+    use super::super::report::{Details, Resolution, RestorePath, Status, Via};
     use super::*;
 
     /// A fake process: named symbols at fake (never called) addresses.

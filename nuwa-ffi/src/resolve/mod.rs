@@ -28,7 +28,7 @@ pub(crate) use unix::pin_object_of;
 #[cfg(windows)]
 mod windows;
 
-pub use report::{HeldCheck, Resolution, RestorePath, Status, Via};
+pub use report::{Details, HeldCheck, Resolution, RestorePath, Status, Via};
 
 /// The resolution in force: null before the first lookup, then a leaked
 /// `Box`. It is only ever replaced by a better one (see [`rank`]): at most

@@ -131,16 +131,6 @@ impl Resolution {
         }
     }
 
-    /// What this resolution amounts to.
-    pub fn status(&self) -> Status {
-        match self.state {
-            State::NotFound { pypy: false } => Status::NotFound,
-            State::NotFound { pypy: true } => Status::PyPyNotSupported,
-            State::NoHeldCheck { .. } => Status::FoundWithoutHeldCheck,
-            State::Ready { .. } => Status::Ready,
-        }
-    }
-
     /// Whether CPython's GIL functions were found in the process.
     ///
     /// They are found as soon as libpython is loaded, whether or not the
@@ -164,31 +154,6 @@ impl Resolution {
             State::NotFound { .. } => None,
             State::NoHeldCheck { version, .. } | State::Ready { version, .. } => version,
         }
-    }
-
-    /// How the calling thread's hold on the GIL is checked
-    /// ([`HeldCheck::Unavailable`] unless [`can_release`](Self::can_release)).
-    pub fn held_check(&self) -> HeldCheck {
-        match self.state {
-            State::Ready { held_check, .. } => held_check,
-            _ => HeldCheck::Unavailable,
-        }
-    }
-
-    /// How blocks take the GIL back, if they can release it.
-    pub fn restore_path(&self) -> Option<RestorePath> {
-        self.plan().map(|plan| match plan.take_back.exit() {
-            Exit::Direct => RestorePath::Direct,
-            #[cfg(any(test, nuwa_exit_unwinds))]
-            Exit::Frame { .. } => RestorePath::ParkingFrame,
-            #[cfg(any(test, nuwa_check_finalizing))]
-            Exit::CheckFinalizing(_) => RestorePath::CheckFinalizing,
-        })
-    }
-
-    /// Which way the functions were found ([`Via::Nowhere`] if they were not).
-    pub fn via(&self) -> Via {
-        self.via
     }
 
     /// The object the functions came from (its path, as the loader names
@@ -219,6 +184,53 @@ impl Resolution {
     #[cfg(test)]
     pub(crate) fn compares(&self) -> Option<bool> {
         self.plan().map(|plan| plan.this_thread().is_some())
+    }
+}
+
+/// The details of a [`Resolution`] that its `Display` form tells, as values,
+/// for nuwa's own tests and diagnostics. Not public API (`__private`): they
+/// change as nuwa's way of finding CPython does.
+pub trait Details {
+    /// What this resolution amounts to.
+    fn status(&self) -> Status;
+    /// How the calling thread's hold on the GIL is checked
+    /// ([`HeldCheck::Unavailable`] unless it can release).
+    fn held_check(&self) -> HeldCheck;
+    /// How blocks take the GIL back, if they can release it.
+    fn restore_path(&self) -> Option<RestorePath>;
+    /// Which way the functions were found ([`Via::Nowhere`] if they were not).
+    fn via(&self) -> Via;
+}
+
+impl Details for Resolution {
+    fn status(&self) -> Status {
+        match self.state {
+            State::NotFound { pypy: false } => Status::NotFound,
+            State::NotFound { pypy: true } => Status::PyPyNotSupported,
+            State::NoHeldCheck { .. } => Status::FoundWithoutHeldCheck,
+            State::Ready { .. } => Status::Ready,
+        }
+    }
+
+    fn held_check(&self) -> HeldCheck {
+        match self.state {
+            State::Ready { held_check, .. } => held_check,
+            _ => HeldCheck::Unavailable,
+        }
+    }
+
+    fn restore_path(&self) -> Option<RestorePath> {
+        self.plan().map(|plan| match plan.take_back.exit() {
+            Exit::Direct => RestorePath::Direct,
+            #[cfg(any(test, nuwa_exit_unwinds))]
+            Exit::Frame { .. } => RestorePath::ParkingFrame,
+            #[cfg(any(test, nuwa_check_finalizing))]
+            Exit::CheckFinalizing(_) => RestorePath::CheckFinalizing,
+        })
+    }
+
+    fn via(&self) -> Via {
+        self.via
     }
 }
 

@@ -16,7 +16,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
-use nuwa_ffi::{CPython, GilHeld, GilOps, HeldCheck};
+use nuwa_ffi::__private::{Details, HeldCheck};
+use nuwa_ffi::{CPython, GilHeld, GilOps};
 
 use crate::harness::*;
 use crate::hosts::{self, BuildVars, Built};

@@ -18,6 +18,7 @@
 //! found by `dl_iterate_phdr`. A static musl program cannot load a library:
 //! the test says so and does not run.
 
+use nuwa_ffi::__private::Details;
 use std::ffi::{c_char, c_int};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -214,7 +215,7 @@ fn check_found(fake: &Fake, minor: u32) {
     println!("{r:#}");
     assert!(r.can_release(), "{r:#}");
     assert_eq!(r.version(), Some((3, minor as u8)), "{r:#}");
-    assert_eq!(r.via(), nuwa_ffi::Via::LoadedObject, "{r:#}");
+    assert_eq!(r.via(), nuwa_ffi::__private::Via::LoadedObject, "{r:#}");
     assert!(r.source().ends_with(&fake.file), "{r:#}");
     let shown = format!("{r:#}");
     if cfg!(windows) {
@@ -297,7 +298,11 @@ fn forwarder_only() {
     fake.attach();
     let r = nuwa_ffi::init();
     println!("{r:#}");
-    assert_eq!(r.status(), nuwa_ffi::Status::FoundWithoutHeldCheck, "{r:#}");
+    assert_eq!(
+        r.status(),
+        nuwa_ffi::__private::Status::FoundWithoutHeldCheck,
+        "{r:#}"
+    );
     assert!(!r.can_release());
     assert!(r.source().ends_with("python3.dll"), "{r:#}");
     fake.log();

@@ -6,8 +6,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_LOCAL, RTLD_NOW};
+use nuwa_ffi::__private::{Details, Via};
+use nuwa_ffi::CPython;
 use nuwa_ffi::nuwa_core::__private::{release, released};
-use nuwa_ffi::{CPython, Via};
 
 use crate::harness::*;
 

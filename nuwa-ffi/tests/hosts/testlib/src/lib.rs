@@ -14,9 +14,10 @@
 use core::ffi::{c_char, c_int, c_void};
 use std::panic::{self, AssertUnwindSafe};
 
+use nuwa_ffi::__private::{Details, Via};
+use nuwa_ffi::CPython;
 use nuwa_ffi::embed::{EmbeddedPython, provide};
 use nuwa_ffi::nuwa_core::__private::{release, released};
-use nuwa_ffi::{CPython, Via};
 
 /// The block saw `done` within the timeout.
 pub const DONE: c_int = 1;
