@@ -20,7 +20,7 @@ MINIMAL_MANIFEST := examples/minimal/Cargo.toml
 PYO3_MANIFEST := examples/pyo3_extension/Cargo.toml
 PYTEST_ARGS ?= -q
 
-.PHONY: help venv ext minimal pyo3-ext demo test test-clear-skip test-rust test-no-std test-docs test-python c-abi bench bench-quick pythons test-matrix test-linux-arches test-valgrind test-platforms test-platforms-windows test-platforms-musl test-platforms-macos clean
+.PHONY: help venv ext minimal pyo3-ext demo test test-clear-skip package test-rust test-no-std test-docs test-python c-abi bench bench-quick pythons test-matrix test-linux-arches test-valgrind test-platforms test-platforms-windows test-platforms-musl test-platforms-macos clean
 
 help:
 	@echo "make demo    build the example extension (release) and run examples/demo.py"
@@ -30,6 +30,7 @@ help:
 	@echo "make test-linux-arches  lint and test on Linux i686, s390x (real CPython) and aarch64 (unit tests)"
 	@echo "make test-valgrind  the Python tests under valgrind memcheck: no invalid access or leak in nuwa"
 	@echo "make test-platforms  Windows (wine, fake DLLs), musl, macOS (check only) in the sid root"
+	@echo "make package  cargo package the three crates (verified) and check what they ship"
 	@echo "make clean   remove build output and .venv"
 
 # The project's virtual environment, with the build and test tools.
@@ -87,6 +88,10 @@ test-rust:
 	$(CARGO) test -p nuwa-ffi --features stats --lib
 	$(CARGO) test -p nuwa-ffi --features stats --doc
 	$(CARGO) test -p nuwa-ffi --features stats --test real_python -- stats_
+
+# The library crates as crates.io would get them (see the script).
+package:
+	scripts/check-package.sh
 
 # Fails to build if nuwa-core ever pulls in std (duplicate panic_impl).
 test-no-std:
