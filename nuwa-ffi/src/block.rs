@@ -40,8 +40,10 @@ use crate::shutdown;
 /// as they would be without nuwa (where the call into Python can unwind, the
 /// part's own locals too, without the GIL); the rest of the block and the
 /// frames outside it are not.
-/// A parked thread keeps what it holds (a lock taken before the block). A thread that must finish its work should not be a daemon
-/// thread. See [`RestorePath`](crate::RestorePath) for the other targets.
+/// A parked thread keeps what it holds (a lock taken before the block). A
+/// thread that must finish its work should not be a daemon thread. The other
+/// targets: [Guarantees](https://github.com/nuwa-rs/nuwa#guarantees) in the
+/// README.
 ///
 /// # Panics
 ///
@@ -242,7 +244,7 @@ pub(crate) unsafe fn release_unchecked() -> Option<SavedThreadState> {
 /// Only the finalizing thread can hold the GIL once finalization has
 /// started, and CPython never ends that one, so a thread parked here holds
 /// no GIL. Outside finalization (a held check that cannot be sure, see
-/// [`HeldCheck`](crate::HeldCheck)), and on 3.14 and later, nothing happens:
+/// the README's [version notes](https://github.com/nuwa-rs/nuwa#how-nuwa-finds-cpython-version-by-version)), and on 3.14 and later, nothing happens:
 /// the block goes on without having released.
 #[cold]
 #[inline(never)]
@@ -323,7 +325,7 @@ fn say_before_abort(parts: &[&str]) {
 }
 
 /// Whether the calling thread holds the GIL: its own thread state is the one
-/// that holds it (see [`HeldCheck`](crate::HeldCheck)). Where that cannot be
+/// that holds it (see the README's [version notes](https://github.com/nuwa-rs/nuwa#how-nuwa-finds-cpython-version-by-version)). Where that cannot be
 /// told (3.8-3.11, a thread on a state other than its GIL-state state), the
 /// answer is "not held".
 #[inline(always)]
