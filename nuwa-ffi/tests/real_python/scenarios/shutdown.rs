@@ -391,6 +391,8 @@ fn pause_probe_checks(target: &Target) -> Outcome {
     );
     helper.join().map_err(|_| "the helper panicked")?;
 
+    // The wait is in Python, whose sleeps give the GIL up: the Python thread
+    // needs it between noting its id and calling signal.pause().
     let py = start(target)?;
     py.run(&format!(
         r#"
@@ -400,17 +402,19 @@ def _nuwa_pauser():
     signal.pause()
 threading.Thread(target=_nuwa_pauser, daemon=True).start()
 nuwa_wait({DAEMON_TID})
-"#
+_nuwa_paused = ctypes.PYFUNCTYPE(ctypes.c_int)({paused})
+_nuwa_deadline = time.monotonic() + {wait}
+while not _nuwa_paused() and time.monotonic() < _nuwa_deadline:
+    time.sleep(0.001)
+"#,
+        paused = rp_daemon_paused as *const () as usize,
+        wait = WAIT.as_secs(),
     ))?;
-    let deadline = Instant::now() + WAIT;
-    while rp_daemon_paused() == 0 {
-        ensure!(
-            Instant::now() < deadline,
-            "a Python thread in signal.pause() was not seen in pause() in {WAIT:?}: \
-             libpython's pause() is not this binary's"
-        );
-        thread::sleep(Duration::from_millis(1));
-    }
+    ensure!(
+        rp_daemon_paused() == 1,
+        "a Python thread in signal.pause() was not seen in pause() in {WAIT:?}: \
+         libpython's pause() is not this binary's"
+    );
     passed()
 }
 
