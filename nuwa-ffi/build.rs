@@ -17,6 +17,16 @@
 //!   functions (ELF targets, whose linkers leave an undefined weak reference
 //!   null; Mach-O's would refuse to link it).
 //!
+//! On Linux with glibc, the integration-test executables export `pause`
+//! (`--export-dynamic-symbol`: GNU ld 2.35 or later, lld): the
+//! real-interpreter suite defines its own `pause()`, which notes the threads
+//! that CPython or nuwa's C frame park at shutdown, and libpython, opened
+//! with `dlopen`, must bind to it (`tests/real_python/paused.rs`). GNU ld
+//! 2.40 and lld 22 export it even without the option, because libc.so
+//! defines the same name; the option says so rather than relying on that,
+//! and the suite's `pause_probe` checks it. The other test executables do not
+//! define `pause`, and their dynamic symbols stay the same.
+//!
 //! This needs a C compiler, and no Python.
 
 fn main() {
@@ -70,6 +80,9 @@ fn main() {
         if os == "linux" && env == "gnu" {
             println!("cargo::rustc-cfg=nuwa_part_cleanup");
         }
+    }
+    if os == "linux" && env == "gnu" {
+        println!("cargo::rustc-link-arg-tests=-Wl,--export-dynamic-symbol=pause");
     }
     let elf_dl = [
         "linux",

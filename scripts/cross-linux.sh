@@ -25,7 +25,12 @@
 #     and nuwa-ffi's unit tests with `stats`;
 #   - the real-interpreter suite (nuwa-ffi/tests/real_python) against the
 #     architecture's libpython3.14 and libpython3.15 (i686: 3.13 too),
-#     NUWA_REQUIRE_PYTHON=1.
+#     NUWA_REQUIRE_PYTHON=1. Under qemu-user, /proc shows the host system
+#     calls qemu makes, not the guest's, so the suite tells a thread parked
+#     at shutdown by its own pause() (tests/real_python/paused.rs), not by
+#     /proc. qemu runs the guest with the x86_64 host's memory order: weak
+#     memory ordering (aarch64's) is not exercised.
+# CI (make test-linux-arches) runs `test i686 s390x aarch64`.
 #
 # How: `setup` adds the architectures to the root's dpkg and installs sid's
 # rustc, cargo, clippy, each architecture's Rust std (libstd-rust-dev:ARCH),

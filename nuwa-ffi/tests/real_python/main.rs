@@ -37,6 +37,14 @@
 //! - `shutdown_daemon_block_ends` (10 children), `shutdown_tight_loop` (3): a
 //!   daemon thread's block ends while `Py_FinalizeEx` runs; CPython 3.13 and
 //!   older end such a thread in its reacquire, and no Rust frame may unwind.
+//! - `shutdown_in_with_gil_part`, `shutdown_in_released_part`,
+//!   `shutdown_in_strict_part` (3 children each): a daemon thread runs
+//!   Python code in a `with_gil` part when the interpreter finalizes; it must
+//!   end up parked in `pause()` (by nuwa, or by CPython 3.14+), not unwound.
+//!   Whether a thread entered `pause()` is told by this binary's own
+//!   `pause()` (`paused.rs`), which notes the calling thread; `pause_probe`
+//!   checks that probe itself (it sees a thread in `pause()` and in Python's
+//!   `signal.pause()`, not one blocked elsewhere).
 //! - `stop_the_world` (free-threaded builds only): `gc.collect()` gets through
 //!   while four attached threads run blocks, and, as a control, does not while
 //!   they spin without releasing.
@@ -90,6 +98,8 @@
 mod harness;
 #[cfg(unix)]
 mod hosts;
+#[cfg(unix)]
+mod paused;
 #[cfg(unix)]
 mod runner;
 #[cfg(unix)]

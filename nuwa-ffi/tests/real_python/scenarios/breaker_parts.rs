@@ -8,8 +8,8 @@ use std::env;
 use std::sync::atomic::Ordering::SeqCst;
 
 use super::shutdown::{
-    cycle_until_daemon_paused, gil_check_here, hung_by_cpython, learn_pause_syscall,
-    not_exercised_if_hung, part_that_loops, rp_daemon_paused, syscall_of, this_tid,
+    check_daemon_not_paused_yet, cycle_until_daemon_paused, gil_check_here, hung_by_cpython,
+    not_exercised_if_hung, part_that_loops, rp_daemon_paused, this_tid,
 };
 use crate::harness::*;
 
@@ -62,8 +62,7 @@ pub(crate) fn breaker_part_locals_not_unwound_at_shutdown(target: &Target) -> Ou
     finalize_with_daemon_in_part(target, rp_breaker_part_with_local)?;
     ensure!(
         rp_daemon_paused() == 1,
-        "the daemon is not parked in pause() (system call {:?})",
-        syscall_of(FLAGS[DAEMON_TID].load(SeqCst))
+        "the daemon has not entered pause(): it is not parked"
     );
     let hung = hung_by_cpython(target, FLAGS[PART_LEFT].load(SeqCst));
     if hung {
@@ -127,7 +126,6 @@ fn finalize_with_daemon_in_part(target: &Target, daemon: extern "C" fn()) -> Res
         // SAFETY: no other thread of this child runs yet.
         unsafe { env::set_var("PYTHON_GIL", "1") };
     }
-    learn_pause_syscall()?;
     let py = start(target)?;
     py.run(&format!(
         r#"
@@ -137,6 +135,7 @@ nuwa_wait({IN_PART})
 "#,
         addr = daemon as *const () as usize,
     ))?;
+    check_daemon_not_paused_yet()?;
     py.run(&cycle_until_daemon_paused())?;
     py.finalize()
 }

@@ -118,6 +118,12 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         hosts: false,
     },
     Scenario {
+        name: "pause_probe",
+        runs: 1,
+        run: pause_probe,
+        hosts: false,
+    },
+    Scenario {
         name: "shutdown_in_with_gil_part",
         runs: 3,
         run: shutdown_in_with_gil_part,

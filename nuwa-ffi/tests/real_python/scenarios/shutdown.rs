@@ -19,6 +19,7 @@ use nuwa_ffi::__private::{Details, HeldCheck};
 use nuwa_ffi::{CPython, GilHeld, GilOps};
 
 use crate::harness::*;
+use crate::paused::entered_pause;
 
 // --- 7 ----------------------------------------------------------------
 
@@ -143,30 +144,26 @@ nuwa_wait({IN_BLOCK})
 
 /// Whether the daemon thread of [`shutdown_daemon_block_ends`], once its
 /// block's wait has ended, got past its reacquire (waits, bounded): it
-/// returned, unwound, ended, or is asleep for good. Asleep: its block's
-/// last step was its last sleep, so the next place where it can sleep is
-/// the reacquire's park (nuwa, CPython 3.13 and older) or hang (CPython
-/// 3.14+). Without Linux's /proc, a pause of 200 ms stands in.
+/// returned, unwound, ended, or entered `pause()`, where nuwa parks it
+/// (CPython 3.13 and older) or CPython hangs it (3.14+), for good (see
+/// `paused.rs`: the kernel's view of the thread, such as its state in
+/// `/proc/self/task/TID/stat`, is qemu's under `qemu-user`). Without Linux's
+/// thread ids, a pause of 200 ms stands in.
 fn daemon_past_its_reacquire(deadline: Instant) -> bool {
     let tid = BLOCK_DAEMON_TID.load(SeqCst);
-    if !cfg!(target_os = "linux") || tid == 0 {
+    if !cfg!(all(target_os = "linux", target_env = "gnu")) || tid == 0 {
         thread::sleep(Duration::from_millis(200));
         return true;
     }
-    let stat = format!("/proc/self/task/{tid}/stat");
+    // The thread's directory goes when the thread ends (under qemu-user
+    // too: a guest thread is a host thread, with the same id).
+    let task = PathBuf::from(format!("/proc/self/task/{tid}"));
     loop {
-        if FLAGS[RETURNED].load(SeqCst) > 0 || FLAGS[UNWOUND].load(SeqCst) > 0 {
-            return true;
-        }
-        let Ok(text) = std::fs::read_to_string(&stat) else {
-            return true; // the thread has ended
-        };
-        // "tid (comm) S ...": the state follows the last ')'.
-        let state = text
-            .rsplit(')')
-            .next()
-            .and_then(|rest| rest.trim_start().chars().next());
-        if state != Some('R') {
+        if FLAGS[RETURNED].load(SeqCst) > 0
+            || FLAGS[UNWOUND].load(SeqCst) > 0
+            || entered_pause(tid)
+            || !task.exists()
+        {
             return true;
         }
         if Instant::now() >= deadline {
@@ -284,37 +281,8 @@ pub(crate) extern "C" fn rp_daemon_part(form: c_int) {
     FLAGS[RETURNED].fetch_add(1, SeqCst);
 }
 
-/// The number of the system call a thread blocked in `pause()` is in
-/// (`pause` is not a system call on every architecture), read once from a
-/// helper thread parked that way.
-pub(crate) static PAUSE: OnceLock<String> = OnceLock::new();
-
-pub(crate) fn learn_pause_syscall() -> Result<(), String> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(this_tid());
-        loop {
-            // SAFETY: pause has no preconditions; it returns only after a
-            // signal handler ran.
-            unsafe { libc::pause() };
-        }
-    });
-    let tid = rx
-        .recv_timeout(WAIT)
-        .map_err(|e| format!("the pause helper: {e}"))?;
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(call) = syscall_of(tid).filter(|c| c != "running") {
-            ensure!(PAUSE.set(call).is_ok(), "pause learnt twice");
-            return Ok(());
-        }
-        ensure!(Instant::now() < deadline, "the pause helper never blocked");
-        thread::sleep(Duration::from_millis(1));
-    }
-}
-
 /// The kernel's id of the calling thread (Linux, where the scenarios that
-/// read `/proc/self/task/TID` run); 0 elsewhere.
+/// look for a thread by its id run); 0 elsewhere.
 #[cfg(target_os = "linux")]
 pub(crate) fn this_tid() -> i64 {
     // SAFETY: gettid(2) has no preconditions.
@@ -327,23 +295,145 @@ pub(crate) fn this_tid() -> i64 {
     0
 }
 
-/// The first field of `/proc/self/task/<tid>/syscall`: the number of the
-/// system call the thread is blocked in, or `running`.
-pub(crate) fn syscall_of(tid: i64) -> Option<String> {
-    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).ok()?;
-    text.split_whitespace().next().map(str::to_owned)
+/// Whether the daemon thread of [`rp_daemon_part`] has entered `pause()`:
+/// parked by nuwa (3.13 and older) or hung by CPython (3.14 and later),
+/// both of which call `pause()` in a loop and never leave it.
+pub(crate) extern "C" fn rp_daemon_paused() -> c_int {
+    c_int::from(entered_pause(FLAGS[DAEMON_TID].load(SeqCst)))
 }
 
-/// Whether the daemon thread of [`rp_daemon_part`] is blocked in `pause()`:
-/// parked by nuwa (3.13 and older) or hung by CPython (3.14 and later).
-pub(crate) extern "C" fn rp_daemon_paused() -> c_int {
-    let tid = FLAGS[DAEMON_TID].load(SeqCst);
-    c_int::from(tid != 0 && PAUSE.get().is_some() && syscall_of(tid).as_ref() == PAUSE.get())
+/// The probe that [`rp_daemon_paused`] and [`daemon_past_its_reacquire`] use
+/// (this binary's `pause()`, `paused.rs`), checked on its own: the global
+/// scope's `pause` is this binary's (so libpython binds to it); a thread
+/// blocked elsewhere (a futex) is not seen, one in `pause()` is, and its
+/// `pause()` returns -1 with `EINTR` once a signal handler ran; a Python
+/// thread in `signal.pause()` (libpython's call) is seen.
+pub(crate) fn pause_probe(target: &Target) -> Outcome {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    return pause_probe_checks(target);
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    return Ok(Pass::Skipped(format!(
+        "this binary has its own pause() on Linux with glibc only (Python {:?})",
+        target.version
+    )));
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn pause_probe_checks(target: &Target) -> Outcome {
+    use std::os::unix::thread::JoinHandleExt;
+    use std::sync::mpsc;
+
+    // SAFETY: RTLD_DEFAULT and a NUL-terminated name: dlsym only looks the
+    // name up in the global scope.
+    let found = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"pause".as_ptr()) } as usize;
+    let ours = crate::paused::pause as *const () as usize;
+    ensure!(
+        found == ours,
+        "dlsym(RTLD_DEFAULT, \"pause\") is {found:#x}, not this binary's pause() at {ours:#x}: \
+         libpython would call the C library's, which notes nothing (is it exported? see build.rs)"
+    );
+
+    extern "C" fn on_signal(_: c_int) {}
+    // SAFETY: an all-zero sigaction is a valid value (no flags, empty
+    // mask) before its handler is set; `on_signal` does nothing, so it is
+    // async-signal-safe; the old action is not asked for.
+    let rc = unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_signal as extern "C" fn(c_int) as libc::sighandler_t;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut())
+    };
+    ensure!(rc == 0, "sigaction(SIGUSR1) failed");
+
+    let (tid_tx, tid_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (out_tx, out_rx) = mpsc::channel();
+    let helper = thread::spawn(move || {
+        let _ = tid_tx.send(this_tid());
+        if go_rx.recv_timeout(WAIT).is_ok() {
+            // SAFETY: pause has no preconditions.
+            let rc = unsafe { libc::pause() };
+            let _ = out_tx.send((rc, std::io::Error::last_os_error().raw_os_error()));
+        }
+    });
+    let tid = tid_rx
+        .recv_timeout(WAIT)
+        .map_err(|e| format!("the helper: {e}"))?;
+    thread::sleep(Duration::from_millis(50));
+    ensure!(
+        tid != 0 && !entered_pause(tid) && !entered_pause(this_tid()),
+        "a thread waiting on a channel, or this running one, is said to have entered pause()"
+    );
+    go_tx.send(()).map_err(|e| format!("the helper: {e}"))?;
+    let deadline = Instant::now() + WAIT;
+    while !entered_pause(tid) {
+        ensure!(
+            Instant::now() < deadline,
+            "the helper's pause() was not seen in {WAIT:?}"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+    // Signals until pause() returns (one sent before the helper blocks
+    // would be handled before, and leave it blocked).
+    let (rc, errno) = loop {
+        // SAFETY: the helper has not been joined, so its pthread_t is valid.
+        unsafe { libc::pthread_kill(helper.as_pthread_t(), libc::SIGUSR1) };
+        if let Ok(out) = out_rx.recv_timeout(Duration::from_millis(20)) {
+            break out;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the helper's pause() did not return on SIGUSR1"
+        );
+    };
+    ensure!(
+        rc == -1 && errno == Some(libc::EINTR),
+        "pause() returned {rc} with errno {errno:?}, not -1 with EINTR"
+    );
+    helper.join().map_err(|_| "the helper panicked")?;
+
+    // The wait is in Python, whose sleeps give the GIL up: the Python thread
+    // needs it between noting its id and calling signal.pause().
+    let py = start(target)?;
+    py.run(&format!(
+        r#"
+import signal
+def _nuwa_pauser():
+    _nuwa_set({DAEMON_TID}, threading.get_native_id())
+    signal.pause()
+threading.Thread(target=_nuwa_pauser, daemon=True).start()
+nuwa_wait({DAEMON_TID})
+_nuwa_paused = ctypes.PYFUNCTYPE(ctypes.c_int)({paused})
+_nuwa_deadline = time.monotonic() + {wait}
+while not _nuwa_paused() and time.monotonic() < _nuwa_deadline:
+    time.sleep(0.001)
+"#,
+        paused = rp_daemon_paused as *const () as usize,
+        wait = WAIT.as_secs(),
+    ))?;
+    ensure!(
+        rp_daemon_paused() == 1,
+        "a Python thread in signal.pause() was not seen in pause() in {WAIT:?}: \
+         libpython's pause() is not this binary's"
+    );
+    passed()
+}
+
+/// The probe's control: the daemon of [`rp_daemon_part`] runs Python code
+/// in its part, so it must not be seen in `pause()` (a probe that always
+/// said "parked" would fail here).
+pub(crate) fn check_daemon_not_paused_yet() -> Result<(), String> {
+    ensure!(
+        FLAGS[DAEMON_TID].load(SeqCst) != 0 && rp_daemon_paused() == 0,
+        "before finalization, while the daemon runs its part, the probe says it entered \
+         pause() (or the daemon's thread id is unknown)"
+    );
+    Ok(())
 }
 
 /// A garbage cycle whose `__del__`, run by `Py_FinalizeEx`, gives the GIL up
 /// (so that the daemon thread waiting for it is ended, or hung) until the
-/// daemon is blocked in `pause()`, for at most 30 s.
+/// daemon has entered `pause()`, for at most 30 s.
 pub(crate) fn cycle_until_daemon_paused() -> String {
     format!(
         r#"
@@ -382,7 +472,6 @@ fn shutdown_in_part(target: &Target, form: c_int) -> Outcome {
         // environment concurrently.
         unsafe { env::set_var("PYTHON_GIL", "1") };
     }
-    learn_pause_syscall()?;
     let py = start(target)?;
     py.run(&format!(
         r#"
@@ -393,15 +482,13 @@ nuwa_wait({IN_PART})
 "#,
         addr = rp_daemon_part as *const () as usize,
     ))?;
+    check_daemon_not_paused_yet()?;
     py.run(&cycle_until_daemon_paused())?;
     py.finalize()?;
     check_del_ran_finalizing()?;
     ensure!(
         rp_daemon_paused() == 1,
-        "the daemon thread is not blocked in pause() after Py_FinalizeEx (system call \
-         {:?}; pause is {:?}; part left {} times)",
-        syscall_of(FLAGS[DAEMON_TID].load(SeqCst)),
-        PAUSE.get(),
+        "the daemon thread has not entered pause() after Py_FinalizeEx (part left {} times)",
         FLAGS[PART_LEFT].load(SeqCst)
     );
     let left = FLAGS[PART_LEFT].load(SeqCst);
@@ -429,7 +516,7 @@ nuwa_wait({IN_PART})
 /// Whether CPython itself hung the daemon at shutdown (so nothing unwound):
 /// 3.14 and later always (gh-87135); 3.13 since the change was backported
 /// to a patch release (Debian's 3.13.18 has it; 3.13.0 and 3.13.5 do not),
-/// which shows as a daemon blocked in `pause()` whose part was not left.
+/// which shows as a daemon in `pause()` whose part was not left.
 /// Up to 3.13.5 never: there a part not left is a failure.
 pub(crate) fn hung_by_cpython(target: &Target, part_left: i64) -> bool {
     target.version >= (3, 14, 0) || (target.version >= (3, 13, 6) && part_left == 0)
