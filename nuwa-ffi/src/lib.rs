@@ -155,8 +155,11 @@ where
     T: Send,
 {
     #[cfg(feature = "stats")]
-    return recording::Recorded::new(CPython, recording::site_of(core::panic::Location::caller()))
-        .nogil(f);
+    return recording::Recorded {
+        ops: CPython,
+        site: recording::site_of(core::panic::Location::caller()),
+    }
+    .nogil(f);
     #[cfg(not(feature = "stats"))]
     CPython.nogil(f)
 }

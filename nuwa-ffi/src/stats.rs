@@ -52,9 +52,7 @@ const UNLINKED: *mut CallSite = core::ptr::NonNull::<CallSite>::dangling().as_pt
 static SHORT_NS: AtomicU64 = AtomicU64::new(10_000);
 
 impl CallSite {
-    /// A call site's counters, all zero. Not public API: use
-    /// `nogil!`.
-    #[doc(hidden)]
+    /// A call site's counters, all zero (a `static` in `nogil!`'s expansion).
     pub const fn new(file: &'static str, line: u32, column: u32) -> Self {
         CallSite {
             file,
@@ -456,8 +454,6 @@ unsafe fn free(entry: *mut Entry, site: *mut CallSite) {
 }
 
 /// A point in the registry of call sites where a test can stop a thread.
-/// Not public API.
-#[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RegistryPoint {
     /// A strict-form call site is looked up, and not found yet.
@@ -474,7 +470,6 @@ static HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 /// Test-only, not public API: `hook` is called by every thread that reaches
 /// a [`RegistryPoint`] (off the fast path), so that a test can stop a
 /// thread there, for example while another thread forks.
-#[doc(hidden)]
 pub fn set_registry_hook(hook: Option<fn(RegistryPoint)>) {
     let ptr = hook.map_or(core::ptr::null_mut(), |f| f as *mut ());
     HOOK.store(ptr, Ordering::Release);
@@ -491,22 +486,14 @@ fn registry_point(point: RegistryPoint) {
     }
 }
 
-/// A backend that records its blocks in a [`CallSite`]. Not public API: use
-/// `nogil!`.
-#[doc(hidden)]
+/// A backend that records its blocks in a [`CallSite`] (what `nogil!` wraps
+/// its backend in, with the `stats` feature).
 #[derive(Debug)]
 pub struct Recorded<G> {
     /// The backend whose blocks are recorded.
     pub ops: G,
     /// Where they are recorded.
     pub site: &'static CallSite,
-}
-
-impl<G: GilOps> Recorded<G> {
-    #[inline(always)]
-    pub const fn new(ops: G, site: &'static CallSite) -> Self {
-        Recorded { ops, site }
-    }
 }
 
 // SAFETY: every call is forwarded unchanged to `ops`; the state carries the
