@@ -192,6 +192,13 @@ impl<G: GilOps> Reentered<'_, G> {
     }
 }
 
+impl<G: GilOps> Reentered<'_, G> {
+    /// Does nothing: `with_gil!` calls it after the part's code, so that the
+    /// part stays borrowed (and cannot be moved) until then.
+    #[inline(always)]
+    pub fn keep(&self) {}
+}
+
 impl<G: GilOps> Drop for Reentered<'_, G> {
     #[inline]
     fn drop(&mut self) {

@@ -221,31 +221,30 @@ macro_rules! __nuwa_nogil {
                 // enclosing statement, so that two parts fit in one
                 // expression (`with_gil! {..}? + with_gil! {..}?`).
                 let __nuwa_gil_taken_back = $crate::__private::reenter(&mut *__nuwa_guard);
-                match __nuwa_gil_taken_back {
+                // The part is reached only through a shared reference, kept
+                // alive to the part's end: the hidden-name helper below is
+                // called by its bare name, so a macro of the caller's could
+                // take its place (and even forge this macro's names), and
+                // must find nothing it can drop, move or forget.
+                match &__nuwa_gil_taken_back {
                     // A part that diverges (`return`, `?`, a panic) makes the
                     // `Ok` unreachable; that is no mistake of the caller's.
                     #[allow(unreachable_code)]
-                    ::core::result::Result::Ok(__nuwa_reentered) => {
-                        // SAFETY: bound in this arm, which the part cannot
-                        // name (macro hygiene): it is not moved, and is
-                        // dropped at the end of the arm.
-                        unsafe { $crate::__private::Reentered::begin(&__nuwa_reentered) };
-                        // The names go back through a shared reference: the
-                        // helper is called by its bare name, so a macro of
-                        // the caller's with that name could take its place,
-                        // and must not get the part itself (to drop or
-                        // forget it).
-                        #[allow(unused_variables)]
-                        let __nuwa_part = &__nuwa_reentered;
+                    ::core::result::Result::Ok(__nuwa_part) => {
+                        // SAFETY: the part stays in `__nuwa_gil_taken_back`,
+                        // which is borrowed until the end of this arm (so it
+                        // is not moved) and dropped at the end of this block.
+                        unsafe { $crate::__private::Reentered::begin(__nuwa_part) };
                         $crate::__nuwa_unhide_scan! { (__nuwa_part) $d($d part)* }
                         // The part's own temporaries end here, the GIL held.
                         // (A part may diverge: `return`, `?`, a panic.)
                         #[allow(clippy::diverging_sub_expression)]
                         let __nuwa_value = { $d($d part)* };
+                        $crate::__private::Reentered::keep(__nuwa_part);
                         ::core::result::Result::Ok(__nuwa_value)
                     }
                     ::core::result::Result::Err(unavailable) => {
-                        ::core::result::Result::Err(unavailable)
+                        ::core::result::Result::Err(*unavailable)
                     }
                 }
             }};

@@ -247,6 +247,14 @@ macro_rules! __nuwa_backend {
             $crate::__nuwa_recorded!($crate::CPython), hide($($hidden),+) => { $($body)* }
         )
     };
+    // `hide(..)` whose parentheses hold more than names: say so, rather
+    // than read it as a call of a function `hide`.
+    ([hide ($($x:tt)*)] => $($rest:tt)*) => {
+        ::core::compile_error!(
+            "nogil!: `hide` takes names in parentheses, then `=>` and the block in braces: \
+             `nogil!(hide(obj, callback) => { ... })`"
+        )
+    };
     ([$ops:expr] => $($rest:tt)*) => {
         $crate::nuwa_core::nogil!($crate::__nuwa_recorded!(ref $ops) => $($rest)*)
     };
@@ -283,11 +291,26 @@ macro_rules! __nuwa_body {
              `nogil!(hide(obj, callback) => { ... })`"
         )
     };
-    // A keyword and a block: a body (`ident` matches keywords too).
+    // A keyword and a block, maybe borrowed: a body (`ident` matches
+    // keywords too).
     ([$($all:tt)*] unsafe { $($x:tt)* }) => { $crate::__nuwa_block!($($all)*) };
     ([$($all:tt)*] loop { $($x:tt)* }) => { $crate::__nuwa_block!($($all)*) };
     ([$($all:tt)*] async { $($x:tt)* }) => { $crate::__nuwa_block!($($all)*) };
     ([$($all:tt)*] const { $($x:tt)* }) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] return { $($x:tt)* }) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] break { $($x:tt)* }) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] & unsafe { $($x:tt)* }) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] & loop { $($x:tt)* }) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] & async { $($x:tt)* }) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] & const { $($x:tt)* }) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] & return { $($x:tt)* }) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] & break { $($x:tt)* }) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] &mut unsafe { $($x:tt)* }) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] &mut loop { $($x:tt)* }) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] &mut async { $($x:tt)* }) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] &mut const { $($x:tt)* }) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] &mut return { $($x:tt)* }) => { $crate::__nuwa_block!($($all)*) };
+    ([$($all:tt)*] &mut break { $($x:tt)* }) => { $crate::__nuwa_block!($($all)*) };
     // `BACKEND { .. }`, whose braces hold statements, not a struct literal's
     // fields: the `=>` is missing.
     ([$($all:tt)*] $name:ident { $($x:tt)* }) => {
@@ -319,8 +342,10 @@ macro_rules! __nuwa_struct_or_missing_arrow {
     ([$($all:tt)*] ($($name:tt)*) $field:ident , $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
     ([$($all:tt)*] ($($name:tt)*) $field:literal : $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
     ([$($all:tt)*] ($($name:tt)*) .. $($x:tt)*) => { $crate::__nuwa_block!($($all)*) };
-    ([$($all:tt)*] ($($name:tt)*) # [$($attr:tt)*] $field:tt : $($x:tt)*) => {
-        $crate::__nuwa_block!($($all)*)
+    // An attribute first: decide by what follows it (a field, or a
+    // statement).
+    ([$($all:tt)*] ($($name:tt)*) # [$($attr:tt)*] $($x:tt)*) => {
+        $crate::__nuwa_struct_or_missing_arrow!([$($all)*] ($($name)*) $($x)*)
     };
     ([$($all:tt)*] ($($name:tt)*) $($x:tt)*) => {
         ::core::compile_error!(concat!(
@@ -520,6 +545,26 @@ mod tests {
         assert_eq!(nogil!(hide => { 23 }), 23);
         let taken = nogil! { hide };
         taken.done();
+        // A keyword and a block, and struct literals with field attributes.
+        let r = || -> i32 {
+            nogil! { return { 24 } }
+        };
+        assert_eq!(r(), 24);
+        assert_eq!(
+            loop {
+                break nogil! { 25 };
+            },
+            25
+        );
+        #[derive(Debug, PartialEq)]
+        struct Two {
+            x: i32,
+            y: i32,
+        }
+        let y = 2;
+        #[rustfmt::skip]
+        let two = nogil! { Two { #[allow(unused)] x, #[allow(unused)] #[allow(unused)] y } };
+        assert_eq!(two, Two { x: 1, y: 2 });
     }
 
     /// Each exit takes back exactly what it released: a mock counts, so a
