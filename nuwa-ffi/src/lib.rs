@@ -546,6 +546,7 @@ mod tests {
         let taken = nogil! { hide };
         taken.done();
         // A keyword and a block, and struct literals with field attributes.
+        #[allow(unused_braces, clippy::needless_return)]
         let r = || -> i32 {
             nogil! { return { 24 } }
         };
