@@ -551,12 +551,15 @@ mod tests {
             nogil! { return { 24 } }
         };
         assert_eq!(r(), 24);
-        assert_eq!(
-            loop {
-                break nogil! { 25 };
-            },
-            25
-        );
+        let mut n = 24;
+        #[allow(unused_braces)]
+        let broke = loop {
+            n += 1;
+            if n == 25 {
+                nogil! { break { n } }
+            }
+        };
+        assert_eq!(broke, 25);
         #[derive(Debug, PartialEq)]
         struct Two {
             x: i32,
