@@ -1,5 +1,6 @@
 """Tests of examples/minimal: the results, the bad inputs, and a proof that
-the call releases the GIL which does not depend on timing."""
+the call releases the GIL which does not depend on timing. Panics:
+test_panic.py."""
 
 from __future__ import annotations
 
@@ -44,22 +45,128 @@ def test_bytes_subclass_is_bytes():
 @pytest.mark.parametrize(
     "bad, type_name",
     [("text", "str"), (bytearray(b"x"), "bytearray"), (memoryview(b"x"), "memoryview"),
-     (None, "NoneType"), (42, "int"), ([1, 2], "list")],
+     (None, "None"), (42, "int"), ([1, 2], "list")],  # CPython says "None" for None
 )
 def test_not_bytes_is_a_type_error(bad, type_name):
-    with pytest.raises(TypeError, match=rf"^adler32\(\) argument must be bytes, not {type_name}$"):
+    with pytest.raises(TypeError, match=rf"^adler32\(\) argument 1 must be bytes, not {type_name}$"):
         minimal.adler32(bad)
 
 
 @pytest.mark.parametrize(
-    "call",
-    [lambda: minimal.adler32(), lambda: minimal.adler32(b"a", b"b"),
-     lambda: minimal.adler32(data=b"a")],
-    ids=["no argument", "two arguments", "keyword"],
+    "call, message",
+    [(lambda: minimal.adler32(), r"takes at least 1 argument \(0 given\)"),
+     (lambda: minimal.adler32(b"a", 1, 2), r"takes at most 2 arguments \(3 given\)"),
+     (lambda: minimal.adler32(data=b"a"), "takes no keyword arguments"),
+     (lambda: minimal.adler32(b"a", value=1), "takes no keyword arguments")],
+    ids=["no argument", "three arguments", "data by keyword", "value by keyword"],
 )
-def test_wrong_arguments_are_a_type_error(call):
-    with pytest.raises(TypeError, match=r"adler32\(\)"):
+def test_wrong_arguments_are_a_type_error(call, message):
+    with pytest.raises(TypeError, match=rf"^adler32\(\) {message}$"):
         call()
+
+
+# `value`, the checksum to continue from, as in zlib.adler32.
+
+def test_value_continues_a_checksum():
+    first, second = os.urandom(10_000), os.urandom(7)
+    assert minimal.adler32(second, minimal.adler32(first)) == minimal.adler32(first + second)
+    assert minimal.adler32(b"abc", 1) == minimal.adler32(b"abc")
+
+
+@pytest.mark.parametrize("value", [0, 1, 65520, 65520 << 16, 65520 << 16 | 65520, 0x11E60398, True])
+def test_value_same_result_as_zlib(value):
+    data = bytes(range(256)) * 50
+    assert minimal.adler32(data, value) == zlib.adler32(data, value)
+    assert minimal.adler32(b"", value) == value
+
+
+class IndexOnly:
+    """Not an int, but has __index__ (as a NumPy integer has)."""
+
+    def __init__(self, index):
+        self.index = index
+
+    def __index__(self):
+        return self.index
+
+
+class OddInt(int):
+    """An int whose __index__ disagrees with its value: the value counts, as
+    everywhere in CPython (__index__ is not called on an int)."""
+
+    def __index__(self):
+        return 5
+
+
+def test_value_by_index():
+    assert minimal.adler32(b"x", IndexOnly(12345)) == zlib.adler32(b"x", 12345)
+    assert minimal.adler32(b"x", OddInt(7)) == zlib.adler32(b"x", 7)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [-1, 2**32, 2**63, 2**64, -(2**63) - 1, 10**100_000, -(10**100_000), IndexOnly(2**32),
+     IndexOnly(-1)],
+    # 10**100_000 has too many digits for str() on 3.11+: the error must not need it.
+    ids=["-1", "2**32", "2**63", "2**64", "-2**63-1", "10**100000", "-10**100000",
+         "__index__ 2**32", "__index__ -1"],
+)
+def test_value_out_of_range_is_an_overflow_error(value):
+    with pytest.raises(OverflowError, match=r"^adler32\(\) value must be from 0 to 2\*\*32 - 1$"):
+        minimal.adler32(b"x", value)
+
+
+@pytest.mark.parametrize("value", [65521, 65521 << 16, 0xFFFF, 0xFFFFFFFF, 65521 << 16 | 65520])
+def test_value_that_no_adler32_has_is_a_value_error(value):
+    with pytest.raises(ValueError, match=rf"^adler32\(\) value {value} is not an Adler-32 checksum: "
+                                         r"both 16-bit halves must be below 65521$"):
+        minimal.adler32(b"x", value)
+
+
+@pytest.mark.parametrize("value, type_name", [("1", "str"), (1.0, "float"), (None, "NoneType"),
+                                               (b"\x01", "bytes"), (IndexOnly("1"), None)])
+def test_value_not_an_integer_is_a_type_error(value, type_name):
+    # CPython's own message (as zlib.adler32's on 3.10+): `__index__`'s.
+    message = (rf"^'{type_name}' object cannot be interpreted as an integer$" if type_name
+               else r"__index__ returned non-int \(type str\)")
+    with pytest.raises(TypeError, match=message):
+        minimal.adler32(b"x", value)
+
+
+def test_an_exception_from_index_comes_through():
+    class Broken:
+        def __index__(self):
+            raise KeyError("from __index__")
+
+    with pytest.raises(KeyError, match="from __index__"):
+        minimal.adler32(b"x", Broken())
+
+
+def test_bytes_subclass_that_lies_about_its_length():
+    class Long(bytes):
+        def __len__(self):
+            return 10**9
+
+    assert minimal.adler32(Long(b"abc")) == zlib.adler32(b"abc")
+
+
+def test_many_threads_at_once():
+    """Each thread gets its own right result while the others compute."""
+    inputs = [(os.urandom(200_000 + i), i * 7919 % 65521) for i in range(8)]
+    barrier = threading.Barrier(len(inputs))
+    results = [None] * len(inputs)
+
+    def work(i):
+        data, value = inputs[i]
+        barrier.wait(timeout=60)
+        results[i] = [minimal.adler32(data, value) for _ in range(20)]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(inputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [[zlib.adler32(data, value)] * 20 for data, value in inputs]
 
 
 def gil_enabled() -> bool:
