@@ -50,7 +50,8 @@ ext: venv
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --quiet \
 	  -m $(EXT_MANIFEST)
 
-# Builds examples/minimal (the extension to copy) and installs it into .venv.
+# Builds examples/minimal (the extension to copy; one abi3 build for CPython
+# 3.9+) in release mode and installs it into .venv.
 minimal: venv
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --quiet \
 	  -m $(MINIMAL_MANIFEST)
@@ -135,8 +136,8 @@ pythons:
 	scripts/sid-pythons.sh
 
 # Every test suite against every interpreter found; prints the support table.
-# my_extension is built once, as one abi3 wheel, and that wheel is tested on
-# every GIL interpreter from 3.9 on.
+# my_extension, pyo3_extension and minimal are each built once, as one abi3
+# wheel, and that wheel is tested on every GIL interpreter from 3.9 on.
 test-matrix: venv pythons
 	$(VPY) scripts/test-matrix.py $(MATRIX_ARGS)
 

@@ -11,7 +11,8 @@ For each interpreter (GIL, free-threaded and debug builds):
     pyo3-ffi 0.30 refuses 3.13t); each row checks that the module it loaded
     is that wheel's file, byte for byte;
   - pyo3_extension's suite (a PyO3 module), the same way: 3.9+, not
-    free-threaded, one abi3 wheel, the loaded file checked.
+    free-threaded, one abi3 wheel, the loaded file checked;
+  - minimal's suite (the template to copy), the same way.
 The Rust test binary, the C-ABI library and the wheels are built once, on the
 host, and run as they are everywhere.
 
@@ -223,6 +224,9 @@ class Builds:
     pyo3_wheel: Path  # pyo3_extension's abi3 wheel
     pyo3_module_name: str
     pyo3_module_sha256: str
+    minimal_wheel: Path  # minimal's abi3 wheel
+    minimal_module_name: str
+    minimal_module_sha256: str
 
 
 def keep_builds_in_the_tree() -> None:
@@ -281,10 +285,11 @@ def build_once() -> Builds:
 
     wheel, name, digest = abi3_wheel("my_extension")
     pyo3_wheel, pyo3_name, pyo3_digest = abi3_wheel("pyo3_extension")
-    print(f"built once in {time.monotonic() - t0:.0f} s: {executables[0]}, {wheel.name}, {pyo3_wheel.name}",
-          flush=True)
+    minimal_wheel, minimal_name, minimal_digest = abi3_wheel("minimal")
+    print(f"built once in {time.monotonic() - t0:.0f} s: {executables[0]}, {wheel.name}, {pyo3_wheel.name}, "
+          f"{minimal_wheel.name}", flush=True)
     return Builds(Path(executables[0]), Path(executables[1]), wheel, name, digest, pyo3_wheel, pyo3_name,
-                  pyo3_digest)
+                  pyo3_digest, minimal_wheel, minimal_name, minimal_digest)
 
 
 def rust_suite(it: Interp, builds: Builds) -> Result:
@@ -372,11 +377,17 @@ def pyo3_suite(it: Interp, python: Path, builds: Builds) -> Result:
                        (builds.pyo3_module_name, builds.pyo3_module_sha256))
 
 
+def minimal_suite(it: Interp, python: Path, builds: Builds) -> Result:
+    return wheel_suite(it, python, "minimal", builds.minimal_wheel,
+                       (builds.minimal_module_name, builds.minimal_module_sha256))
+
+
 SUITES = {
     "nuwa-ffi real-interpreter (Rust)": rust_suite,
     "C-ABI example (pytest)": c_abi_suite,
     "my_extension, one abi3 wheel (pytest)": extension_suite,
     "pyo3_extension, one abi3 wheel (pytest)": pyo3_suite,
+    "minimal, one abi3 wheel (pytest)": minimal_suite,
 }
 
 
@@ -396,7 +407,9 @@ def table(rows: list[Row], missing: list[str], builds: Builds | None) -> str:
         lines += ["", f"Every my_extension row loaded the same file, `{builds.module_name}` from "
                       f"`{builds.wheel.name}` (sha256 `{builds.module_sha256[:16]}...`); every "
                       f"pyo3_extension row `{builds.pyo3_module_name}` from `{builds.pyo3_wheel.name}` "
-                      f"(sha256 `{builds.pyo3_module_sha256[:16]}...`)."]
+                      f"(sha256 `{builds.pyo3_module_sha256[:16]}...`); every minimal row "
+                      f"`{builds.minimal_module_name}` from `{builds.minimal_wheel.name}` "
+                      f"(sha256 `{builds.minimal_module_sha256[:16]}...`)."]
     return "\n".join(lines)
 
 
