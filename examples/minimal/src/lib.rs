@@ -6,7 +6,7 @@
 //!
 //! Each function has three steps: with the GIL held, check the arguments and
 //! turn them into Rust values; compute with the GIL released; with the GIL
-//! held again, build the result. Each runs inside [`edge`], which turns a
+//! held again, build the result. Each runs inside `edge`, which turns a
 //! panic into `minimal.PanicError`.
 
 use core::ffi::{c_int, c_void};
