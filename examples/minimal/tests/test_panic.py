@@ -4,7 +4,12 @@ panic unwinding into CPython) the process would abort (exit status 134).
 
 `adler32` has no input that makes it panic, so the panic comes from
 `_test_panic(message)`, which is not public API: it panics with `message` in a
-block released by `nuwa_ffi::nogil`, inside the same `edge` as `adler32`."""
+block released by `nuwa_ffi::nogil`, inside the same `edge` as `adler32`.
+
+Not covered, and not nuwa's: Rust's default panic hook, which prints the
+panic to stderr, holds a lock of Rust's std while it does; a child forked
+while another thread of the parent was inside it hangs at its own first
+panic (seen with `os.fork()` next to threads that panic in a loop)."""
 
 from __future__ import annotations
 
