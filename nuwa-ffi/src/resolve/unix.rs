@@ -356,7 +356,9 @@ impl Search {
 
     /// A place's answer: the resolution if it can release (its object
     /// pinned, if `pin`), otherwise kept if it is the first found without a
-    /// held check.
+    /// held check. Not inlined: one copy for both callers, in every
+    /// extension.
+    #[inline(never)]
     fn keep(&mut self, state: State, via: Via, name: CString, pin_it: bool) -> Option<Resolution> {
         let ready = match state {
             State::NotFound { .. } => return None,
