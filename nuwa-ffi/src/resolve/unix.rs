@@ -400,3 +400,110 @@ impl Search {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resolve::Details;
+    use crate::resolve::report::Status;
+
+    /// A place whose symbols lie where the test says: `here` in this test
+    /// program, `there` in the C library (as an interposed or second
+    /// library's would).
+    struct Mixed {
+        here: *mut c_void,
+        there: *mut c_void,
+        /// The names found `there`.
+        elsewhere: &'static [&'static str],
+    }
+
+    impl Lookup for Mixed {
+        fn lookup(&self, name: &CStr) -> Option<*mut c_void> {
+            let name = name.to_str().ok()?;
+            if self.elsewhere.contains(&name) {
+                return Some(self.there);
+            }
+            [
+                "PyEval_SaveThread",
+                "PyEval_RestoreThread",
+                "_PyThreadState_UncheckedGet",
+                "PyGILState_GetThisThreadState",
+            ]
+            .contains(&name)
+            .then_some(self.here)
+        }
+    }
+
+    fn addresses() -> (*mut c_void, *mut c_void) {
+        let here = own().cast_mut();
+        let global = Handle::global().expect("dlopen(NULL)");
+        let there = global.lookup(c"write").expect("the C library's write");
+        (here, there)
+    }
+
+    /// The segments tell objects apart as `dladdr` does: the program from
+    /// the C library, and neither holds the stack or the heap.
+    #[test]
+    fn an_object_holds_its_own_addresses_only() {
+        let (here, there) = addresses();
+        let on_stack = 0u8;
+        let on_heap = Box::new(0u8);
+        let others = [
+            there,
+            (&raw const on_stack).cast_mut().cast(),
+            (&raw const *on_heap).cast_mut().cast(),
+        ];
+        let (base, _) = dladdr_of(here).expect("dladdr knows this program");
+        let by_dladdr = Object {
+            bounds: Bounds::Based(base),
+            name: CString::default(),
+        };
+        let found = Object::of(here).expect("the object of this program's code");
+        for object in [&found, &by_dladdr] {
+            assert!(object.holds(here));
+            for other in others {
+                assert!(!object.holds(other), "{other:?}");
+            }
+        }
+        #[cfg(nuwa_dl_iterate)]
+        assert!(matches!(found.bounds, Bounds::Mapped(_)));
+        let libc = Object::of(there).expect("the C library");
+        assert!(libc.holds(there) && !libc.holds(here));
+        assert!(!libc.name.is_empty(), "the C library has a name");
+    }
+
+    /// A function found in another object than `PyEval_SaveThread` does not
+    /// count: the place has no Python, or no held check, never a mix.
+    #[test]
+    fn a_function_from_another_object_does_not_count() {
+        let (here, there) = addresses();
+        let decide_on = |elsewhere| {
+            let place = Mixed {
+                here,
+                there,
+                elsewhere,
+            };
+            let object = Object::of(here).expect("the object of this program's code");
+            let state = decide::decide(&OneObject {
+                inner: &place,
+                object: &object,
+            });
+            Resolution {
+                state,
+                via: Via::GlobalScope,
+                place: Place::Object(object.name),
+            }
+            .status()
+        };
+        assert_eq!(decide_on(&[]), Status::Ready);
+        assert_eq!(decide_on(&["PyEval_RestoreThread"]), Status::NotFound);
+        assert_eq!(
+            decide_on(&["PyGILState_GetThisThreadState"]),
+            Status::FoundWithoutHeldCheck
+        );
+        assert_eq!(
+            decide_on(&["_PyThreadState_UncheckedGet"]),
+            Status::FoundWithoutHeldCheck
+        );
+    }
+}
