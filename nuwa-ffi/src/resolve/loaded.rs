@@ -1,6 +1,7 @@
 //! nuwa's walks of the loaded objects (`dl_iterate_phdr`), and what they
 //! tell: whether a libpython may have arrived since the last lookup, the
-//! candidates a lookup tries, and the address ranges of nuwa's own object.
+//! candidates a lookup tries, and the address ranges of an object (the one
+//! that holds `PyEval_SaveThread`, for the same-object check; nuwa's own).
 //!
 //! # Fork
 //!
