@@ -20,7 +20,7 @@ MINIMAL_MANIFEST := examples/minimal/Cargo.toml
 PYO3_MANIFEST := examples/pyo3_extension/Cargo.toml
 PYTEST_ARGS ?= -q
 
-.PHONY: help venv ext minimal pyo3-ext demo test test-clear-skip package test-rust test-no-std test-docs test-python c-abi bench bench-quick pythons test-matrix test-linux-arches test-valgrind test-platforms test-platforms-windows test-platforms-musl test-platforms-macos clean
+.PHONY: help venv ext minimal pyo3-ext demo test test-clear-skip package test-rust test-no-std test-docs test-python test-size c-abi bench bench-quick pythons test-matrix test-linux-arches test-valgrind test-platforms test-platforms-windows test-platforms-musl test-platforms-macos clean
 
 help:
 	@echo "make demo    build the example extension (release) and run examples/demo.py"
@@ -70,7 +70,7 @@ demo: ext
 SKIP_MARK = $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | \
   $(PYTHON) -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/tmp/real_python.skipped
 
-test: test-clear-skip test-rust test-no-std test-docs test-python
+test: test-clear-skip test-rust test-no-std test-docs test-python test-size
 	@if [ -f "$(SKIP_MARK)" ]; then \
 	  echo; echo "************************************************************"; \
 	  echo "WARNING: the real-interpreter tests did not run:"; cat "$(SKIP_MARK)"; \
@@ -103,6 +103,11 @@ test-no-std:
 # `-D warnings` does not see those (the script says why).
 test-docs:
 	$(PYTHON) scripts/check-doc-links.py
+
+# What nuwa adds to a stripped minimal extension, against its budget (the
+# script prints both sizes).
+test-size:
+	scripts/size-budget.sh
 
 test-python: ext minimal c-abi pyo3-ext
 	$(VPY) -m pytest $(PYTEST_ARGS) examples/minimal/tests

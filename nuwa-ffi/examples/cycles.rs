@@ -12,6 +12,10 @@
 //!
 //! `cycles - absent N`: no Python at all: N blocks that find none (what a
 //! block costs a program that never loads libpython).
+//!
+//! `first`: as `nogil`, without calling `nuwa_ffi::init()` first, so the
+//! first block looks CPython up; N = 0 looks nothing up. The first use
+//! costs I(first, 1) - I(first, 0) less one block (`nogil`'s count).
 
 use std::ffi::{c_int, c_void};
 use std::hint::black_box;
@@ -45,7 +49,7 @@ unsafe fn open_libpython(path: &str) -> &'static libloading::Library {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [lib, mode, n] = args.as_slice() else {
-        eprintln!("usage: cycles LIBPYTHON raw|nogil|token N, or cycles - absent N");
+        eprintln!("usage: cycles LIBPYTHON raw|nogil|token|first N, or cycles - absent N");
         return ExitCode::from(2);
     };
     let Ok(n) = n.parse::<u64>() else {
@@ -74,6 +78,12 @@ fn main() -> ExitCode {
     };
     // SAFETY: once, on the main thread, before any other call.
     unsafe { init(0) };
+    if mode == "first" {
+        for i in 0..n {
+            nuwa_ffi::nogil! { black_box(i); }
+        }
+        return ExitCode::SUCCESS;
+    }
     assert!(nuwa_ffi::init().can_release(), "{}", nuwa_ffi::init());
     match mode.as_str() {
         "raw" => {

@@ -42,7 +42,7 @@ use std::string::{String, ToString};
 
 use crate::resolve;
 use crate::resolve::decide::{self, Lookup};
-use crate::resolve::report::{Resolution, State, Via};
+use crate::resolve::report::{Place, Resolution, State, Via};
 
 /// The functions of the CPython interpreter an embedder linked, by address.
 ///
@@ -226,7 +226,7 @@ pub unsafe fn provide(python: EmbeddedPython) -> Result<(), EmbedError> {
     }
     // Only these functions are ever offered as the embedder's (every other
     // call returned above), so an embedder's resolution in force is theirs.
-    let place = pin(python.save_thread).unwrap_or_else(|| "the embedder".to_string());
+    let place = pin(python.save_thread).map_or(Place::Embedder, Place::Object);
     let made = Resolution {
         state,
         via: Via::Embedder,
@@ -310,8 +310,8 @@ impl Lookup for Table<'_> {
     }
 }
 
-/// Keeps the object that holds `addr` loaded; its path, if known.
-fn pin(addr: usize) -> Option<String> {
+/// Keeps the object that holds `addr` loaded; its name, if known.
+fn pin(addr: usize) -> Option<std::ffi::CString> {
     #[cfg(unix)]
     return resolve::pin_object_of(core::ptr::without_provenance(addr));
     #[cfg(not(unix))]

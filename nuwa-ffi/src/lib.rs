@@ -94,8 +94,10 @@ pub mod __private {
 /// Finds CPython's functions now instead of at the first block, and says
 /// what was found.
 ///
-/// Blocks resolve on first use anyway; call this from `PyInit_*` to move the
-/// cost (a few `dlsym` calls) out of the first call, or to log the result.
+/// Blocks resolve on first use anyway (nothing is looked up at import);
+/// call this from `PyInit_*` to move the cost (a few `dlsym` calls and one
+/// walk of the loaded objects, see BENCHMARKS.md) out of the first call, or
+/// to log the result.
 /// An answer that can release is final. One that cannot (no Python yet) is
 /// kept only as long as the process loads and unloads no library: after a
 /// `dlopen`, the next block or call looks again, so a libpython loaded later

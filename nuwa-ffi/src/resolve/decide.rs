@@ -278,22 +278,34 @@ fn read_version(symbols: &dyn Lookup) -> Option<(u8, u8)> {
     parse_version(text.to_bytes())
 }
 
-/// Parses the leading `major.minor` of a version string.
+/// Parses the leading `major.minor` of a version string: two numbers of one
+/// to three digits, each ended by `.`, ` `, `+` or the end of the text.
 pub(crate) fn parse_version(text: &[u8]) -> Option<(u8, u8)> {
-    let mut parts = text.split(|&b| b == b'.' || b == b' ' || b == b'+');
-    let number = |part: Option<&[u8]>| -> Option<u8> {
-        let digits = part?;
-        if digits.is_empty() || digits.len() > 3 || !digits.iter().all(u8::is_ascii_digit) {
+    let mut numbers = [0u16; 2];
+    let mut i = 0;
+    for number in &mut numbers {
+        let start = i;
+        while let Some(&digit @ b'0'..=b'9') = text.get(i) {
+            if i - start == 3 {
+                return None;
+            }
+            *number = *number * 10 + u16::from(digit - b'0');
+            i += 1;
+        }
+        if i == start || !matches!(text.get(i), None | Some(b'.' | b' ' | b'+')) {
             return None;
         }
-        core::str::from_utf8(digits).ok()?.parse().ok()
-    };
-    Some((number(parts.next())?, number(parts.next())?))
+        i += 1;
+    }
+    Some((
+        u8::try_from(numbers[0]).ok()?,
+        u8::try_from(numbers[1]).ok()?,
+    ))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::report::{Details, Resolution, RestorePath, Status, Via};
+    use super::super::report::{Details, Place, Resolution, RestorePath, Status, Via};
     use super::*;
 
     /// A fake process: named symbols at fake (never called) addresses.
@@ -331,7 +343,7 @@ mod tests {
         Resolution {
             state: decide_on(&Fake(all, version), platform),
             via: Via::GlobalScope,
-            place: "a fake process".into(),
+            place: Place::Object(c"a fake process".into()),
         }
     }
 
@@ -762,7 +774,7 @@ mod tests {
             let this = Resolution {
                 state: decide(&Fake(names, Some(hex))),
                 via: Via::GlobalScope,
-                place: String::new(),
+                place: Place::Embedder,
             };
             let on = resolve_on(names, Some(hex), Platform::THIS);
             assert_eq!(shape(names, &this), shape(names, &on), "{hex:x}");
@@ -777,5 +789,11 @@ mod tests {
         assert_eq!(parse_version(b"3"), None);
         assert_eq!(parse_version(b"x.y"), None);
         assert_eq!(parse_version(b""), None);
+        assert_eq!(parse_version(b"3 12"), Some((3, 12)));
+        assert_eq!(parse_version(b"3.13t"), None);
+        assert_eq!(parse_version(b"3.1234"), None);
+        assert_eq!(parse_version(b"3.256"), None);
+        assert_eq!(parse_version(b"3.255"), Some((3, 255)));
+        assert_eq!(parse_version(b".3"), None);
     }
 }

@@ -1,6 +1,7 @@
 //! nuwa's walks of the loaded objects (`dl_iterate_phdr`), and what they
 //! tell: whether a libpython may have arrived since the last lookup, the
-//! candidates a lookup tries, and the address ranges of nuwa's own object.
+//! candidates a lookup tries, and the address ranges of an object (the one
+//! that holds `PyEval_SaveThread`, for the same-object check; nuwa's own).
 //!
 //! # Fork
 //!
@@ -441,24 +442,47 @@ pub(super) fn counters_readable() -> bool {
 }
 
 /// The address ranges (`PT_LOAD` segments, as `dl_iterate_phdr` reports
-/// them) of the object that contains an address: nuwa's own object, even in
-/// a fully static program, where `dladdr` knows no object.
+/// them) of the object that contains an address, and the loader's name for
+/// it: what tells whether two addresses lie in one object (the test glibc's
+/// `dladdr` makes, without its walk of the object's symbol table), and
+/// nuwa's own object, even in a fully static program, where `dladdr` knows
+/// no object.
 pub(super) struct Segments {
     ranges: [(usize, usize); 16],
     count: usize,
+    /// `dlpi_name`: NUL-terminated, empty for the program itself; the
+    /// loader's, valid while the object is loaded.
+    name: *const c_char,
 }
 
 impl Segments {
-    /// Whether `addr` lies in one of the object's segments.
+    /// Whether `addr` lies in one of the object's segments (only the first
+    /// 16 are kept: an address beyond them counts as outside, the safe
+    /// answer).
     pub(super) fn contains(&self, addr: usize) -> bool {
         self.ranges[..self.count]
             .iter()
             .any(|&(start, end)| (start..end).contains(&addr))
     }
+
+    /// The object's name as the loader knows it (empty for the program).
+    ///
+    /// # Safety
+    ///
+    /// The object is still loaded, and stays loaded while the name is used.
+    pub(super) unsafe fn name(&self) -> &CStr {
+        if self.name.is_null() {
+            c""
+        } else {
+            // SAFETY: the caller's contract; `dlpi_name` is NUL-terminated.
+            unsafe { CStr::from_ptr(self.name) }
+        }
+    }
 }
 
 /// Whether the walk ran (not skipped for a fork), and the segments of the
-/// object that contains `addr`, if it found one.
+/// object that contains `addr`, if it found one. One walk, stopped at that
+/// object: a few hundred instructions an object before it.
 pub(super) fn segments_of(addr: usize) -> (bool, Option<Segments>) {
     struct Find {
         addr: usize,
@@ -482,6 +506,7 @@ pub(super) fn segments_of(addr: usize) -> (bool, Option<Segments>) {
             let mut segments = Segments {
                 ranges: [(0, 0); 16],
                 count: 0,
+                name: (*info).dlpi_name,
             };
             for i in 0..count {
                 let ph = &*phdrs.add(i);

@@ -24,7 +24,7 @@ pub(crate) mod report;
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]
-pub(crate) use unix::pin_object_of;
+pub(crate) use unix::{own_object, pin_object_of};
 #[cfg(windows)]
 mod windows;
 
@@ -152,27 +152,20 @@ fn rank(resolution: &Resolution) -> u8 {
 /// the one in force and whether it is `made`.
 pub(crate) fn offer(made: Resolution) -> (&'static Resolution, bool) {
     let made_rank = rank(&made);
-    let mut made = Some(made);
+    let made = Box::into_raw(Box::new(made));
     let mut current = RESOLUTION.load(Ordering::Acquire);
     loop {
         // SAFETY: as in `in_force`.
-        let kept = (!current.is_null()).then(|| unsafe { &*current });
-        if let Some(kept) = kept
-            && rank(kept) >= made_rank
-        {
-            return (in_force().unwrap_or(kept), false);
+        if !current.is_null() && rank(unsafe { &*current }) >= made_rank {
+            // SAFETY: `made` was never shared: take it back.
+            drop(unsafe { Box::from_raw(made) });
+            // SAFETY: as in `in_force`.
+            return (in_force().unwrap_or(unsafe { &*current }), false);
         }
-        let boxed = Box::into_raw(Box::new(made.take().unwrap_or_else(|| unreachable!())));
-        match RESOLUTION.compare_exchange(current, boxed, Ordering::AcqRel, Ordering::Acquire) {
+        match RESOLUTION.compare_exchange(current, made, Ordering::AcqRel, Ordering::Acquire) {
             // The one replaced is leaked: callers may still hold it.
-            Ok(_) => {
-                return (in_force().unwrap_or_else(|| unreachable!()), true);
-            }
-            Err(actual) => {
-                // SAFETY: `boxed` was never shared: take it back.
-                made = Some(*unsafe { Box::from_raw(boxed) });
-                current = actual;
-            }
+            Ok(_) => return (in_force().unwrap_or_else(|| unreachable!()), true),
+            Err(actual) => current = actual,
         }
     }
 }
@@ -204,7 +197,7 @@ fn look_up() -> Resolution {
     #[cfg(windows)]
     return windows::look_up();
     #[cfg(not(any(unix, windows)))]
-    return Resolution::not_found(false, "nothing (no dynamic loader on this target)".into());
+    return Resolution::not_found(false, 0);
 }
 
 #[cfg(test)]
@@ -241,8 +234,8 @@ mod tests {
 
     #[test]
     fn a_resolution_is_replaced_only_by_a_better_one() {
-        let not_found = Resolution::not_found(false, String::new());
-        let pypy = Resolution::not_found(true, String::new());
+        let not_found = Resolution::not_found(false, 0);
+        let pypy = Resolution::not_found(true, 0);
         assert_eq!(rank(&not_found), rank(&pypy));
         let without_check = Resolution {
             state: report::State::NoHeldCheck {
@@ -250,7 +243,7 @@ mod tests {
                 missing: &["PyGILState_GetThisThreadState"],
             },
             via: Via::GlobalScope,
-            place: String::new(),
+            place: report::Place::Searched { tried: 0 },
         };
         assert!(rank(&without_check) > rank(&not_found));
     }

@@ -21,8 +21,7 @@ fn base_name(path: &[u8]) -> &[u8] {
     allow(dead_code, reason = "used with dl_iterate_phdr")
 )]
 pub(crate) fn is_libpython(path: &[u8]) -> bool {
-    let name = base_name(path);
-    name.starts_with(b"libpython3") && (contains(name, b".so") || name.ends_with(b".dylib"))
+    is_shared_library(path, b"libpython3")
 }
 
 /// Whether a loaded object's path names PyPy's shared library
@@ -32,8 +31,20 @@ pub(crate) fn is_libpython(path: &[u8]) -> bool {
     allow(dead_code, reason = "used with dl_iterate_phdr")
 )]
 pub(crate) fn is_libpypy(path: &[u8]) -> bool {
+    is_shared_library(path, b"libpypy")
+}
+
+/// Whether the file name in `path` starts with `prefix` and names a shared
+/// library (`.so` anywhere in it, or ending in `.dylib`). One function for
+/// both names: code that every extension carries.
+#[cfg_attr(
+    not(nuwa_dl_iterate),
+    allow(dead_code, reason = "used with dl_iterate_phdr")
+)]
+#[inline(never)]
+fn is_shared_library(path: &[u8], prefix: &[u8]) -> bool {
     let name = base_name(path);
-    name.starts_with(b"libpypy") && (contains(name, b".so") || name.ends_with(b".dylib"))
+    name.starts_with(prefix) && (contains(name, b".so") || name.ends_with(b".dylib"))
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

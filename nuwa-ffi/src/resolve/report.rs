@@ -1,6 +1,7 @@
 //! What was found: the public report, [`Resolution`].
 
 use core::fmt;
+use std::ffi::CString;
 
 use crate::plan::Plan;
 use crate::shutdown::Exit;
@@ -109,6 +110,47 @@ pub(crate) enum State {
     },
 }
 
+/// Where the functions came from, or how far the search went: kept as
+/// found, and turned into text only by `Display` (a diagnosis), so that the
+/// lookup builds no strings.
+pub(crate) enum Place {
+    /// The object the functions came from, as the loader names it (empty:
+    /// the program itself).
+    Object(CString),
+    /// The functions handed over by the embedder, in no object nuwa knows.
+    Embedder,
+    /// Nothing found, every place searched ([`searched`]); `tried` loaded
+    /// objects were named like libpython (or PyPy).
+    Searched {
+        /// How many.
+        tried: usize,
+    },
+}
+
+/// The places a lookup searches on this target, in order.
+pub(crate) fn searched() -> &'static str {
+    #[cfg(all(nuwa_dl_noload, nuwa_dl_iterate, nuwa_weak_linked))]
+    return "the global scope, nuwa's own object, the loaded libpython objects, \
+            the functions linked into nuwa's own object";
+    #[cfg(all(nuwa_dl_noload, not(nuwa_dl_iterate)))]
+    return "the global scope, nuwa's own object";
+    #[cfg(all(not(nuwa_dl_noload), nuwa_dl_iterate, nuwa_weak_linked))]
+    return "the global scope, the functions linked into nuwa's own object";
+    #[cfg(all(
+        unix,
+        not(any(
+            all(nuwa_dl_noload, nuwa_dl_iterate, nuwa_weak_linked),
+            all(nuwa_dl_noload, not(nuwa_dl_iterate)),
+            all(not(nuwa_dl_noload), nuwa_dl_iterate, nuwa_weak_linked)
+        ))
+    ))]
+    return "the global scope";
+    #[cfg(windows)]
+    return "the loaded modules (no python3*.dll)";
+    #[cfg(not(any(unix, windows)))]
+    return "nothing (no dynamic loader on this target)";
+}
+
 /// What [`init`](crate::init) found in the process.
 ///
 /// Its `Display` form is one line for logs, for example
@@ -118,16 +160,17 @@ pub(crate) enum State {
 pub struct Resolution {
     pub(crate) state: State,
     pub(crate) via: Via,
-    /// Where the search went, or the object the functions came from.
-    pub(crate) place: String,
+    /// The object the functions came from, or where the search went.
+    pub(crate) place: Place,
 }
 
 impl Resolution {
-    pub(crate) fn not_found(pypy: bool, place: String) -> Resolution {
+    /// Nothing found, after trying `tried` objects named like libpython.
+    pub(crate) fn not_found(pypy: bool, tried: usize) -> Resolution {
         Resolution {
             state: State::NotFound { pypy },
             via: Via::Nowhere,
-            place,
+            place: Place::Searched { tried },
         }
     }
 
@@ -157,9 +200,17 @@ impl Resolution {
     }
 
     /// The object the functions came from (its path, as the loader names
-    /// it), or, if none was found, the places searched.
+    /// it; `"this program"` for the executable itself, `"the embedder"` for
+    /// functions handed over in no object nuwa knows), or, if none was
+    /// found, the places searched on this target. A path that is not UTF-8
+    /// is shown by the `{:#}` form only.
     pub fn source(&self) -> &str {
-        &self.place
+        match &self.place {
+            Place::Object(path) if path.is_empty() => "this program",
+            Place::Object(path) => path.to_str().unwrap_or("(a path that is not UTF-8)"),
+            Place::Embedder => "the embedder",
+            Place::Searched { .. } => searched(),
+        }
     }
 
     /// Symbols that were needed but not found (empty when everything was).
@@ -262,18 +313,20 @@ impl fmt::Display for Resolution {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (version, detail) = match &self.state {
             State::NotFound { pypy: false } => {
+                write!(f, "no Python found in the process (searched ")?;
+                self.searched(f)?;
                 return write!(
                     f,
-                    "no Python found in the process (searched {}): blocks run without releasing anything{}",
-                    self.place,
+                    "): blocks run without releasing anything{}",
                     looks_again()
                 );
             }
             State::NotFound { pypy: true } => {
+                write!(f, "PyPy found (")?;
+                self.searched(f)?;
                 return write!(
                     f,
-                    "PyPy found ({}): PyPy is not supported, blocks run without releasing anything",
-                    self.place
+                    "): PyPy is not supported, blocks run without releasing anything"
                 );
             }
             State::NoHeldCheck { version, .. } => (version, None),
@@ -304,7 +357,30 @@ impl fmt::Display for Resolution {
             )?,
         }
         if f.alternate() {
-            write!(f, "; via {} ({})", self.via, self.place)?;
+            match &self.place {
+                Place::Object(path) if !path.is_empty() => {
+                    write!(f, "; via {} ({})", self.via, path.to_string_lossy())?
+                }
+                _ => write!(f, "; via {} ({})", self.via, self.source())?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Resolution {
+    /// The places searched, with what a diagnosis needs: nuwa's own object
+    /// (looked up now) and how many objects named like libpython were tried.
+    fn searched(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.source())?;
+        #[cfg(unix)]
+        if let Some(own) = super::own_object() {
+            write!(f, "; nuwa's own object: {own}")?;
+        }
+        if let Place::Searched { tried } = self.place
+            && cfg!(nuwa_dl_iterate)
+        {
+            write!(f, "; loaded objects named like libpython: {tried}")?;
         }
         Ok(())
     }
@@ -319,7 +395,7 @@ impl fmt::Debug for Resolution {
             .field("restore_path", &self.restore_path())
             .field("missing", &self.missing())
             .field("via", &self.via)
-            .field("source", &self.place)
+            .field("source", &self.source())
             .finish()
     }
 }

@@ -16,19 +16,28 @@
 //!    that links `libpython3.X.a` without `--export-dynamic`, fully static
 //!    included.
 //!
-//! In places 1-3, a symbol counts only if `dladdr` puts it in the same object
-//! as `PyEval_SaveThread`; in place 4, only if it lies in nuwa's own object:
-//! the functions and the version always come from one libpython. The object they came from is then pinned
-//! (`RTLD_NODELETE`), so that a host's `dlclose` cannot unmap the functions
-//! nuwa keeps pointers to.
+//! In places 1-3, a symbol counts only if it lies in the same object as
+//! `PyEval_SaveThread`; in place 4, only if it lies in nuwa's own object:
+//! the functions and the version always come from one libpython. "The same
+//! object" is told the way glibc's `dladdr` tells it, by the object's
+//! `PT_LOAD` segments, found with one `dl_iterate_phdr` walk for the first
+//! symbol; each further symbol is then a comparison of its address with
+//! those ranges (a `dladdr` would also search the object's symbol table for
+//! the nearest name, some 57,000 instructions in a libpython, each time).
+//! Without `dl_iterate_phdr` (macOS), or while a fork keeps nuwa from
+//! walking, each symbol is checked with `dladdr`. The object they came from
+//! is then pinned (`RTLD_NODELETE`), so that a host's `dlclose` cannot unmap
+//! the functions nuwa keeps pointers to.
+//!
+//! The lookup builds no text: what a report needs is kept as found (the
+//! object's name, how many objects were tried), and `Display` writes it.
 
-use core::ffi::{CStr, c_void};
+use core::ffi::{CStr, c_char, c_void};
 use std::ffi::CString;
 use std::string::String;
-use std::vec::Vec;
 
 use super::decide::{self, Lookup};
-use super::report::{Resolution, State, Via};
+use super::report::{Place, Resolution, State, Via};
 use crate::sys;
 
 /// A `dlopen` handle, closed on drop.
@@ -91,8 +100,9 @@ fn clear_dlerror() {
     unsafe { sys::dlerror() };
 }
 
-/// The object an address lies in: its load address and its path.
-fn object_of(addr: *const c_void) -> Option<(usize, CString)> {
+/// `dladdr`: the load address of the object `addr` lies in, and the
+/// loader's name for it (valid while the object is loaded).
+fn dladdr_of(addr: *const c_void) -> Option<(usize, *const c_char)> {
     let mut info = core::mem::MaybeUninit::<sys::DlInfo>::zeroed();
     // SAFETY: `dladdr` only reads the loader's tables and fills `info`.
     let found = unsafe { sys::dladdr(addr, info.as_mut_ptr()) };
@@ -101,51 +111,128 @@ fn object_of(addr: *const c_void) -> Option<(usize, CString)> {
     }
     // SAFETY: `dladdr` succeeded, so it filled `info`.
     let info = unsafe { info.assume_init() };
-    let path = if info.dli_fname.is_null() {
-        CString::default()
-    } else {
-        // SAFETY: `dli_fname` is the loader's NUL-terminated name of the
-        // object, valid while the object is loaded (it is, we are in it or
-        // looking at it); it is copied at once.
-        unsafe { CStr::from_ptr(info.dli_fname) }.to_owned()
-    };
-    Some((info.dli_fbase as usize, path))
+    Some((info.dli_fbase.addr(), info.dli_fname))
 }
 
-/// Only the symbols of the object at `base`, looked up through `inner`.
+/// The loaded object that contains an address, as the same-object check
+/// compares with it, and its name (copied as soon as it is found, as
+/// `dladdr`'s always was: the loader's own copy lives only as long as the
+/// object stays loaded).
+struct Object {
+    /// How an address is told to be inside it.
+    bounds: Bounds,
+    /// The loader's name for it (empty for the program itself).
+    name: CString,
+}
+
+/// How [`Object`] tells that an address is inside it.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one at a time, on the stack of a lookup"
+)]
+enum Bounds {
+    /// Its segments, from one `dl_iterate_phdr` walk.
+    #[cfg(nuwa_dl_iterate)]
+    Mapped(super::loaded::Segments),
+    /// Its load address, from `dladdr` (no `dl_iterate_phdr` here, or a
+    /// fork kept nuwa from walking): each address checked costs a `dladdr`.
+    Based(usize),
+}
+
+impl Object {
+    /// The object that contains `addr`, if any.
+    fn of(addr: *const c_void) -> Option<Object> {
+        #[cfg(nuwa_dl_iterate)]
+        if let (true, found) = super::loaded::segments_of(addr.addr()) {
+            let segments = found?;
+            // SAFETY: the object holds an address found in it a moment ago;
+            // its name is copied at once.
+            let name = unsafe { segments.name() }.to_owned();
+            return Some(Object {
+                bounds: Bounds::Mapped(segments),
+                name,
+            });
+        }
+        let (base, name) = dladdr_of(addr)?;
+        let name = if name.is_null() {
+            CString::default()
+        } else {
+            // SAFETY: as above; `dli_fname` is NUL-terminated.
+            unsafe { CStr::from_ptr(name) }.to_owned()
+        };
+        Some(Object {
+            bounds: Bounds::Based(base),
+            name,
+        })
+    }
+
+    /// Whether `addr` lies in this object.
+    fn holds(&self, addr: *const c_void) -> bool {
+        match self.bounds {
+            #[cfg(nuwa_dl_iterate)]
+            Bounds::Mapped(ref segments) => segments.contains(addr.addr()),
+            Bounds::Based(base) => dladdr_of(addr).is_some_and(|(b, _)| b == base),
+        }
+    }
+}
+
+/// Only the symbols of `object`, looked up through `inner`.
 struct OneObject<'a> {
     inner: &'a dyn Lookup,
-    base: usize,
+    object: &'a Object,
 }
 
 impl Lookup for OneObject<'_> {
     fn lookup(&self, name: &CStr) -> Option<*mut c_void> {
         let p = self.inner.lookup(name)?;
-        match object_of(p) {
-            Some((base, _)) if base == self.base => Some(p),
-            _ => None,
-        }
+        self.object.holds(p).then_some(p)
     }
 }
 
-/// Keeps the object that contains `addr` loaded for the rest of the
-/// process, and returns its path.
-pub(crate) fn pin_object_of(addr: *const c_void) -> Option<String> {
-    let (_, path) = object_of(addr)?;
+/// Keeps the object the loader knows as `name` loaded for the rest of the
+/// process (nothing for an empty name: the program itself stays).
+fn pin(name: &CStr) {
     #[cfg(nuwa_dl_noload)]
-    if !path.as_bytes().is_empty() {
+    if !name.is_empty() {
         // SAFETY: `RTLD_NOLOAD` loads nothing; `RTLD_NODELETE` marks the
         // already loaded object so that no `dlclose` unloads it. The handle
         // itself is then closed: the mark stays.
         let h = unsafe {
             sys::dlopen(
-                path.as_ptr(),
+                name.as_ptr(),
                 sys::RTLD_LAZY | sys::RTLD_NOLOAD | sys::RTLD_NODELETE,
             )
         };
         drop(Handle::checked(h));
     }
-    Some(path.to_string_lossy().into_owned())
+    #[cfg(not(nuwa_dl_noload))]
+    let _ = name;
+}
+
+/// Keeps the object that contains `addr` loaded for the rest of the
+/// process, and returns its name (empty for the program itself).
+pub(crate) fn pin_object_of(addr: *const c_void) -> Option<CString> {
+    let name = Object::of(addr)?.name;
+    pin(&name);
+    Some(name)
+}
+
+/// The path of the object that contains nuwa's code, for a report (a
+/// `dladdr`: only a diagnosis asks).
+pub(crate) fn own_object() -> Option<String> {
+    let (_, name) = dladdr_of(own())?;
+    if name.is_null() {
+        return None;
+    }
+    // SAFETY: nuwa's own object stays loaded while its code runs;
+    // `dli_fname` is NUL-terminated.
+    let name = unsafe { CStr::from_ptr(name) };
+    Some(name.to_string_lossy().into_owned())
+}
+
+/// An address in nuwa's own code.
+fn own() -> *const c_void {
+    look_up as fn() -> (Resolution, Scanned) as *const c_void
 }
 
 /// What a lookup's walk saw, for [`loaded::remember`](super::loaded::remember)
@@ -161,7 +248,6 @@ pub(super) type Scanned = ();
 pub(super) fn look_up() -> (Resolution, Scanned) {
     let mut search = Search::default();
 
-    search.searched.push("the global scope".into());
     if let Some(global) = Handle::global()
         && let Some(r) = search.try_place(&global, Via::GlobalScope)
     {
@@ -169,58 +255,40 @@ pub(super) fn look_up() -> (Resolution, Scanned) {
     }
 
     #[cfg(nuwa_dl_noload)]
+    if let Some(mine) = Object::of(own())
+        && !mine.name.is_empty()
+        && let Some(handle) = Handle::reopen(&mine.name)
+        && let Some(r) = search.try_place(&handle, Via::OwnObject)
     {
-        let own = look_up as fn() -> (Resolution, Scanned) as *const c_void;
-        if let Some((_, path)) = object_of(own) {
-            search
-                .searched
-                .push(format!("nuwa's own object ({})", path.to_string_lossy()));
-            if let Some(handle) = Handle::reopen(&path)
-                && let Some(r) = search.try_place(&handle, Via::OwnObject)
-            {
-                return (r, Scanned::default());
-            }
-        }
+        return (r, Scanned::default());
     }
 
     #[cfg(nuwa_dl_iterate)]
     #[cfg_attr(not(nuwa_weak_linked), allow(unused_mut))]
     let mut scan = super::loaded::scan();
-    #[cfg(nuwa_dl_iterate)]
+    #[cfg(all(nuwa_dl_iterate, nuwa_dl_noload))]
     {
-        #[cfg(nuwa_dl_noload)]
-        {
-            let candidates: Vec<&CStr> = scan.candidates().collect();
-            search
-                .searched
-                .push(format!("{} loaded libpython objects", candidates.len()));
-            for path in candidates {
-                search.pypy |= super::names::is_libpypy(path.to_bytes());
-                if let Some(handle) = Handle::reopen(path)
-                    && let Some(r) = search.try_place(&handle, Via::LoadedObject)
-                {
-                    return (r, scan);
-                }
-            }
+        let found = scan.candidates().find_map(|path| {
+            search.tried += 1;
+            search.pypy |= super::names::is_libpypy(path.to_bytes());
+            let handle = Handle::reopen(path)?;
+            search.try_place(&handle, Via::LoadedObject)
+        });
+        if let Some(r) = found {
+            return (r, scan);
         }
     }
 
     #[cfg(all(nuwa_weak_linked, nuwa_dl_iterate))]
-    {
-        search
-            .searched
-            .push("the functions linked into nuwa's own object".into());
-        let own = look_up as fn() -> (Resolution, Scanned) as usize;
-        match super::loaded::segments_of(own) {
-            (true, Some(segments)) => {
-                if let Some(r) = search.try_linked(&Linked { segments }) {
-                    return (r, scan);
-                }
+    match super::loaded::segments_of(own().addr()) {
+        (true, Some(segments)) => {
+            if let Some(r) = search.try_linked(&Linked { segments }) {
+                return (r, scan);
             }
-            (true, None) => {}
-            // Skipped for a fork: the next block looks again.
-            (false, _) => scan.incomplete(),
         }
+        (true, None) => {}
+        // Skipped for a fork: the next block looks again.
+        (false, _) => scan.incomplete(),
     }
 
     #[cfg(not(nuwa_dl_iterate))]
@@ -264,7 +332,8 @@ impl Lookup for Linked {
 #[derive(Default)]
 struct Search {
     pypy: bool,
-    searched: Vec<String>,
+    /// Loaded objects named like libpython (or PyPy) tried.
+    tried: usize,
     /// The first place with CPython's GIL pair but no held check: the answer
     /// if no later place has one.
     without_check: Option<Resolution>,
@@ -277,28 +346,39 @@ impl Search {
             self.pypy |= symbols.lookup(decide::PYPY_MARK).is_some();
             return None;
         };
-        let (base, _) = object_of(save)?;
-        let one = OneObject {
+        let object = Object::of(save)?;
+        let state = decide::decide(&OneObject {
             inner: symbols,
-            base,
+            object: &object,
+        });
+        self.keep(state, via, object.name, true)
+    }
+
+    /// A place's answer: the resolution if it can release (its object
+    /// pinned, if `pin`), otherwise kept if it is the first found without a
+    /// held check. Not inlined: one copy for both callers, in every
+    /// extension.
+    #[inline(never)]
+    fn keep(&mut self, state: State, via: Via, name: CString, pin_it: bool) -> Option<Resolution> {
+        let ready = match state {
+            State::NotFound { .. } => return None,
+            State::NoHeldCheck { .. } if self.without_check.is_some() => return None,
+            State::NoHeldCheck { .. } => false,
+            State::Ready { .. } => true,
         };
-        let state = decide::decide(&one);
-        match state {
-            State::NotFound { .. } => None,
-            State::NoHeldCheck { .. } => {
-                if self.without_check.is_none() {
-                    let place = object_of(save)
-                        .map(|(_, p)| p.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    self.without_check = Some(Resolution { state, via, place });
-                }
-                None
-            }
-            State::Ready { .. } => {
-                let place = pin_object_of(save).unwrap_or_default();
-                Some(Resolution { state, via, place })
-            }
+        if ready && pin_it {
+            pin(&name);
         }
+        let found = Resolution {
+            state,
+            via,
+            place: Place::Object(name),
+        };
+        if ready {
+            return Some(found);
+        }
+        self.without_check = Some(found);
+        None
     }
 
     /// Tries the functions linked into nuwa's own object: the resolution if
@@ -307,36 +387,129 @@ impl Search {
     #[cfg(all(nuwa_weak_linked, nuwa_dl_iterate))]
     fn try_linked(&mut self, linked: &Linked) -> Option<Resolution> {
         linked.lookup(decide::GIL_PAIR[0])?;
-        let own = look_up as fn() -> (Resolution, Scanned) as *const c_void;
-        let place = match object_of(own) {
-            Some((_, path)) if !path.as_bytes().is_empty() => path.to_string_lossy().into_owned(),
-            _ => "this program".into(),
-        };
         let state = decide::decide(linked);
-        match state {
-            State::NotFound { .. } => None,
-            State::NoHeldCheck { .. } => {
-                if self.without_check.is_none() {
-                    self.without_check = Some(Resolution {
-                        state,
-                        via: Via::Linked,
-                        place,
-                    });
-                }
-                None
-            }
-            State::Ready { .. } => Some(Resolution {
-                state,
-                via: Via::Linked,
-                place,
-            }),
-        }
+        // SAFETY: nuwa's own object stays loaded while its code runs.
+        let name = unsafe { linked.segments.name() }.to_owned();
+        self.keep(state, Via::Linked, name, false)
     }
 
     fn finish(self) -> Resolution {
         match self.without_check {
             Some(found) => found,
-            None => Resolution::not_found(self.pypy, self.searched.join(", ")),
+            None => Resolution::not_found(self.pypy, self.tried),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resolve::Details;
+    use crate::resolve::report::Status;
+
+    /// A place whose symbols lie where the test says: `here` in this test
+    /// program, `there` in the C library (as an interposed or second
+    /// library's would).
+    struct Mixed {
+        here: *mut c_void,
+        there: *mut c_void,
+        /// The names found `there`.
+        elsewhere: &'static [&'static str],
+    }
+
+    impl Lookup for Mixed {
+        fn lookup(&self, name: &CStr) -> Option<*mut c_void> {
+            let name = name.to_str().ok()?;
+            if self.elsewhere.contains(&name) {
+                return Some(self.there);
+            }
+            [
+                "PyEval_SaveThread",
+                "PyEval_RestoreThread",
+                "_PyThreadState_UncheckedGet",
+                "PyGILState_GetThisThreadState",
+            ]
+            .contains(&name)
+            .then_some(self.here)
+        }
+    }
+
+    /// An address in this test program, and addresses in no object or in
+    /// another one: the heap, the stack, and the C library's `write` where
+    /// the C library is an object of its own (not in a static program,
+    /// where `dlopen(NULL)` and `dladdr` find nothing either).
+    fn addresses() -> (*mut c_void, Vec<*mut c_void>) {
+        let here = own().cast_mut();
+        let on_heap: *mut c_void = Box::into_raw(Box::new(0u64)).cast();
+        let on_stack = 0u8;
+        let mut others = vec![on_heap, (&raw const on_stack).cast_mut().cast()];
+        if let Some(global) = Handle::global()
+            && let Some(write) = global.lookup(c"write")
+            && dladdr_of(write).map(|(base, _)| base) != dladdr_of(here).map(|(base, _)| base)
+        {
+            others.push(write);
+        }
+        (here, others)
+    }
+
+    /// The segments tell objects apart as `dladdr` does: the program from
+    /// the C library, and neither holds the stack or the heap.
+    #[test]
+    fn an_object_holds_its_own_addresses_only() {
+        let (here, others) = addresses();
+        let found = Object::of(here).expect("the object of this program's code");
+        #[cfg(nuwa_dl_iterate)]
+        assert!(matches!(found.bounds, Bounds::Mapped(_)));
+        let by_dladdr = dladdr_of(here).map(|(base, _)| Object {
+            bounds: Bounds::Based(base),
+            name: CString::default(),
+        });
+        for object in [Some(&found), by_dladdr.as_ref()].into_iter().flatten() {
+            assert!(object.holds(here));
+            for &other in &others {
+                assert!(!object.holds(other), "{other:?}");
+            }
+        }
+        if let Some(&there) = others.get(2) {
+            let libc = Object::of(there).expect("the C library");
+            assert!(libc.holds(there) && !libc.holds(here));
+            assert!(!libc.name.is_empty(), "the C library has a name");
+        }
+    }
+
+    /// A function found in another object than `PyEval_SaveThread` does not
+    /// count: the place has no Python, or no held check, never a mix.
+    #[test]
+    fn a_function_from_another_object_does_not_count() {
+        let (here, others) = addresses();
+        let there = *others.last().expect("an address outside this program");
+        let decide_on = |elsewhere| {
+            let place = Mixed {
+                here,
+                there,
+                elsewhere,
+            };
+            let object = Object::of(here).expect("the object of this program's code");
+            let state = decide::decide(&OneObject {
+                inner: &place,
+                object: &object,
+            });
+            Resolution {
+                state,
+                via: Via::GlobalScope,
+                place: Place::Object(object.name),
+            }
+            .status()
+        };
+        assert_eq!(decide_on(&[]), Status::Ready);
+        assert_eq!(decide_on(&["PyEval_RestoreThread"]), Status::NotFound);
+        assert_eq!(
+            decide_on(&["PyGILState_GetThisThreadState"]),
+            Status::FoundWithoutHeldCheck
+        );
+        assert_eq!(
+            decide_on(&["_PyThreadState_UncheckedGet"]),
+            Status::FoundWithoutHeldCheck
+        );
     }
 }

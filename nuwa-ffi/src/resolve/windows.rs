@@ -5,13 +5,13 @@
 //! every host.
 
 use core::ffi::{CStr, c_void};
-use std::string::String;
+use std::ffi::CString;
 
 use libloading::os::windows::Library;
 
 use super::decide::{self, Lookup};
 use super::names;
-use super::report::{Resolution, State, Via};
+use super::report::{Place, Resolution, State, Via};
 
 impl Lookup for Library {
     fn lookup(&self, name: &CStr) -> Option<*mut c_void> {
@@ -35,7 +35,7 @@ pub(super) fn look_up() -> Resolution {
         let resolution = Resolution {
             state,
             via: Via::LoadedObject,
-            place: String::from(name.as_str()),
+            place: Place::Object(CString::new(name.as_str()).unwrap_or_default()),
         };
         if names::is_forwarder_dll(&name) {
             // Never a held check there; keep it only for the report.
@@ -47,7 +47,5 @@ pub(super) fn look_up() -> Resolution {
         core::mem::forget(lib);
         return resolution;
     }
-    first_forwarder.unwrap_or_else(|| {
-        Resolution::not_found(false, "the loaded modules (no python3*.dll)".into())
-    })
+    first_forwarder.unwrap_or_else(|| Resolution::not_found(false, 0))
 }
