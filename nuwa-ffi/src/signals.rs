@@ -21,13 +21,11 @@
 //! plus the wait for the GIL; if calls suddenly take much longer than before,
 //! the next clock read (and check) comes late by that factor, once.
 
-use core::ffi::c_int;
 use core::fmt;
 use std::time::{Duration, Instant};
 
 use nuwa_core::Released;
 
-use crate::CPython;
 use crate::resolve;
 
 /// Takes the GIL back every so often inside a block to run CPython's signal
@@ -103,8 +101,14 @@ impl SignalCheck {
     }
 
     /// Counts one call; when a check is due, takes the GIL back through
-    /// `gil`, runs CPython's signal handlers (`PyErr_CheckSignals`), and
-    /// releases the GIL again.
+    /// `gil`, runs the signal handlers (CPython's `PyErr_CheckSignals`, or a
+    /// mock's scheduled "signal": [`GilOps::check_signals`](crate::GilOps::check_signals)),
+    /// and releases the GIL again.
+    ///
+    /// `gil` is any block's [`Released`]: nuwa's CPython backends, the PyO3
+    /// adapter (feature `pyo3`), a mock in a unit test; so library code
+    /// generic over [`Nogil`](crate::Nogil) checks too. A backend without
+    /// signals finds none.
     ///
     /// # Errors
     ///
@@ -112,46 +116,53 @@ impl SignalCheck {
     /// (`KeyboardInterrupt` for Ctrl-C) is set on this thread, and the
     /// caller must leave the block and return it to Python (`NULL`).
     #[inline]
-    pub fn check(&mut self, gil: &mut Released<'_, CPython>) -> Result<(), Interrupted> {
+    pub fn check<L>(&mut self, gil: &mut Released<'_, L>) -> Result<(), Interrupted> {
         if self.schedule.count() {
             return Ok(());
         }
-        let check_signals = resolve::check_signals().map(|f| {
-            // SAFETY: `due` calls this closure only through
-            // `Released<'_, CPython>::with_gil`, which runs it with the
-            // interpreter's GIL held by this thread (the `WithGil` contract:
-            // the `Gil` is `CPython` only if that is the GIL held), which is
-            // all `PyErr_CheckSignals` needs.
-            move || unsafe { f() }
-        });
-        self.due(gil, Instant::now, check_signals)
+        self.due(gil, Instant::now)
     }
 
-    /// The clock read, and the check if one is due: `check_signals` runs
-    /// with the GIL taken back through `gil`.
+    /// The clock read, and the check if one is due.
     #[cold]
     #[inline(never)]
     fn due<L>(
         &mut self,
         gil: &mut Released<'_, L>,
         now: impl Fn() -> Instant,
-        check_signals: Option<impl FnOnce() -> c_int>,
     ) -> Result<(), Interrupted> {
         if !self.schedule.read(now()) {
             return Ok(());
         }
-        let outcome = match check_signals {
-            None => Ok(()),
-            Some(check_signals) => match gil.with_gil(check_signals) {
-                Ok(rc) if rc < 0 => Err(Interrupted { _private: () }),
-                // Nothing raised, or the GIL cannot be taken back here.
-                Ok(_) | Err(_) => Ok(()),
-            },
+        let outcome = match nuwa_core::__private::check_signals(gil) {
+            Ok(true) => Err(Interrupted { _private: () }),
+            // Nothing raised, or the GIL cannot be taken back here.
+            Ok(false) | Err(_) => Ok(()),
         };
         // The time spent in the check (the wait for the GIL, the handlers)
         // is not the calls' time: count the next stride from here.
         self.schedule.checked(now());
         outcome
+    }
+}
+
+/// Runs CPython's signal handlers (`PyErr_CheckSignals`): `true` if one
+/// raised. What the CPython backends' [`GilOps::check_signals`](crate::GilOps::check_signals)
+/// do. Without `PyErr_CheckSignals` (an embedder that did not hand it over)
+/// nothing runs.
+///
+/// # Safety
+///
+/// The calling thread holds the interpreter's GIL.
+pub(crate) unsafe fn run_signal_handlers() -> bool {
+    match resolve::check_signals() {
+        Some(check_signals) => {
+            // SAFETY: the caller holds the GIL, which is all
+            // `PyErr_CheckSignals` needs.
+            let rc = unsafe { check_signals() };
+            rc < 0
+        }
+        None => false,
     }
 }
 
@@ -268,6 +279,7 @@ fn next_stride(stride: u32, elapsed: Duration, target: Duration) -> u32 {
 mod tests {
     use core::cell::Cell;
 
+    use nuwa_core::Nogil;
     use nuwa_core::mock::MockGil;
     use nuwa_std::ThreadCheckedMock;
 
@@ -397,7 +409,7 @@ mod tests {
     }
 
     /// A due check through a mock block: the GIL is taken back once for the
-    /// check and released again, and the handler's result decides.
+    /// check and released again, and the mock's "signal" decides.
     #[test]
     fn a_due_check_takes_the_mock_gil_back_and_releases_it_again() {
         let gil = MockGil::new();
@@ -405,25 +417,17 @@ mod tests {
         let mut signals = SignalCheck {
             schedule: Schedule::new(Duration::ZERO, clock.now()),
         };
-        let mut held_during_check = Vec::new();
+        gil.signal_at(2);
         let mut outcomes = Vec::new();
         nuwa_core::nogil!(gil => {
-            for rc in [0, -1, 0] {
-                let outcome = signals.due(
-                    &mut released!(),
-                    || clock.now(),
-                    Some(|| {
-                        held_during_check.push(gil.is_held());
-                        rc
-                    }),
-                );
-                outcomes.push(outcome);
+            for _ in 0..3 {
+                outcomes.push(signals.due(&mut released!(), || clock.now()));
                 assert!(!gil.is_held(), "released again after the check");
             }
         });
         let interrupted = Err(Interrupted { _private: () });
         assert_eq!(outcomes, [Ok(()), interrupted, Ok(())]);
-        assert_eq!(held_during_check, [true; 3]);
+        assert_eq!(gil.signal_checks(), 3);
         // The block's release and reacquire, and one pair per check.
         assert_eq!((gil.releases(), gil.reacquires()), (4, 4));
         gil.done();
@@ -432,30 +436,23 @@ mod tests {
     #[test]
     fn a_check_that_is_not_due_touches_nothing() {
         let gil = ThreadCheckedMock::new();
+        gil.signal_at(1);
         let clock = FakeClock::new();
         let mut signals = SignalCheck {
             schedule: Schedule::new(100 * MS, clock.now()),
         };
-        let mut ran = 0;
         let mut reads = 0;
         nuwa_core::nogil!(gil => {
             for _ in 0..1000 {
                 clock.advance(Duration::from_micros(1));
                 if !signals.schedule.count() {
                     reads += 1;
-                    let outcome = signals.due(
-                        &mut released!(),
-                        || clock.now(),
-                        Some(|| {
-                            ran += 1;
-                            -1
-                        }),
-                    );
+                    let outcome = signals.due(&mut released!(), || clock.now());
                     assert_eq!(outcome, Ok(()));
                 }
             }
         });
-        assert_eq!(ran, 0, "1 ms of calls, a 100 ms interval");
+        assert_eq!(gil.signal_checks(), 0, "1 ms of calls, a 100 ms interval");
         // Read at calls 1, 5, 21, 85 and 341 (strides 1, 4, 16, 64, 256).
         assert_eq!(reads, 5);
         assert_eq!((gil.releases(), gil.reacquires()), (1, 1));
@@ -465,26 +462,48 @@ mod tests {
     #[test]
     fn where_the_gil_cannot_be_taken_back_a_due_check_does_nothing() {
         let gil = MockGil::new();
-        let clock = FakeClock::new();
-        let mut signals = SignalCheck {
-            schedule: Schedule::new(Duration::ZERO, clock.now()),
-        };
-        // Nested: the inner block released nothing and the GIL is not held.
+        gil.signal_at(1);
+        let mut signals = SignalCheck::every(Duration::ZERO);
+        // Nested: the inner block released nothing and the GIL is not held
+        // (the mock panics at a check without it).
         let outcome = nuwa_core::nogil!(gil => {
-            nuwa_core::nogil!(gil => {
-                let never = || -> c_int { unreachable!("ran without the GIL") };
-                signals.due(&mut released!(), || clock.now(), Some(never))
-            })
+            nuwa_core::nogil!(gil => { signals.check(&mut released!()) })
         });
         assert_eq!(outcome, Ok(()));
         assert_eq!((gil.releases(), gil.reacquires(), gil.skipped()), (1, 1, 1));
-        // No `PyErr_CheckSignals`: nothing is taken back at all.
-        let none: Option<fn() -> c_int> = None;
-        let outcome = nuwa_core::nogil!(gil => {
-            signals.due(&mut released!(), || clock.now(), none)
+        assert_eq!(gil.signal_checks(), 0);
+        // A block that kept the GIL checks in place, without a round trip.
+        let outcome = nuwa_core::nogil!(crate::ReleaseIf::new(&gil, false) => {
+            signals.check(&mut released!())
         });
-        assert_eq!(outcome, Ok(()));
-        assert_eq!((gil.releases(), gil.reacquires()), (2, 2));
+        assert_eq!(outcome, Err(Interrupted { _private: () }));
+        assert_eq!((gil.releases(), gil.signal_checks()), (1, 1));
+        gil.done();
+    }
+
+    /// The strict form and a thread-checked mock: the check runs on the
+    /// owner's thread; a block on another thread finds nothing to check.
+    #[test]
+    fn the_strict_form_checks_a_thread_checked_mock() {
+        let gil = ThreadCheckedMock::new();
+        gil.signal_at(3);
+        let mut signals = SignalCheck::every(Duration::ZERO);
+        let done = gil.nogil(|released| (0..10).position(|_| signals.check(released).is_err()));
+        assert_eq!(done, Some(2));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                gil.signal_at(0);
+                let mut signals = SignalCheck::every(Duration::ZERO);
+                let outcome = gil.nogil(|released| signals.check(released));
+                assert_eq!(
+                    outcome,
+                    Ok(()),
+                    "not the owner: nothing released or checked"
+                );
+            });
+        });
+        assert_eq!(gil.signal_checks(), 3);
+        assert_eq!((gil.releases(), gil.skipped()), (4, 1));
         gil.done();
     }
 

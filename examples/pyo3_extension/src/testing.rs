@@ -9,7 +9,9 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
-use crate::{Detach, Flag, PanicError, with_backend};
+use nuwa_ffi::Detach;
+
+use crate::{Flag, PanicError};
 
 fn c_string(text: &str) -> PyResult<CString> {
     CString::new(text).map_err(|_| PyValueError::new_err("the expression contains a NUL character"))
@@ -36,9 +38,8 @@ pub(crate) fn _test_wait_for_flag(
     // keeps alive for the call; the block sees plain `&AtomicBool`s.
     let flag = &flag.get().set;
     let entered = entered.map(|e| &e.get().set);
-    Ok(with_backend!(py, release, |gil| {
-        pyo3_extension_core::wait_for(gil, flag, entered, timeout)
-    }))
+    let gil = Detach::release_if(py, release);
+    Ok(pyo3_extension_core::wait_for(gil, flag, entered, timeout))
 }
 
 /// Evaluates `expression` with `Python::attach` inside a released part and
