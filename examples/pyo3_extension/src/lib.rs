@@ -136,8 +136,9 @@ mod pyo3_extension {
 
     #[pymodule_export]
     use super::testing::{
-        _test_attach_from_rust_threads, _test_attach_in_released, _test_drop_in_released,
-        _test_nested, _test_panic, _test_wait_for_flag, _test_with_gil_in_place,
+        _test_adapter_in_place, _test_attach_from_rust_threads, _test_attach_in_released,
+        _test_check_in_place, _test_drop_in_released, _test_interrupted_twice, _test_nested,
+        _test_panic, _test_wait_for_flag, _test_with_gil_in_place,
     };
 
     #[pymodule_export]

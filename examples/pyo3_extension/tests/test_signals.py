@@ -136,3 +136,20 @@ def test_an_interrupted_block_counts_too(native):
     with pytest.raises(KeyboardInterrupt):
         native.Fnv1a().update(DATA, progress=native._TestInterruptMain(2), check_every=0)
     assert hash_site(native) == (1, 0)
+
+
+def test_the_adapter_inside_an_in_place_block_releases_nothing(native):
+    """Careless code: the adapter inside nuwa's own in-place block, where
+    PyO3 counts the thread as attached without the GIL. PyO3's `detach`
+    there would crash (test_in_place.py); the adapter runs the closure as it
+    is and refuses its part."""
+    assert native._test_adapter_in_place() == (True, False, False)
+
+
+def test_interrupted_converts_with_the_gil_released(native):
+    with pytest.raises(KeyboardInterrupt):
+        native._test_check_in_place()
+
+
+def test_an_interrupted_converted_twice_says_so(native):
+    assert native._test_interrupted_twice() == ("KeyboardInterrupt", "SystemError")
