@@ -62,8 +62,9 @@ pub unsafe trait GilOps {
     /// [`Released`](crate::Released) a block hands out, so that code which
     /// calls Python inside [`Released::with_gil`](crate::Released::with_gil)
     /// can require the interpreter's GIL (`Released<'_, CPython>`) and cannot
-    /// be handed a mock's.
-    type Gil;
+    /// be handed a mock's. A name, so `'static`: `nuwa_ffi::SignalCheck`
+    /// tells the interpreter's from the others by it.
+    type Gil: 'static;
 
     /// Releases the GIL if the calling thread holds it.
     ///
@@ -158,13 +159,14 @@ pub unsafe trait GilOps {
         let _ = frame;
     }
 
-    /// Runs the signal handlers that are due (a `SignalCheck` calls it, in a
-    /// part, with the GIL held): `true` if one raised, its exception then set
-    /// on this thread. The CPython backends run `PyErr_CheckSignals`; the
-    /// mocks report a "signal" a test scheduled
-    /// ([`MockGil::signal_at`](crate::mock::MockGil::signal_at)). The
-    /// default, `false`, is a backend without signals. A backend that wraps
-    /// another forwards it.
+    /// Runs the signal handlers that are due (`nuwa_ffi::SignalCheck` calls
+    /// it, in a part, with the GIL held): `true` if one raised, its
+    /// exception then set on this thread. The mocks report a "signal" a test
+    /// scheduled ([`MockGil::signal_at`](crate::mock::MockGil::signal_at)).
+    /// The default, `false`, is a backend without signals. A backend whose
+    /// [`Gil`](GilOps::Gil) is `nuwa_ffi::CPython` needs none: `SignalCheck`
+    /// runs CPython's `PyErr_CheckSignals` itself for those. A backend that
+    /// wraps another forwards it.
     ///
     /// # Safety
     ///

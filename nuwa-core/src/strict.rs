@@ -48,7 +48,7 @@ use crate::{GilOps, GilUnavailable, Guard};
 pub trait Nogil {
     /// Which GIL this releases (see [`GilOps::Gil`]); the closure's
     /// [`Released`] is typed by it.
-    type Gil;
+    type Gil: 'static;
 
     /// Runs `f` with the GIL released (if the calling thread holds it) and
     /// returns its value, with the GIL held again (if it was held before).
@@ -169,9 +169,11 @@ pub unsafe trait WithGil {
 
     /// Takes the GIL back as `with_gil_dyn` does and runs the signal
     /// handlers that are due ([`GilOps::check_signals`]): `Ok(true)` if one
-    /// raised. What `nuwa_ffi::SignalCheck` calls when a check is due. The
-    /// default, `Ok(false)` without taking anything back, is a backend
-    /// without signals.
+    /// raised. What `nuwa_ffi::SignalCheck` calls when a check is due, for a
+    /// GIL other than `nuwa_ffi::CPython` (for that one it runs
+    /// `PyErr_CheckSignals` itself, in `with_gil_dyn`). The default,
+    /// `Ok(false)` without taking anything back, is a backend without
+    /// signals.
     fn check_signals_dyn(&mut self) -> Result<bool, GilUnavailable> {
         Ok(false)
     }

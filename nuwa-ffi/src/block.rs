@@ -112,12 +112,6 @@ unsafe impl GilOps for CPython {
         gil_is_held()
     }
 
-    /// `PyErr_CheckSignals`.
-    unsafe fn check_signals(&self) -> bool {
-        // SAFETY: the caller holds the interpreter's GIL.
-        unsafe { crate::signals::run_signal_handlers() }
-    }
-
     #[inline(always)]
     unsafe fn release_after_part(&self) -> Option<SavedThreadState> {
         // SAFETY: the caller's obligations are `release`'s.

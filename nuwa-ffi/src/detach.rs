@@ -43,14 +43,14 @@ use crate::{CPython, Interrupted, gil_is_held};
 ///
 /// ```no_run
 /// use nuwa_ffi::{Detach, Nogil};
-/// use pyo3::prelude::*;
+/// use pyo3::Python;
 ///
 /// // Library code: no PyO3, tested with a mock.
 /// fn sum_of_squares<N: Nogil>(gil: N, data: &[f64]) -> f64 {
 ///     gil.nogil(|_| data.iter().map(|x| x * x).sum())
 /// }
 ///
-/// #[pyfunction]
+/// // The body of a `#[pyfunction] fn squares(py: Python<'_>, data: Vec<f64>)`:
 /// fn squares(py: Python<'_>, data: Vec<f64>) -> f64 {
 ///     // Released only for work worth it (see the README's statistics).
 ///     sum_of_squares(Detach::release_if(py, data.len() >= 4096), &data)
@@ -159,8 +159,7 @@ struct Reattach {
 // around the part, inside the block); the held check rules out a count
 // that lies (PyO3 code inside nuwa's in-place block, where the thread is
 // counted attached but holds nothing): then `f` does not run. In every case
-// where `f` does not run, `Err` is returned. `check_signals_dyn` runs the
-// signal handlers only through `with_gil_dyn`.
+// where `f` does not run, `Err` is returned.
 unsafe impl WithGil for Reattach {
     type Gil = CPython;
 
@@ -192,16 +191,6 @@ unsafe impl WithGil for Reattach {
             self.released_at = Instant::now();
         }
         Ok(())
-    }
-
-    fn check_signals_dyn(&mut self) -> Result<bool, GilUnavailable> {
-        let mut raised = false;
-        self.with_gil_dyn(&mut || {
-            // SAFETY: `with_gil_dyn` runs this only while the calling thread
-            // holds the interpreter's GIL.
-            raised = unsafe { crate::signals::run_signal_handlers() };
-        })?;
-        Ok(raised)
     }
 }
 

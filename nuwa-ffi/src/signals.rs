@@ -21,11 +21,13 @@
 //! plus the wait for the GIL; if calls suddenly take much longer than before,
 //! the next clock read (and check) comes late by that factor, once.
 
+use core::any::TypeId;
 use core::fmt;
 use std::time::{Duration, Instant};
 
-use nuwa_core::Released;
+use nuwa_core::{GilUnavailable, Released};
 
+use crate::CPython;
 use crate::resolve;
 
 /// Takes the GIL back every so often inside a block to run CPython's signal
@@ -34,13 +36,13 @@ use crate::resolve;
 ///
 /// Make one before the loop and call [`check`](Self::check) often: with
 /// `&mut released!()` in place, with the closure's argument in the strict
-/// form. A call that is not due costs about a nanosecond; a due one (every
+/// form (any backend's: the PyO3 adapter's, a mock's in a unit test). A call that is not due costs about a nanosecond; a due one (every
 /// 100 ms by default, [`every`](Self::every) for another interval) a GIL
 /// round trip. The README's
 /// [Callbacks and Ctrl-C](https://github.com/nuwa-rs/nuwa#callbacks-and-ctrl-c-inside-a-block)
 /// has the measurements and how to choose the interval.
 ///
-/// Where nothing can be checked, a due check does nothing and returns
+/// Where nothing can be checked, a due check finds nothing and returns
 /// `Ok(())`: on a thread other than the main thread, or in a subinterpreter
 /// (CPython runs signal handlers on the main thread of the main interpreter
 /// only; 3.12+ may run a pending garbage collection there; stop workers by
@@ -101,14 +103,16 @@ impl SignalCheck {
     }
 
     /// Counts one call; when a check is due, takes the GIL back through
-    /// `gil`, runs the signal handlers (CPython's `PyErr_CheckSignals`, or a
-    /// mock's scheduled "signal": [`GilOps::check_signals`](crate::GilOps::check_signals)),
-    /// and releases the GIL again.
+    /// `gil`, runs the signal handlers, and releases the GIL again.
     ///
-    /// `gil` is any block's [`Released`]: nuwa's CPython backends, the PyO3
-    /// adapter (feature `pyo3`), a mock in a unit test; so library code
-    /// generic over [`Nogil`](crate::Nogil) checks too. A backend without
-    /// signals finds none.
+    /// `gil` is any block's [`Released`]. Where it takes the interpreter's
+    /// GIL back (`Released<'_, CPython>`: nuwa's CPython backends, whatever
+    /// wraps them, the PyO3 adapter of the feature `pyo3`), the handlers
+    /// are CPython's (`PyErr_CheckSignals`). Otherwise they are the
+    /// backend's own ([`GilOps::check_signals`](crate::GilOps::check_signals)):
+    /// a mock's scheduled "signal", nothing for a backend without signals.
+    /// So library code generic over [`Nogil`](crate::Nogil) checks too, and
+    /// is tested with a mock.
     ///
     /// # Errors
     ///
@@ -116,7 +120,7 @@ impl SignalCheck {
     /// (`KeyboardInterrupt` for Ctrl-C) is set on this thread, and the
     /// caller must leave the block and return it to Python (`NULL`).
     #[inline]
-    pub fn check<L>(&mut self, gil: &mut Released<'_, L>) -> Result<(), Interrupted> {
+    pub fn check<L: 'static>(&mut self, gil: &mut Released<'_, L>) -> Result<(), Interrupted> {
         if self.schedule.count() {
             return Ok(());
         }
@@ -126,7 +130,7 @@ impl SignalCheck {
     /// The clock read, and the check if one is due.
     #[cold]
     #[inline(never)]
-    fn due<L>(
+    fn due<L: 'static>(
         &mut self,
         gil: &mut Released<'_, L>,
         now: impl Fn() -> Instant,
@@ -134,7 +138,7 @@ impl SignalCheck {
         if !self.schedule.read(now()) {
             return Ok(());
         }
-        let outcome = match nuwa_core::__private::check_signals(gil) {
+        let outcome = match run_signal_handlers(gil) {
             Ok(true) => Err(Interrupted { _private: () }),
             // Nothing raised, or the GIL cannot be taken back here.
             Ok(false) | Err(_) => Ok(()),
@@ -146,24 +150,29 @@ impl SignalCheck {
     }
 }
 
-/// Runs CPython's signal handlers (`PyErr_CheckSignals`): `true` if one
-/// raised. What the CPython backends' [`GilOps::check_signals`](crate::GilOps::check_signals)
-/// do. Without `PyErr_CheckSignals` (an embedder that did not hand it over)
-/// nothing runs.
+/// Takes the GIL back through `gil` and runs the signal handlers: `true`
+/// if one raised.
 ///
-/// # Safety
-///
-/// The calling thread holds the interpreter's GIL.
-pub(crate) unsafe fn run_signal_handlers() -> bool {
-    match resolve::check_signals() {
-        Some(check_signals) => {
-            // SAFETY: the caller holds the GIL, which is all
-            // `PyErr_CheckSignals` needs.
-            let rc = unsafe { check_signals() };
-            rc < 0
-        }
-        None => false,
+/// For the interpreter's GIL (`L` is [`CPython`]) nuwa-ffi runs
+/// `PyErr_CheckSignals` itself, so a backend that wraps `CPython` and
+/// forwards only what it must still checks; without `PyErr_CheckSignals` (an
+/// embedder that did not hand it over) nothing is taken back. Any other GIL
+/// is the backend's to check.
+fn run_signal_handlers<L: 'static>(gil: &mut Released<'_, L>) -> Result<bool, GilUnavailable> {
+    if TypeId::of::<L>() != TypeId::of::<CPython>() {
+        return nuwa_core::__private::check_signals(gil);
     }
+    let Some(check_signals) = resolve::check_signals() else {
+        return Ok(false);
+    };
+    gil.with_gil(|| {
+        // SAFETY: `L` is `CPython`, and a `Released<'_, CPython>` runs this
+        // only with the interpreter's GIL held by this thread (the
+        // `WithGil` contract: the `Gil` is `CPython` only if that is the GIL
+        // held), which is all `PyErr_CheckSignals` needs.
+        let rc = unsafe { check_signals() };
+        rc < 0
+    })
 }
 
 impl Default for SignalCheck {
@@ -505,6 +514,26 @@ mod tests {
         assert_eq!(gil.signal_checks(), 3);
         assert_eq!((gil.releases(), gil.skipped()), (4, 1));
         gil.done();
+    }
+
+    /// One `SignalCheck` across two backends, a block of one inside a block
+    /// of the other: each check runs on the backend whose `Released` it is
+    /// given, and only the one told of a signal reports it.
+    #[test]
+    fn one_check_two_backends() {
+        let (outer, inner) = (MockGil::new(), ThreadCheckedMock::new());
+        inner.signal_at(2);
+        let mut signals = SignalCheck::every(Duration::ZERO);
+        let outcomes = nuwa_core::nogil!(outer => {
+            let first = signals.check(&mut released!());
+            let nested = inner.nogil(|released| [signals.check(released), signals.check(released)]);
+            (first, nested, signals.check(&mut released!()))
+        });
+        let interrupted = Err(Interrupted { _private: () });
+        assert_eq!(outcomes, (Ok(()), [Ok(()), interrupted], Ok(())));
+        assert_eq!((outer.signal_checks(), inner.signal_checks()), (2, 2));
+        outer.done();
+        inner.done();
     }
 
     #[test]

@@ -117,11 +117,6 @@ unsafe impl GilOps for &mut GilHeld {
         block::gil_is_held()
     }
 
-    unsafe fn check_signals(&self) -> bool {
-        // SAFETY: the caller's obligations are passed on unchanged.
-        unsafe { CPython.check_signals() }
-    }
-
     #[inline(always)]
     unsafe fn part_began(&self, frame: &nuwa_core::__private::PartFrame) {
         // SAFETY: the caller's obligations are passed on unchanged.

@@ -153,3 +153,24 @@ def test_interrupted_converts_with_the_gil_released(native):
 
 def test_an_interrupted_converted_twice_says_so(native):
     assert native._test_interrupted_twice() == ("KeyboardInterrupt", "SystemError")
+
+
+def function_text(path, start):
+    """The lines of the function whose first line starts with `start` (at
+    four spaces), up to its closing brace."""
+    lines = path.read_text().split("\n")
+    first = next(i for i, line in enumerate(lines) if line.startswith(start))
+    last = next(i for i in range(first + 1, len(lines)) if lines[i] == "    }")
+    return "\n".join(lines[first : last + 1])
+
+
+def test_the_readme_quotes_the_worked_example():
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent
+    readme = (example.parent.parent / "README.md").read_text()
+    for path, start in [
+        (example / "core" / "src" / "hash.rs", "    pub fn update<N, E>("),
+        (example / "src" / "hash.rs", "    fn update("),
+    ]:
+        assert function_text(path, start) in readme, f"the README's copy of {path} is stale"
