@@ -31,7 +31,7 @@ use crate::{CPython, Interrupted, gil_is_held};
 /// (inside nuwa's own in-place block, where PyO3 still counts the thread
 /// as attached and `detach` would release a GIL that is not held).
 ///
-/// With the `stats` feature, its blocks count in [`stats`](crate::stats) at
+/// With the `stats` feature, its blocks count in `nuwa_ffi::stats` at
 /// the line that calls [`nogil`](Nogil::nogil) (in generic library code, the
 /// library's line), as `nuwa_ffi::nogil` calls do; a block that panics
 /// counts, its last released stretch does not. A panic unwinds through
@@ -74,7 +74,7 @@ impl<'py> Detach<'py> {
     /// runs blocks with the GIL held, as [`ReleaseIf`](crate::ReleaseIf)
     /// does for a [`GilOps`](crate::GilOps) backend: one type, so the code
     /// that takes it is compiled once for both cases. A block that kept the
-    /// GIL counts in [`stats`](crate::stats) as one that released nothing.
+    /// GIL counts in `nuwa_ffi::stats` as one that released nothing.
     #[inline]
     pub fn release_if(py: Python<'py>, release: bool) -> Self {
         Detach { py, release }
