@@ -24,6 +24,10 @@ use crate::{CPython, Interrupted, gil_is_held};
 /// Library code generic over `N: Nogil` runs unchanged with this adapter in
 /// the module and with nuwa's mocks in unit tests.
 ///
+/// Built on PyO3 0.30 (`>=0.30.1, <0.31`); a PyO3 release that breaks is
+/// taken up by a nuwa-ffi release that breaks too ([Using nuwa with
+/// PyO3](https://github.com/nuwa-rs/nuwa#using-nuwa-with-pyo3)).
+///
 /// It releases only if nuwa's held check ([`gil_is_held`]) says this thread
 /// holds the GIL, and only if made to ([`release_if`](Self::release_if));
 /// otherwise the closure runs with the GIL as it is, its parts run in place
