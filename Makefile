@@ -84,8 +84,14 @@ test-clear-skip:
 # Unit, doc, compile-fail and real-interpreter tests, then nuwa-ffi's again
 # with its release statistics on. The real-interpreter tests embed the
 # libpython of NUWA_TEST_PYTHON (default: python3).
+# pyo3-extension (no tests of its own; pytest runs it) is left out: it turns
+# on nuwa-ffi's `pyo3` feature, which would be unified into every test
+# binary, and those cannot link PyO3 (PYO3_BUILD_EXTENSION_MODULE, set in
+# .cargo/config.toml, leaves libpython out). The adapter is tested through
+# the extension (test-python); its doc example is compiled (no_run) below.
 test-rust:
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --exclude pyo3-extension
+	$(CARGO) test -p nuwa-ffi --features pyo3 --doc -- detach::
 	$(CARGO) test -p nuwa-ffi --features stats --lib
 	$(CARGO) test -p nuwa-ffi --features stats --doc
 	$(CARGO) test -p nuwa-ffi --features stats --test real_python -- stats_

@@ -164,11 +164,11 @@ def render() -> Path:
     doc_dir = TARGET_DIR / "doc"
     shutil.rmtree(doc_dir, ignore_errors=True)
     env = dict(os.environ, RUSTDOCFLAGS="-D warnings", CARGO_TERM_COLOR="never")
-    # With nuwa-ffi's `stats` feature on, as docs.rs renders it
-    # ([package.metadata.docs.rs]), so that its pages are checked too.
-    cmd = [os.environ.get("CARGO", "cargo"), "doc", "--features", "nuwa-ffi/stats",
+    # With nuwa-ffi's `stats` and `pyo3` features on, as docs.rs renders it
+    # ([package.metadata.docs.rs]), so that their pages are checked too.
+    cmd = [os.environ.get("CARGO", "cargo"), "doc", "--features", "nuwa-ffi/stats,nuwa-ffi/pyo3",
            "--target-dir", str(TARGET_DIR)]
-    print(f"$ RUSTDOCFLAGS='-D warnings' cargo doc --features nuwa-ffi/stats "
+    print(f"$ RUSTDOCFLAGS='-D warnings' cargo doc --features nuwa-ffi/stats,nuwa-ffi/pyo3 "
           f"--target-dir {TARGET_DIR.relative_to(ROOT)}", flush=True)
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if result.returncode != 0:

@@ -116,6 +116,18 @@ impl<G: GilOps> Guard<G> {
         Ok(f())
     }
 
+    /// Takes the GIL back for a part, as [`with_gil`](Guard::with_gil)
+    /// does, and runs the backend's [`GilOps::check_signals`] in it: whether
+    /// a signal handler raised.
+    pub(crate) fn check_signals(&mut self) -> Result<bool, GilUnavailable> {
+        let reentered = self.reenter()?;
+        // SAFETY: as in `with_gil`.
+        unsafe { reentered.begin() };
+        // SAFETY: inside the part the calling thread holds the GIL that `G`
+        // names: taken back by `reenter`, or held as the backend said.
+        Ok(unsafe { reentered.guard.ops.check_signals() })
+    }
+
     /// Takes the GIL back until the returned value is dropped; see
     /// [`with_gil`](Guard::with_gil). Used by `with_gil!`.
     pub(crate) fn reenter(&mut self) -> Result<Reentered<'_, G>, GilUnavailable> {

@@ -21,7 +21,15 @@ pub mod __private {
     pub use crate::guard::Reentered;
     pub use crate::hide::{Unhide, hide};
     pub use crate::ops::PartFrame;
-    use crate::{GilOps, GilUnavailable, Guard};
+    use crate::{GilOps, GilUnavailable, Guard, Released};
+
+    /// Takes the GIL back through `released` and runs the signal handlers
+    /// that are due ([`WithGil::check_signals_dyn`](crate::WithGil::check_signals_dyn)):
+    /// `nuwa_ffi::SignalCheck`'s due check.
+    #[inline]
+    pub fn check_signals<L>(released: &mut Released<'_, L>) -> Result<bool, GilUnavailable> {
+        released.check_signals()
+    }
 
     /// Releases the GIL through `ops` if the calling thread holds it.
     ///

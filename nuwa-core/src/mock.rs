@@ -67,6 +67,9 @@ pub struct MockGil {
     releases: Cell<usize>,
     reacquires: Cell<usize>,
     skipped: Cell<usize>,
+    signal_checks: Cell<usize>,
+    /// The signal check at which a "signal" is found, if one is scheduled.
+    signal_at: Cell<Option<usize>>,
 }
 
 /// The state a [`MockGil`] hands out on release: which mock, which release.
@@ -104,6 +107,8 @@ impl MockGil {
             releases: Cell::new(0),
             reacquires: Cell::new(0),
             skipped: Cell::new(0),
+            signal_checks: Cell::new(0),
+            signal_at: Cell::new(None),
         }
     }
 
@@ -126,6 +131,34 @@ impl MockGil {
     /// (nested blocks, or a mock made with [`never_held`](Self::never_held)).
     pub fn skipped(&self) -> usize {
         self.skipped.get()
+    }
+
+    /// How many signal checks ran ([`GilOps::check_signals`], which a due
+    /// `nuwa_ffi::SignalCheck::check` calls with the GIL taken back).
+    pub fn signal_checks(&self) -> usize {
+        self.signal_checks.get()
+    }
+
+    /// A "signal" arrives before signal check number `check` (the first
+    /// check of the mock's life is 1; see [`signal_checks`](Self::signal_checks)):
+    /// that check, or the next one if it has passed, finds that a handler
+    /// raised, as CPython's does after Ctrl-C, and `SignalCheck::check`
+    /// returns `Err(Interrupted)`. Once found, the signal is gone.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nuwa_core::{mock::MockGil, GilOps};
+    ///
+    /// let gil = MockGil::new();
+    /// gil.signal_at(2);
+    /// // SAFETY: the mock's GIL is held (no block runs).
+    /// let found: [bool; 3] = core::array::from_fn(|_| unsafe { gil.check_signals() });
+    /// assert_eq!(found, [false, true, false]);
+    /// assert_eq!(gil.signal_checks(), 3);
+    /// ```
+    pub fn signal_at(&self, check: usize) {
+        self.signal_at.set(Some(check));
     }
 
     /// Checks that the mock is back where it started: no release is
@@ -159,6 +192,7 @@ impl fmt::Debug for MockGil {
             .field("releases", &self.releases())
             .field("reacquires", &self.reacquires())
             .field("skipped", &self.skipped())
+            .field("signal_checks", &self.signal_checks())
             .finish()
     }
 }
@@ -220,5 +254,27 @@ unsafe impl GilOps for MockGil {
 
     fn is_held(&self) -> bool {
         MockGil::is_held(self)
+    }
+
+    /// Counts the check, and finds the signal [`signal_at`](MockGil::signal_at)
+    /// scheduled.
+    ///
+    /// # Panics
+    ///
+    /// If the mock's GIL is not held: a check outside a part of a block.
+    #[track_caller]
+    unsafe fn check_signals(&self) -> bool {
+        if !self.is_held() {
+            panic!("MockGil: signal check without the GIL (it must run in a part of the block)");
+        }
+        let check = self.signal_checks.get() + 1;
+        self.signal_checks.set(check);
+        match self.signal_at.get() {
+            Some(at) if at <= check => {
+                self.signal_at.set(None);
+                true
+            }
+            _ => false,
+        }
     }
 }

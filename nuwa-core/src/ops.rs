@@ -62,8 +62,9 @@ pub unsafe trait GilOps {
     /// [`Released`](crate::Released) a block hands out, so that code which
     /// calls Python inside [`Released::with_gil`](crate::Released::with_gil)
     /// can require the interpreter's GIL (`Released<'_, CPython>`) and cannot
-    /// be handed a mock's.
-    type Gil;
+    /// be handed a mock's. A name, so `'static`: `nuwa_ffi::SignalCheck`
+    /// tells the interpreter's from the others by it.
+    type Gil: 'static;
 
     /// Releases the GIL if the calling thread holds it.
     ///
@@ -157,6 +158,25 @@ pub unsafe trait GilOps {
     unsafe fn part_ended(&self, frame: &PartFrame) {
         let _ = frame;
     }
+
+    /// Runs the signal handlers that are due (`nuwa_ffi::SignalCheck` calls
+    /// it, in a part, with the GIL held): `true` if one raised, its
+    /// exception then set on this thread. The mocks report a "signal" a test
+    /// scheduled ([`MockGil::signal_at`](crate::mock::MockGil::signal_at)).
+    /// The default, `false`, is a backend without signals. A backend whose
+    /// [`Gil`](GilOps::Gil) is `nuwa_ffi::CPython` needs none: `SignalCheck`
+    /// runs CPython's `PyErr_CheckSignals` itself for those. A backend that
+    /// wraps another forwards it.
+    ///
+    /// # Safety
+    ///
+    /// The calling thread holds the GIL this backend names: inside a part
+    /// ([`with_gil!`](crate::with_gil!), [`Released::with_gil`](crate::Released::with_gil)),
+    /// or outside any block.
+    #[inline(always)]
+    unsafe fn check_signals(&self) -> bool {
+        false
+    }
 }
 
 /// Room for a backend in the stack frame that runs a `with_gil` part, from
@@ -241,6 +261,12 @@ unsafe impl<T: GilOps + ?Sized> GilOps for &T {
     unsafe fn part_ended(&self, frame: &PartFrame) {
         // SAFETY: the caller's obligations are passed on unchanged.
         unsafe { (**self).part_ended(frame) }
+    }
+
+    #[inline(always)]
+    unsafe fn check_signals(&self) -> bool {
+        // SAFETY: the caller's obligations are passed on unchanged.
+        unsafe { (**self).check_signals() }
     }
 }
 
@@ -335,5 +361,13 @@ unsafe impl<G: GilOps> GilOps for ReleaseIf<G> {
     unsafe fn part_ended(&self, frame: &PartFrame) {
         // SAFETY: the caller's obligations are passed on unchanged.
         unsafe { self.ops.part_ended(frame) }
+    }
+
+    /// Forwarded whether or not the block released: the GIL is held either
+    /// way when it is called.
+    #[inline(always)]
+    unsafe fn check_signals(&self) -> bool {
+        // SAFETY: the caller's obligations are passed on unchanged.
+        unsafe { self.ops.check_signals() }
     }
 }

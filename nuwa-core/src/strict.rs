@@ -48,7 +48,7 @@ use crate::{GilOps, GilUnavailable, Guard};
 pub trait Nogil {
     /// Which GIL this releases (see [`GilOps::Gil`]); the closure's
     /// [`Released`] is typed by it.
-    type Gil;
+    type Gil: 'static;
 
     /// Runs `f` with the GIL released (if the calling thread holds it) and
     /// returns its value, with the GIL held again (if it was held before).
@@ -132,6 +132,13 @@ impl<'a, L> Released<'a, L> {
         })?;
         out.ok_or(GilUnavailable::new())
     }
+
+    /// [`WithGil::check_signals_dyn`]: what `nuwa_ffi::SignalCheck` calls
+    /// when a check is due.
+    #[inline]
+    pub(crate) fn check_signals(&mut self) -> Result<bool, GilUnavailable> {
+        self.inner.check_signals_dyn()
+    }
 }
 
 impl<L> fmt::Debug for Released<'_, L> {
@@ -152,22 +159,39 @@ impl<L> fmt::Debug for Released<'_, L> {
 /// returns `Ok(())`; or does not call it and returns `Err`. Code that calls
 /// Python inside `f` depends on this; so `Gil` names the interpreter's GIL
 /// (`nuwa_ffi::CPython`) only if that is the GIL held.
+/// `check_signals_dyn` runs signal handlers only with that GIL held.
 pub unsafe trait WithGil {
     /// Which GIL is held while `f` runs (see [`GilOps::Gil`]).
     type Gil;
 
     /// Runs `f` with the GIL held, or does not run it and returns `Err`.
     fn with_gil_dyn(&mut self, f: &mut dyn FnMut()) -> Result<(), GilUnavailable>;
+
+    /// Takes the GIL back as `with_gil_dyn` does and runs the signal
+    /// handlers that are due ([`GilOps::check_signals`]): `Ok(true)` if one
+    /// raised. What `nuwa_ffi::SignalCheck` calls when a check is due, for a
+    /// GIL other than `nuwa_ffi::CPython` (for that one it runs
+    /// `PyErr_CheckSignals` itself, in `with_gil_dyn`). The default,
+    /// `Ok(false)` without taking anything back, is a backend without
+    /// signals.
+    fn check_signals_dyn(&mut self) -> Result<bool, GilUnavailable> {
+        Ok(false)
+    }
 }
 
 // SAFETY: `Guard::with_gil` runs `f` once with `G`'s GIL held (taken back
 // from this guard's release, or held because nothing was released and the
 // backend says so), or returns `Err` without running it; by `GilOps`'s
-// contract that GIL is the one `G::Gil` names.
+// contract that GIL is the one `G::Gil` names. `Guard::check_signals` runs
+// `G::check_signals` in such a part.
 unsafe impl<G: GilOps> WithGil for Guard<G> {
     type Gil = G::Gil;
 
     fn with_gil_dyn(&mut self, f: &mut dyn FnMut()) -> Result<(), GilUnavailable> {
         self.with_gil(f)
+    }
+
+    fn check_signals_dyn(&mut self) -> Result<bool, GilUnavailable> {
+        self.check_signals()
     }
 }

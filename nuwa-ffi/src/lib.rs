@@ -16,6 +16,8 @@
 //   (`stats`).
 mod block;
 mod capi;
+#[cfg(feature = "pyo3")]
+mod detach;
 pub mod embed;
 mod plan;
 #[cfg(feature = "stats")]
@@ -38,6 +40,8 @@ compile_error!(
 mod token;
 
 pub use block::{CPython, gil_is_held};
+#[cfg(feature = "pyo3")]
+pub use detach::Detach;
 pub use resolve::Resolution;
 pub use signals::{Interrupted, SignalCheck};
 pub use token::GilHeld;

@@ -21,11 +21,11 @@
 //! plus the wait for the GIL; if calls suddenly take much longer than before,
 //! the next clock read (and check) comes late by that factor, once.
 
-use core::ffi::c_int;
+use core::any::TypeId;
 use core::fmt;
 use std::time::{Duration, Instant};
 
-use nuwa_core::Released;
+use nuwa_core::{GilUnavailable, Released};
 
 use crate::CPython;
 use crate::resolve;
@@ -36,13 +36,13 @@ use crate::resolve;
 ///
 /// Make one before the loop and call [`check`](Self::check) often: with
 /// `&mut released!()` in place, with the closure's argument in the strict
-/// form. A call that is not due costs about a nanosecond; a due one (every
+/// form (any backend's: the PyO3 adapter's, a mock's in a unit test). A call that is not due costs about a nanosecond; a due one (every
 /// 100 ms by default, [`every`](Self::every) for another interval) a GIL
 /// round trip. The README's
 /// [Callbacks and Ctrl-C](https://github.com/nuwa-rs/nuwa#callbacks-and-ctrl-c-inside-a-block)
 /// has the measurements and how to choose the interval.
 ///
-/// Where nothing can be checked, a due check does nothing and returns
+/// Where nothing can be checked, a due check finds nothing and returns
 /// `Ok(())`: on a thread other than the main thread, or in a subinterpreter
 /// (CPython runs signal handlers on the main thread of the main interpreter
 /// only; 3.12+ may run a pending garbage collection there; stop workers by
@@ -103,8 +103,16 @@ impl SignalCheck {
     }
 
     /// Counts one call; when a check is due, takes the GIL back through
-    /// `gil`, runs CPython's signal handlers (`PyErr_CheckSignals`), and
-    /// releases the GIL again.
+    /// `gil`, runs the signal handlers, and releases the GIL again.
+    ///
+    /// `gil` is any block's [`Released`]. Where it takes the interpreter's
+    /// GIL back (`Released<'_, CPython>`: nuwa's CPython backends, whatever
+    /// wraps them, the PyO3 adapter of the feature `pyo3`), the handlers
+    /// are CPython's (`PyErr_CheckSignals`). Otherwise they are the
+    /// backend's own ([`GilOps::check_signals`](crate::GilOps::check_signals)):
+    /// a mock's scheduled "signal", nothing for a backend without signals.
+    /// So library code generic over [`Nogil`](crate::Nogil) checks too, and
+    /// is tested with a mock.
     ///
     /// # Errors
     ///
@@ -112,47 +120,59 @@ impl SignalCheck {
     /// (`KeyboardInterrupt` for Ctrl-C) is set on this thread, and the
     /// caller must leave the block and return it to Python (`NULL`).
     #[inline]
-    pub fn check(&mut self, gil: &mut Released<'_, CPython>) -> Result<(), Interrupted> {
+    pub fn check<L: 'static>(&mut self, gil: &mut Released<'_, L>) -> Result<(), Interrupted> {
         if self.schedule.count() {
             return Ok(());
         }
-        let check_signals = resolve::check_signals().map(|f| {
-            // SAFETY: `due` calls this closure only through
-            // `Released<'_, CPython>::with_gil`, which runs it with the
-            // interpreter's GIL held by this thread (the `WithGil` contract:
-            // the `Gil` is `CPython` only if that is the GIL held), which is
-            // all `PyErr_CheckSignals` needs.
-            move || unsafe { f() }
-        });
-        self.due(gil, Instant::now, check_signals)
+        self.due(gil, Instant::now)
     }
 
-    /// The clock read, and the check if one is due: `check_signals` runs
-    /// with the GIL taken back through `gil`.
+    /// The clock read, and the check if one is due.
     #[cold]
     #[inline(never)]
-    fn due<L>(
+    fn due<L: 'static>(
         &mut self,
         gil: &mut Released<'_, L>,
         now: impl Fn() -> Instant,
-        check_signals: Option<impl FnOnce() -> c_int>,
     ) -> Result<(), Interrupted> {
         if !self.schedule.read(now()) {
             return Ok(());
         }
-        let outcome = match check_signals {
-            None => Ok(()),
-            Some(check_signals) => match gil.with_gil(check_signals) {
-                Ok(rc) if rc < 0 => Err(Interrupted { _private: () }),
-                // Nothing raised, or the GIL cannot be taken back here.
-                Ok(_) | Err(_) => Ok(()),
-            },
+        let outcome = match run_signal_handlers(gil) {
+            Ok(true) => Err(Interrupted { _private: () }),
+            // Nothing raised, or the GIL cannot be taken back here.
+            Ok(false) | Err(_) => Ok(()),
         };
         // The time spent in the check (the wait for the GIL, the handlers)
         // is not the calls' time: count the next stride from here.
         self.schedule.checked(now());
         outcome
     }
+}
+
+/// Takes the GIL back through `gil` and runs the signal handlers: `true`
+/// if one raised.
+///
+/// For the interpreter's GIL (`L` is [`CPython`]) nuwa-ffi runs
+/// `PyErr_CheckSignals` itself, so a backend that wraps `CPython` and
+/// forwards only what it must still checks; without `PyErr_CheckSignals` (an
+/// embedder that did not hand it over) nothing is taken back. Any other GIL
+/// is the backend's to check.
+fn run_signal_handlers<L: 'static>(gil: &mut Released<'_, L>) -> Result<bool, GilUnavailable> {
+    if TypeId::of::<L>() != TypeId::of::<CPython>() {
+        return nuwa_core::__private::check_signals(gil);
+    }
+    let Some(check_signals) = resolve::check_signals() else {
+        return Ok(false);
+    };
+    gil.with_gil(|| {
+        // SAFETY: `L` is `CPython`, and a `Released<'_, CPython>` runs this
+        // only with the interpreter's GIL held by this thread (the
+        // `WithGil` contract: the `Gil` is `CPython` only if that is the GIL
+        // held), which is all `PyErr_CheckSignals` needs.
+        let rc = unsafe { check_signals() };
+        rc < 0
+    })
 }
 
 impl Default for SignalCheck {
@@ -268,6 +288,7 @@ fn next_stride(stride: u32, elapsed: Duration, target: Duration) -> u32 {
 mod tests {
     use core::cell::Cell;
 
+    use nuwa_core::Nogil;
     use nuwa_core::mock::MockGil;
     use nuwa_std::ThreadCheckedMock;
 
@@ -397,7 +418,7 @@ mod tests {
     }
 
     /// A due check through a mock block: the GIL is taken back once for the
-    /// check and released again, and the handler's result decides.
+    /// check and released again, and the mock's "signal" decides.
     #[test]
     fn a_due_check_takes_the_mock_gil_back_and_releases_it_again() {
         let gil = MockGil::new();
@@ -405,25 +426,17 @@ mod tests {
         let mut signals = SignalCheck {
             schedule: Schedule::new(Duration::ZERO, clock.now()),
         };
-        let mut held_during_check = Vec::new();
+        gil.signal_at(2);
         let mut outcomes = Vec::new();
         nuwa_core::nogil!(gil => {
-            for rc in [0, -1, 0] {
-                let outcome = signals.due(
-                    &mut released!(),
-                    || clock.now(),
-                    Some(|| {
-                        held_during_check.push(gil.is_held());
-                        rc
-                    }),
-                );
-                outcomes.push(outcome);
+            for _ in 0..3 {
+                outcomes.push(signals.due(&mut released!(), || clock.now()));
                 assert!(!gil.is_held(), "released again after the check");
             }
         });
         let interrupted = Err(Interrupted { _private: () });
         assert_eq!(outcomes, [Ok(()), interrupted, Ok(())]);
-        assert_eq!(held_during_check, [true; 3]);
+        assert_eq!(gil.signal_checks(), 3);
         // The block's release and reacquire, and one pair per check.
         assert_eq!((gil.releases(), gil.reacquires()), (4, 4));
         gil.done();
@@ -432,30 +445,23 @@ mod tests {
     #[test]
     fn a_check_that_is_not_due_touches_nothing() {
         let gil = ThreadCheckedMock::new();
+        gil.signal_at(1);
         let clock = FakeClock::new();
         let mut signals = SignalCheck {
             schedule: Schedule::new(100 * MS, clock.now()),
         };
-        let mut ran = 0;
         let mut reads = 0;
         nuwa_core::nogil!(gil => {
             for _ in 0..1000 {
                 clock.advance(Duration::from_micros(1));
                 if !signals.schedule.count() {
                     reads += 1;
-                    let outcome = signals.due(
-                        &mut released!(),
-                        || clock.now(),
-                        Some(|| {
-                            ran += 1;
-                            -1
-                        }),
-                    );
+                    let outcome = signals.due(&mut released!(), || clock.now());
                     assert_eq!(outcome, Ok(()));
                 }
             }
         });
-        assert_eq!(ran, 0, "1 ms of calls, a 100 ms interval");
+        assert_eq!(gil.signal_checks(), 0, "1 ms of calls, a 100 ms interval");
         // Read at calls 1, 5, 21, 85 and 341 (strides 1, 4, 16, 64, 256).
         assert_eq!(reads, 5);
         assert_eq!((gil.releases(), gil.reacquires()), (1, 1));
@@ -465,27 +471,69 @@ mod tests {
     #[test]
     fn where_the_gil_cannot_be_taken_back_a_due_check_does_nothing() {
         let gil = MockGil::new();
-        let clock = FakeClock::new();
-        let mut signals = SignalCheck {
-            schedule: Schedule::new(Duration::ZERO, clock.now()),
-        };
-        // Nested: the inner block released nothing and the GIL is not held.
+        gil.signal_at(1);
+        let mut signals = SignalCheck::every(Duration::ZERO);
+        // Nested: the inner block released nothing and the GIL is not held
+        // (the mock panics at a check without it).
         let outcome = nuwa_core::nogil!(gil => {
-            nuwa_core::nogil!(gil => {
-                let never = || -> c_int { unreachable!("ran without the GIL") };
-                signals.due(&mut released!(), || clock.now(), Some(never))
-            })
+            nuwa_core::nogil!(gil => { signals.check(&mut released!()) })
         });
         assert_eq!(outcome, Ok(()));
         assert_eq!((gil.releases(), gil.reacquires(), gil.skipped()), (1, 1, 1));
-        // No `PyErr_CheckSignals`: nothing is taken back at all.
-        let none: Option<fn() -> c_int> = None;
-        let outcome = nuwa_core::nogil!(gil => {
-            signals.due(&mut released!(), || clock.now(), none)
+        assert_eq!(gil.signal_checks(), 0);
+        // A block that kept the GIL checks in place, without a round trip.
+        let outcome = nuwa_core::nogil!(crate::ReleaseIf::new(&gil, false) => {
+            signals.check(&mut released!())
         });
-        assert_eq!(outcome, Ok(()));
-        assert_eq!((gil.releases(), gil.reacquires()), (2, 2));
+        assert_eq!(outcome, Err(Interrupted { _private: () }));
+        assert_eq!((gil.releases(), gil.signal_checks()), (1, 1));
         gil.done();
+    }
+
+    /// The strict form and a thread-checked mock: the check runs on the
+    /// owner's thread; a block on another thread finds nothing to check.
+    #[test]
+    fn the_strict_form_checks_a_thread_checked_mock() {
+        let gil = ThreadCheckedMock::new();
+        gil.signal_at(3);
+        let mut signals = SignalCheck::every(Duration::ZERO);
+        let done = gil.nogil(|released| (0..10).position(|_| signals.check(released).is_err()));
+        assert_eq!(done, Some(2));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                gil.signal_at(0);
+                let mut signals = SignalCheck::every(Duration::ZERO);
+                let outcome = gil.nogil(|released| signals.check(released));
+                assert_eq!(
+                    outcome,
+                    Ok(()),
+                    "not the owner: nothing released or checked"
+                );
+            });
+        });
+        assert_eq!(gil.signal_checks(), 3);
+        assert_eq!((gil.releases(), gil.skipped()), (4, 1));
+        gil.done();
+    }
+
+    /// One `SignalCheck` across two backends, a block of one inside a block
+    /// of the other: each check runs on the backend whose `Released` it is
+    /// given, and only the one told of a signal reports it.
+    #[test]
+    fn one_check_two_backends() {
+        let (outer, inner) = (MockGil::new(), ThreadCheckedMock::new());
+        inner.signal_at(2);
+        let mut signals = SignalCheck::every(Duration::ZERO);
+        let outcomes = nuwa_core::nogil!(outer => {
+            let first = signals.check(&mut released!());
+            let nested = inner.nogil(|released| [signals.check(released), signals.check(released)]);
+            (first, nested, signals.check(&mut released!()))
+        });
+        let interrupted = Err(Interrupted { _private: () });
+        assert_eq!(outcomes, (Ok(()), [Ok(()), interrupted], Ok(())));
+        assert_eq!((outer.signal_checks(), inner.signal_checks()), (2, 2));
+        outer.done();
+        inner.done();
     }
 
     #[test]

@@ -109,14 +109,14 @@ impl CallSite {
     /// A block begins. It counts now, before its backend is called, so
     /// that it counts whichever way it ends (a panic of the backend's own
     /// included), and while it runs.
-    fn began(&'static self) {
+    pub(crate) fn began(&'static self) {
         self.register();
         self.blocks.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The block that just began released nothing.
     #[inline(always)]
-    fn released_nothing(&self) {
+    pub(crate) fn released_nothing(&self) {
         // Release: a snapshot that sees this sees the block counted (see
         // `stats`).
         self.not_released.fetch_add(1, Ordering::Release);
@@ -125,7 +125,7 @@ impl CallSite {
     /// A released stretch ended, and the GIL was taken back after `waiting`:
     /// at the end of a block or for one of its `with_gil!` parts, after
     /// which the same block goes on.
-    fn stretch(&self, released: Duration, waiting: Duration) {
+    pub(crate) fn stretch(&self, released: Duration, waiting: Duration) {
         let released = duration_ns(released);
         let waiting = duration_ns(waiting);
         // Each longest after its total, with Release: see `stats`.
@@ -552,6 +552,11 @@ unsafe impl<G: GilOps> GilOps for Recorded<G> {
     unsafe fn part_began(&self, frame: &nuwa_core::__private::PartFrame) {
         // SAFETY: the caller's obligations are passed on unchanged.
         unsafe { self.ops.part_began(frame) }
+    }
+
+    unsafe fn check_signals(&self) -> bool {
+        // SAFETY: the caller's obligations are passed on unchanged.
+        unsafe { self.ops.check_signals() }
     }
 
     #[inline(always)]

@@ -49,6 +49,9 @@ struct Inner {
     releases: usize,
     reacquires: usize,
     skipped: usize,
+    signal_checks: usize,
+    /// The signal check at which a "signal" is found, if one is scheduled.
+    signal_at: Option<usize>,
 }
 
 /// The state a [`ThreadCheckedMock`] hands out on release.
@@ -93,6 +96,8 @@ impl ThreadCheckedMock {
                 releases: 0,
                 reacquires: 0,
                 skipped: 0,
+                signal_checks: 0,
+                signal_at: None,
             }),
         }
     }
@@ -126,6 +131,19 @@ impl ThreadCheckedMock {
     /// the GIL).
     pub fn skipped(&self) -> usize {
         self.lock().skipped
+    }
+
+    /// How many signal checks ran (see `nuwa_core::mock::MockGil::signal_checks`).
+    pub fn signal_checks(&self) -> usize {
+        self.lock().signal_checks
+    }
+
+    /// A "signal" arrives before signal check number `check`, counted from 1
+    /// over the mock's life: that check, or the next one if it has passed,
+    /// finds that a handler raised (see `nuwa_core::mock::MockGil::signal_at`).
+    /// Any thread may schedule it; only the owner's checks run.
+    pub fn signal_at(&self, check: usize) {
+        self.lock().signal_at = Some(check);
     }
 
     /// Checks that no release is outstanding, so every release was matched
@@ -227,6 +245,32 @@ unsafe impl GilOps for ThreadCheckedMock {
 
     fn is_held(&self) -> bool {
         self.is_held_by_current()
+    }
+
+    /// Counts the check, and finds the signal `signal_at` scheduled.
+    ///
+    /// # Panics
+    ///
+    /// If the calling thread does not hold the mock's GIL.
+    #[track_caller]
+    unsafe fn check_signals(&self) -> bool {
+        let me = thread::current().id();
+        let mut inner = self.lock();
+        if inner.owner != Some(me) {
+            let owner = inner.owner;
+            drop(inner);
+            panic!(
+                "ThreadCheckedMock: signal check on thread {me:?} without the GIL (owner                  {owner:?}); it must run in a part of the block"
+            );
+        }
+        inner.signal_checks += 1;
+        match inner.signal_at {
+            Some(at) if at <= inner.signal_checks => {
+                inner.signal_at = None;
+                true
+            }
+            _ => false,
+        }
     }
 }
 

@@ -655,7 +655,7 @@ fn manual_protocol_counts_and_numbers_releases() {
     let gil = MockGil::new();
     assert_eq!(
         format!("{gil:?}"),
-        "MockGil { held: true, releases: 0, reacquires: 0, skipped: 0 }"
+        "MockGil { held: true, releases: 0, reacquires: 0, skipped: 0, signal_checks: 0 }"
     );
     // SAFETY: MockGil is memory-safe under any call order (see above).
     unsafe {
@@ -669,7 +669,7 @@ fn manual_protocol_counts_and_numbers_releases() {
     }
     assert_eq!(
         format!("{gil:?}"),
-        "MockGil { held: true, releases: 2, reacquires: 2, skipped: 1 }"
+        "MockGil { held: true, releases: 2, reacquires: 2, skipped: 1, signal_checks: 0 }"
     );
     assert_held_after(&gil, 2, 2, 1);
 }

@@ -2,22 +2,23 @@
 //!
 //! The GIL-releasing code lives in [`pyo3_extension_core`], written once
 //! against nuwa's traits and unit-tested with nuwa's mocks without Python.
-//! Here it runs through [`Detach`], an adapter that releases with PyO3's own
-//! `Python::detach`, so PyO3 code inside (a Python callback, a dropped
-//! `Py<T>`) behaves. The in-place `nuwa_ffi::nogil!` appears twice: in
-//! `parse_sum`, around pure Rust code that touches no PyO3 object (safe),
-//! and in the test hook `_test_crash`, which shows what happens
-//! when PyO3 code runs inside it (the process crashes: do not copy).
+//! Here it runs through [`Detach`], nuwa-ffi's PyO3 adapter (feature
+//! `pyo3`), which releases with PyO3's own `Python::detach`, so PyO3 code
+//! inside (a Python callback, a dropped `Py<T>`) behaves. No `unsafe` here.
+//! The in-place `nuwa_ffi::nogil!` appears twice: in `parse_sum`, around
+//! pure Rust code that touches no PyO3 object (safe), and in the test hook
+//! `_test_crash`, which shows what happens when PyO3 code runs inside it
+//! (the process crashes: do not copy).
+
+#![forbid(unsafe_code)]
 
 mod crash;
-mod detach;
+mod hash;
 mod testing;
-
-pub use detach::Detach;
 
 use std::num::NonZeroUsize;
 
-use nuwa_ffi::CPython;
+use nuwa_ffi::{CPython, Detach};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -30,23 +31,6 @@ create_exception!(
     "A Rust panic caught by nuwa's Panicked::catch, raised as an ordinary exception."
 );
 
-/// Runs `$body` with `$gil` bound to the backend `$release` asks for:
-/// PyO3's detach through the adapter, or one that releases nothing (the same
-/// code with the GIL held, for comparison). A macro, as the two backends are
-/// two types and the body is generic over them.
-macro_rules! with_backend {
-    ($py:expr, $release:expr, |$gil:ident| $body:expr) => {
-        if $release {
-            let $gil = $crate::Detach::new($py);
-            $body
-        } else {
-            let $gil = ::nuwa_ffi::ReleaseIf::new(::nuwa_ffi::CPython, false);
-            $body
-        }
-    };
-}
-pub(crate) use with_backend;
-
 /// Estimates pi from `iterations` random points (a generator seeded with
 /// `seed`), with the GIL released through PyO3's detach. `release=False`
 /// keeps the GIL, for comparison.
@@ -56,9 +40,8 @@ fn compute_pi(py: Python<'_>, iterations: u64, seed: u64, release: bool) -> PyRe
     if iterations == 0 {
         return Err(PyValueError::new_err("iterations must be >= 1, got 0"));
     }
-    Ok(with_backend!(py, release, |gil| {
-        pyo3_extension_core::monte_carlo_pi(gil, iterations, seed)
-    }))
+    let gil = Detach::release_if(py, release);
+    Ok(pyo3_extension_core::monte_carlo_pi(gil, iterations, seed))
 }
 
 /// The sum of x*x over `data` (floats), with the GIL released. If given,
@@ -93,9 +76,8 @@ fn sum_of_squares(
             None => Ok(()),
         }
     };
-    let result = with_backend!(py, release, |gil| {
-        pyo3_extension_core::sum_of_squares(gil, &data, every, callback)
-    });
+    let gil = Detach::release_if(py, release);
+    let result = pyo3_extension_core::sum_of_squares(gil, &data, every, callback);
     result.map_err(|stopped| match stopped {
         Stopped::Callback(err) => err,
         Stopped::GilUnavailable(e) => PyRuntimeError::new_err(e.to_string()),
@@ -147,13 +129,20 @@ mod pyo3_extension {
     use super::{Flag, PanicError, compute_pi, parse_sum, sum_of_squares};
 
     #[pymodule_export]
+    use super::hash::{Hasher, nogil_stats, reset_nogil_stats};
+
+    #[pymodule_export]
     use super::crash::_test_crash;
 
     #[pymodule_export]
     use super::testing::{
-        _test_attach_from_rust_threads, _test_attach_in_released, _test_drop_in_released,
-        _test_nested, _test_panic, _test_wait_for_flag, _test_with_gil_in_place,
+        _test_adapter_in_place, _test_attach_from_rust_threads, _test_attach_in_released,
+        _test_check_in_place, _test_drop_in_released, _test_interrupted_twice, _test_nested,
+        _test_panic, _test_wait_for_flag, _test_with_gil_in_place,
     };
+
+    #[pymodule_export]
+    use super::hash::InterruptMain;
 
     use pyo3::prelude::*;
 

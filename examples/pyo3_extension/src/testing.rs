@@ -9,7 +9,9 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
-use crate::{Detach, Flag, PanicError, with_backend};
+use nuwa_ffi::Detach;
+
+use crate::{Flag, PanicError};
 
 fn c_string(text: &str) -> PyResult<CString> {
     CString::new(text).map_err(|_| PyValueError::new_err("the expression contains a NUL character"))
@@ -36,9 +38,8 @@ pub(crate) fn _test_wait_for_flag(
     // keeps alive for the call; the block sees plain `&AtomicBool`s.
     let flag = &flag.get().set;
     let entered = entered.map(|e| &e.get().set);
-    Ok(with_backend!(py, release, |gil| {
-        pyo3_extension_core::wait_for(gil, flag, entered, timeout)
-    }))
+    let gil = Detach::release_if(py, release);
+    Ok(pyo3_extension_core::wait_for(gil, flag, entered, timeout))
 }
 
 /// Evaluates `expression` with `Python::attach` inside a released part and
@@ -195,4 +196,61 @@ pub(crate) fn _test_panic(py: Python<'_>, message: String, at: &str) -> PyResult
         }
     }
     Ok(())
+}
+
+/// Asks for a SIGINT without running its handler: `_thread.interrupt_main()`
+/// called from Rust, so no Python code runs after it (see `InterruptMain`).
+fn interrupt_main(py: Python<'_>) -> PyResult<()> {
+    py.import("_thread")?.call_method0("interrupt_main")?;
+    Ok(())
+}
+
+/// The adapter inside nuwa's own in-place block (where PyO3 still counts
+/// the thread as attached while the GIL is released): it must not release
+/// (PyO3's `detach` would release a GIL that is not held) and its part must
+/// not run. Returns `(block_ran, part_ran, held_in_block)`.
+#[pyfunction]
+pub(crate) fn _test_adapter_in_place(py: Python<'_>) -> (bool, bool, bool) {
+    let gil = Detach::new(py);
+    nuwa_ffi::nogil!({
+        gil.nogil(|released| {
+            let held = nuwa_ffi::gil_is_held();
+            (true, released.with_gil(|| ()).is_ok(), held)
+        })
+    })
+}
+
+/// A signal check inside an in-place `nuwa_ffi::nogil!` (no other PyO3
+/// code in the block), whose `?` turns `Interrupted` into a `PyErr` with the
+/// GIL released: the conversion must call no Python there.
+#[pyfunction]
+pub(crate) fn _test_check_in_place() -> PyResult<()> {
+    nuwa_ffi::nogil!({
+        let mut signals = nuwa_ffi::SignalCheck::every(Duration::ZERO);
+        // The part holds the GIL, and PyO3 counts the thread as attached:
+        // here, and only here, PyO3 code in an in-place block is right.
+        with_gil! { Python::attach(interrupt_main) }
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))??;
+        signals.check(&mut released!())?;
+        Err(PyRuntimeError::new_err("the signal check found nothing"))
+    })
+}
+
+/// One `Interrupted`, converted into a `PyErr` twice: the first carries the
+/// exception the handler raised, the second finds it gone. Returns the
+/// two exceptions' type names.
+#[pyfunction]
+pub(crate) fn _test_interrupted_twice(py: Python<'_>) -> PyResult<(String, String)> {
+    let interrupted = Detach::new(py).nogil(|released| {
+        let mut signals = nuwa_ffi::SignalCheck::every(Duration::ZERO);
+        released
+            .with_gil(|| Python::attach(interrupt_main))
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))??;
+        match signals.check(released) {
+            Err(interrupted) => Ok(interrupted),
+            Ok(()) => Err(PyRuntimeError::new_err("the signal check found nothing")),
+        }
+    })?;
+    let name = |err: PyErr| -> PyResult<String> { Ok(err.get_type(py).name()?.to_string()) };
+    Ok((name(interrupted.into())?, name(interrupted.into())?))
 }

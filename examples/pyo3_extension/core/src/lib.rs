@@ -3,7 +3,7 @@
 //!
 //! Each function takes its backend as a parameter. The PyO3 module passes an
 //! adapter that releases through PyO3's own `Python::detach`
-//! (`pyo3_extension::Detach`); the unit tests below pass nuwa's mocks and run
+//! (`nuwa_ffi::Detach`, feature `pyo3`); the unit tests below pass nuwa's mocks and run
 //! without Python.
 //!
 //! - The strict form ([`Nogil::nogil`], on any [`Nogil`] backend) is the
@@ -14,8 +14,15 @@
 //!   for pure Rust work that wants `return` and `?` to leave the function
 //!   ([`parse_sum`]). In a PyO3 process it must touch no PyO3 object: PyO3
 //!   still counts the thread as attached inside it.
+//! - Ctrl-C: [`Fnv1a::update`] checks for signals with a
+//!   [`SignalCheck`](nuwa_ffi::SignalCheck) between chunks and changes
+//!   nothing unless it ran to the end; a mock's scheduled "signal" tests it.
 
 #![deny(missing_docs, missing_debug_implementations)]
+
+mod hash;
+
+pub use hash::Fnv1a;
 
 use std::error::Error;
 use std::fmt;

@@ -205,3 +205,129 @@ fn library_code_runs_through_a_nogil_adapter() {
         monte_carlo_pi(MockGil::new(), 10, 1)
     );
 }
+
+/// Interrupted, or the progress callback's own error.
+#[derive(Debug, PartialEq, Eq)]
+enum HashStop {
+    Interrupted,
+    Progress(usize),
+}
+
+impl From<nuwa_ffi::Interrupted> for HashStop {
+    fn from(_: nuwa_ffi::Interrupted) -> Self {
+        HashStop::Interrupted
+    }
+}
+
+fn every_call() -> nuwa_ffi::SignalCheck {
+    nuwa_ffi::SignalCheck::every(Duration::ZERO)
+}
+
+#[test]
+fn fnv1a_matches_the_reference_values() {
+    let gil = MockGil::new();
+    let mut h = Fnv1a::new();
+    assert_eq!(h.digest(), 0xcbf2_9ce4_8422_2325);
+    h.update(&gil, b"a", &mut every_call(), |_| Ok::<(), HashStop>(()))
+        .unwrap();
+    assert_eq!(h.digest(), 0xaf63_dc4c_8601_ec8c);
+    // Fed in pieces or at once, across chunk borders: the same hash.
+    let data: Vec<u8> = (0..(2 * Fnv1a::CHUNK + 17)).map(|i| i as u8).collect();
+    let (mut whole, mut pieces) = (Fnv1a::new(), Fnv1a::new());
+    whole
+        .update(&gil, &data, &mut every_call(), |_| Ok::<(), HashStop>(()))
+        .unwrap();
+    for piece in data.chunks(Fnv1a::CHUNK / 3) {
+        pieces
+            .update(&gil, piece, &mut every_call(), |_| Ok::<(), HashStop>(()))
+            .unwrap();
+    }
+    assert_eq!(whole, pieces);
+    gil.done();
+}
+
+/// The chunked loop of library code, stopped by a "signal" at each possible
+/// check: it stops right there, reports progress up to there only, leaves
+/// the hasher unchanged, and the GIL is back.
+#[test]
+fn a_signal_stops_the_hash_at_that_chunk_and_changes_nothing() {
+    let data = vec![1u8; 4 * Fnv1a::CHUNK];
+    for at in 1..=4 {
+        let gil = MockGil::new();
+        gil.signal_at(at);
+        let mut hasher = Fnv1a::new();
+        let mut reported = Vec::new();
+        let outcome = hasher.update(&gil, &data, &mut every_call(), |done| {
+            reported.push(done / Fnv1a::CHUNK);
+            Ok::<(), HashStop>(())
+        });
+        assert_eq!(outcome, Err(HashStop::Interrupted), "signal at check {at}");
+        assert_eq!(
+            hasher,
+            Fnv1a::new(),
+            "half-changed after a signal at check {at}"
+        );
+        assert_eq!(gil.signal_checks(), at);
+        assert_eq!(reported, (1..at).collect::<Vec<_>>());
+        // The block, one part per check, one per progress report.
+        assert_eq!(gil.releases(), 1 + at + (at - 1));
+        assert!(gil.is_held());
+        gil.done();
+    }
+}
+
+#[test]
+fn an_error_from_progress_changes_nothing_either() {
+    let gil = ThreadCheckedMock::new();
+    let data = vec![2u8; 3 * Fnv1a::CHUNK];
+    let mut hasher = Fnv1a::new();
+    let outcome = hasher.update(&gil, &data, &mut every_call(), |done| {
+        assert!(gil.is_held_by_current(), "progress without the GIL");
+        if done == 2 * Fnv1a::CHUNK {
+            Err(HashStop::Progress(done))
+        } else {
+            Ok(())
+        }
+    });
+    assert_eq!(outcome, Err(HashStop::Progress(2 * Fnv1a::CHUNK)));
+    assert_eq!(hasher, Fnv1a::new());
+    assert_eq!(gil.signal_checks(), 2);
+    gil.done();
+}
+
+/// On a thread that does not hold the GIL nothing is released, checked or
+/// reported, and the hash completes: a signal cannot be seen there.
+#[test]
+fn where_the_gil_is_not_held_the_hash_runs_unchecked() {
+    let gil = ThreadCheckedMock::held_by_nobody();
+    gil.signal_at(1);
+    let mut hasher = Fnv1a::new();
+    let outcome = hasher.update(
+        &gil,
+        &[3u8; 10],
+        &mut every_call(),
+        |_| -> Result<(), HashStop> { unreachable!("no GIL, no progress") },
+    );
+    assert_eq!(outcome, Ok(()));
+    assert_ne!(hasher, Fnv1a::new());
+    assert_eq!(
+        (gil.signal_checks(), gil.releases(), gil.skipped()),
+        (0, 0, 1)
+    );
+}
+
+/// A block that kept the GIL (`ReleaseIf`, the threshold) checks in place.
+#[test]
+fn a_block_below_the_threshold_still_checks() {
+    let gil = MockGil::new();
+    gil.signal_at(1);
+    let mut hasher = Fnv1a::new();
+    let small = nuwa_core::ReleaseIf::new(&gil, false);
+    let outcome = hasher.update(small, &[4u8; 10], &mut every_call(), |_| {
+        Ok::<(), HashStop>(())
+    });
+    assert_eq!(outcome, Err(HashStop::Interrupted));
+    assert_eq!((gil.releases(), gil.signal_checks()), (0, 1));
+    assert_eq!(hasher, Fnv1a::new());
+    gil.done();
+}
