@@ -21,7 +21,9 @@
 
 #[cfg(any(test, nuwa_restore_shim))]
 use crate::capi::IsFinalizingFn;
-use crate::capi::{RestoreThreadFn, SwapFn, ThreadStatePtr};
+#[cfg(any(test, not(windows)))]
+use crate::capi::SwapFn;
+use crate::capi::{RestoreThreadFn, ThreadStatePtr};
 
 /// How a block calls `PyEval_RestoreThread`: `entry(tstate, restore)`.
 #[cfg(nuwa_exit_unwinds)]
@@ -140,6 +142,7 @@ impl TakeBack {
     /// `swap` is `PyThreadState_Swap` of CPython 3.13 or later; `tstate` is
     /// what this thread's release saved (through [`mark`](Self::mark)), not
     /// restored yet.
+    #[cfg(any(test, not(windows)))]
     #[inline(always)]
     pub(crate) unsafe fn swap_back(&self, swap: SwapFn, tstate: ThreadStatePtr) -> ThreadStatePtr {
         #[cfg(nuwa_exit_unwinds)]
