@@ -16,7 +16,7 @@ use nuwa_core::__private::PartFrame;
 use nuwa_core::GilOps;
 
 use crate::capi::ThreadStatePtr;
-use crate::plan::Plan;
+use crate::plan::{self, Back, Out, Plan};
 use crate::resolve;
 use crate::shutdown;
 
@@ -81,31 +81,18 @@ unsafe impl GilOps for CPython {
 
     #[inline(always)]
     unsafe fn release(&self) -> Option<SavedThreadState> {
-        let plan = resolve::plan()?;
-        let saved = if let Some(swap) = plan.swap_out() {
-            // SAFETY: with a null argument, `PyThreadState_Swap` (3.12+)
-            // detaches the calling thread's state only if one is attached,
-            // which is the held check, and returns it (null otherwise).
-            unsafe { swap(core::ptr::null_mut()) }
-        } else {
-            if !holds_gil(plan) {
-                return None;
-            }
-            // SAFETY: the calling thread holds the GIL (checked above),
-            // which is what `PyEval_SaveThread` requires.
-            unsafe { (plan.save)() }
-        };
-        let saved = plan.take_back.mark(saved);
+        // SAFETY: the plan in force is one that can release, or the first-use
+        // plan, whose release looks that one up and releases its way.
+        let saved = unsafe { release_on(plan::in_force()) };
         NonNull::new(saved).map(SavedThreadState)
     }
 
     #[inline(always)]
     unsafe fn reacquire(&self, state: SavedThreadState) {
-        // SAFETY: a `SavedThreadState` exists only after `release` found the
-        // plan, so it is resolved.
-        let plan = unsafe { resolve::plan_resolved() };
-        // SAFETY: the caller passes the state this thread saved, once.
-        unsafe { reacquire_with(plan, state.0.as_ptr()) }
+        // SAFETY: the caller passes the state this thread saved, once; a
+        // `SavedThreadState` exists only after a release, so the plan in
+        // force is the one that released.
+        unsafe { reacquire_with(plan::in_force(), state.0.as_ptr()) }
     }
 
     fn is_held(&self) -> bool {
@@ -156,6 +143,99 @@ unsafe impl GilOps for CPython {
     }
 }
 
+/// The held check and the release, `plan`'s way: the state saved (marked,
+/// see [`TakeBack::mark`](crate::shutdown::TakeBack::mark)), or null if the
+/// thread does not hold the GIL (then nothing was released).
+///
+/// # Safety
+///
+/// `plan` is the plan in force (or one that can release).
+#[inline(always)]
+unsafe fn release_on(plan: &Plan) -> ThreadStatePtr {
+    let saved = match plan.out() {
+        // SAFETY: with a null argument, `PyThreadState_Swap` (3.12+)
+        // detaches the calling thread's state only if one is attached, which
+        // is the held check, and returns it (null otherwise); the first-use
+        // plan's function does the same, the way of the plan it finds.
+        Out::Swap(swap) => unsafe { swap(core::ptr::null_mut()) },
+        Out::Compare(this_thread) => {
+            // SAFETY: the getters may be called from any thread, with or
+            // without the GIL; they only read the current thread state
+            // (never dereferenced here).
+            let current = unsafe { (plan.current)() };
+            if current.is_null() {
+                return core::ptr::null_mut();
+            }
+            // SAFETY: as above.
+            if current != unsafe { this_thread() } {
+                return core::ptr::null_mut();
+            }
+            // SAFETY: the calling thread holds the GIL (checked above),
+            // which is what `PyEval_SaveThread` requires.
+            unsafe { (plan.save)() }
+        }
+        Out::Local => {
+            // SAFETY: as above.
+            if unsafe { (plan.current)() }.is_null() {
+                return core::ptr::null_mut();
+            }
+            // SAFETY: as above.
+            unsafe { (plan.save)() }
+        }
+    };
+    plan.take_back.mark(saved)
+}
+
+/// The first-use plan's release (see [`plan::in_force`]): looks the plan
+/// up, publishes it if it can release, and releases its way.
+///
+/// # Safety
+///
+/// Called as `PyThreadState_Swap(NULL)` would be, by a block's release.
+#[cold]
+#[inline(never)]
+pub(crate) unsafe extern "C-unwind" fn first_release(_: ThreadStatePtr) -> ThreadStatePtr {
+    let Some(plan) = resolve::plan() else {
+        return core::ptr::null_mut();
+    };
+    plan::publish(plan);
+    // SAFETY: `plan` can release, and is now the plan in force.
+    unsafe { release_on(plan) }
+}
+
+/// The first-use plan's `PyEval_SaveThread`, for the token (see
+/// [`plan::in_force`]): looks the plan up, publishes it if it can release,
+/// and releases (null if there is no Python).
+///
+/// # Safety
+///
+/// The calling thread holds the GIL (if there is a Python).
+#[cold]
+#[inline(never)]
+pub(crate) unsafe extern "C" fn first_save() -> ThreadStatePtr {
+    let Some(plan) = resolve::plan() else {
+        return core::ptr::null_mut();
+    };
+    plan::publish(plan);
+    // SAFETY: the caller's contract.
+    let saved = unsafe { (plan.save)() };
+    plan.take_back.mark(saved)
+}
+
+/// The first-use plan's current-state getter: no state (it is never asked;
+/// the checks that read it take the resolved plan).
+pub(crate) unsafe extern "C" fn no_state() -> ThreadStatePtr {
+    core::ptr::null_mut()
+}
+
+/// The first-use plan's `PyEval_RestoreThread`: never called, since a block
+/// takes the GIL back only after a release, which publishes the plan found.
+#[cold]
+pub(crate) unsafe extern "C-unwind" fn never_restore(_: ThreadStatePtr) {
+    say_before_abort(&["nuwa: internal error: a take-back before any release\n"]);
+    std::process::abort();
+}
+
 /// Takes the GIL back with `tstate`, unless a thread state was left attached
 /// inside the block.
 ///
@@ -165,34 +245,40 @@ unsafe impl GilOps for CPython {
 /// [`TakeBack::mark`](crate::shutdown::TakeBack::mark)), not restored yet.
 #[inline(always)]
 unsafe fn reacquire_with(plan: &Plan, tstate: ThreadStatePtr) {
-    if let Some(swap) = plan.swap_in() {
-        // SAFETY: the caller's contract; on 3.13 and later
-        // `PyThreadState_Swap` detaches whatever state is attached to this
-        // thread now (none, unless one was attached inside the block), then
-        // takes the GIL and attaches the block's own, as
-        // `PyEval_RestoreThread` would.
-        let attached = unsafe { plan.take_back.swap_back(swap, tstate) };
-        if !attached.is_null() {
-            attached_inside_block(true);
+    match plan.back() {
+        #[cfg(any(test, not(windows)))]
+        Back::Swap(swap) => {
+            // SAFETY: the caller's contract; on 3.13 and later
+            // `PyThreadState_Swap` detaches whatever state is attached to
+            // this thread now (none, unless one was attached inside the
+            // block), then takes the GIL and attaches the block's own, as
+            // `PyEval_RestoreThread` would.
+            let attached = unsafe { plan.take_back.swap_back(swap, tstate) };
+            if !attached.is_null() {
+                attached_inside_block();
+            }
+            return;
         }
-        return;
-    }
-    // SAFETY: the current-state getter may be called on any thread, with or
-    // without the GIL; it only reads the current thread state.
-    let current = unsafe { (plan.current)() };
-    let attached = match plan.this_thread() {
-        // Thread-local: this thread has some state attached.
-        None => !current.is_null(),
         // Process-global: the block's own state is attached again, which
         // only this thread can have done (what `PyGILState_Ensure` does).
-        Some(_) => current == shutdown::unmarked(tstate),
-    };
-    if attached {
-        attached_inside_block(false);
+        Back::Compare => {
+            // SAFETY: the getter may be called on any thread, with or
+            // without the GIL; it only reads the current thread state.
+            if unsafe { (plan.current)() } == shutdown::unmarked(tstate) {
+                attached_inside_block();
+            }
+        }
+        // Thread-local: this thread has some state attached.
+        Back::Local => {
+            // SAFETY: as above.
+            if !unsafe { (plan.current)() }.is_null() {
+                attached_inside_block();
+            }
+        }
     }
     // SAFETY: the caller's contract, and this thread has no state attached
     // (checked above).
-    unsafe { plan.take_back.restore(plan.restore, tstate) }
+    unsafe { plan.take_back.restore(&plan.restore, tstate) }
 }
 
 /// `reacquire_with` without the check for a state left attached, for
@@ -203,13 +289,13 @@ unsafe fn reacquire_with(plan: &Plan, tstate: ThreadStatePtr) {
 /// As for `reacquire_with`; no thread state is attached to this thread.
 #[inline(always)]
 pub(crate) unsafe fn reacquire_unchecked(state: SavedThreadState) {
-    // SAFETY: a `SavedThreadState` exists only after a release found the
-    // plan, so it is resolved.
-    let plan = unsafe { resolve::plan_resolved() };
+    // A `SavedThreadState` exists only after a release, so the plan in
+    // force is the one that released.
+    let plan = plan::in_force();
     // SAFETY: the caller's contract (no state was left attached, so
     // `PyEval_RestoreThread` is right on every version, and cheaper than
     // the swap).
-    unsafe { plan.take_back.restore(plan.restore, state.0.as_ptr()) }
+    unsafe { plan.take_back.restore(&plan.restore, state.0.as_ptr()) }
 }
 
 /// `PyEval_SaveThread` without the held check, for [`GilHeld`](crate::GilHeld).
@@ -222,8 +308,10 @@ pub(crate) unsafe fn reacquire_unchecked(state: SavedThreadState) {
 /// [`CPython`]'s `reacquire` as `GilOps::release` requires.
 #[inline(always)]
 pub(crate) unsafe fn release_unchecked() -> Option<SavedThreadState> {
-    let plan = resolve::plan()?;
-    // SAFETY: the caller's contract: this thread holds the GIL.
+    let plan = plan::in_force();
+    // SAFETY: the caller's contract: this thread holds the GIL (the
+    // first-use plan's function looks the plan up first, and releases
+    // nothing without a Python).
     let saved = unsafe { (plan.save)() };
     let saved = plan.take_back.mark(saved);
     NonNull::new(saved).map(SavedThreadState)
@@ -279,13 +367,27 @@ fn park_if_ended_by_finalization() {
 }
 
 /// A thread state was attached inside the block and was still attached at
-/// its end. If `swapped` (3.13 and later) nuwa has detached it and attached the block's own
-/// state again; otherwise it has not taken the GIL back (that would
-/// deadlock), and the thread holds the GIL through the state attached
-/// inside the block. Panics, or aborts if the thread is already panicking.
+/// its end. Where the take-back swaps (3.13 and later) nuwa has detached it
+/// and attached the block's own state again; otherwise it has not taken the
+/// GIL back (that would deadlock), and the thread holds the GIL through the
+/// state attached inside the block. Panics, or aborts if the thread is
+/// already panicking.
+///
+/// It takes no argument, and the plan tells which case this is, so that
+/// the fast path passes nothing to it.
 #[cold]
 #[inline(never)]
-fn attached_inside_block(swapped: bool) {
+fn attached_inside_block() -> ! {
+    // Only a block that released calls this, so the plan in force is the
+    // one that released.
+    let plan = plan::in_force();
+    #[cfg(any(test, not(windows)))]
+    let swapped = matches!(plan.back(), Back::Swap(_));
+    #[cfg(not(any(test, not(windows))))]
+    let swapped = {
+        let _ = plan;
+        false
+    };
     const WHAT: &str = "nuwa: a Python thread state was attached on this thread inside a \
         nogil! block and is still attached at the end of the block (a PyGILState_Ensure \
         without its PyGILState_Release?). Release every thread state you attach inside a \

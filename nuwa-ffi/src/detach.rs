@@ -3,8 +3,6 @@
 
 use core::fmt;
 #[cfg(feature = "stats")]
-use std::time::Instant;
-
 use nuwa_core::{GilUnavailable, Nogil, Released, WithGil};
 use pyo3::exceptions::{PyBaseException, PySystemError};
 use pyo3::{Py, PyAny, PyErr, PyErrArguments, Python};
@@ -116,7 +114,7 @@ impl Nogil for Detach<'_> {
                 #[cfg(feature = "stats")]
                 site,
                 #[cfg(feature = "stats")]
-                released_at: Instant::now(),
+                released_at: crate::recording::now(),
             }));
         }
         // `detach` wants the closure and its result `Ungil` (`Send` on
@@ -131,12 +129,15 @@ impl Nogil for Detach<'_> {
                 let mut reattach = Reattach {
                     detached: true,
                     site,
-                    released_at: Instant::now(),
+                    released_at: crate::recording::now(),
                 };
                 let out = f(&mut Released::new(&mut reattach));
-                (out, reattach.released_at, Instant::now())
+                (out, reattach.released_at, crate::recording::now())
             });
-            site.stretch(back_at - released_at, back_at.elapsed());
+            site.stretch(
+                back_at.saturating_sub(released_at),
+                crate::recording::now().saturating_sub(back_at),
+            );
             out
         }
     }
@@ -151,7 +152,7 @@ struct Reattach {
     site: &'static crate::recording::CallSite,
     /// When the current released stretch began.
     #[cfg(feature = "stats")]
-    released_at: Instant,
+    released_at: u64,
 }
 
 // SAFETY: `f` is called at most once, and only where nuwa-ffi's held check
@@ -176,14 +177,16 @@ unsafe impl WithGil for Reattach {
             return Ok(());
         }
         #[cfg(feature = "stats")]
-        let back_at = Instant::now();
+        let back_at = crate::recording::now();
         let ran = Python::try_attach(|_py| {
             if !gil_is_held() {
                 return false;
             }
             #[cfg(feature = "stats")]
-            self.site
-                .stretch(back_at - self.released_at, back_at.elapsed());
+            self.site.stretch(
+                back_at.saturating_sub(self.released_at),
+                crate::recording::now().saturating_sub(back_at),
+            );
             f();
             true
         });
@@ -192,7 +195,7 @@ unsafe impl WithGil for Reattach {
         }
         #[cfg(feature = "stats")]
         {
-            self.released_at = Instant::now();
+            self.released_at = crate::recording::now();
         }
         Ok(())
     }

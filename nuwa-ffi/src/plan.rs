@@ -9,17 +9,72 @@
 //! [`TakeBack`], which pairs the shutdown handling with the entry functions
 //! that match it.
 
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+use crate::block;
 use crate::capi::{CheckSignalsFn, GetThreadStateFn, RestoreThreadFn, SaveThreadFn, SwapFn};
-use crate::shutdown::TakeBack;
+use crate::shutdown::{Exit, TakeBack};
+
+/// The plan blocks follow: [`FIRST_USE`] until a block (or another caller)
+/// finds one that can release, then that one, for good. Never null, so that
+/// a block tests nothing before calling through it: the first-use plan's
+/// functions look CPython up, and forward to the plan found (see
+/// [`in_force`]).
+static IN_FORCE: AtomicPtr<Plan> = AtomicPtr::new(core::ptr::addr_of!(FIRST_USE).cast_mut());
+
+/// The plan in force before one that can release is found: shaped like a
+/// plan that releases with one call (as 3.12 and 3.13 do), whose release
+/// functions look the plan up ([`block::first_release`] for checked blocks,
+/// [`block::first_save`] for the token), publish it, and release its way;
+/// with no Python they release nothing, and the next block asks again (as
+/// cheaply as the lookup allows: see [`resolve`](crate::resolve)).
+///
+/// Its take-back functions are never called: a block takes the GIL back
+/// only after releasing it, and by then the plan found is in force.
+static FIRST_USE: Plan = Plan {
+    swap_out: Some(block::first_release),
+    #[cfg(any(test, not(windows)))]
+    swap_in: None,
+    this_thread: None,
+    current: block::no_state,
+    save: block::first_save,
+    restore: block::never_restore,
+    take_back: TakeBack::new(Exit::Direct),
+    check_signals: None,
+};
+
+/// The plan blocks follow: one atomic load, never null (see [`IN_FORCE`]).
+/// Once a block has released, this is the plan that released.
+#[inline(always)]
+pub(crate) fn in_force() -> &'static Plan {
+    // SAFETY: `IN_FORCE` only ever points at `FIRST_USE` or at a plan of a
+    // resolution that can release, which is final and leaked.
+    unsafe { &*IN_FORCE.load(Ordering::Acquire) }
+}
+
+/// Makes `plan` (a plan that can release, final) the one blocks follow.
+/// Every caller publishes the same plan: the first that can release is
+/// final.
+pub(crate) fn publish(plan: &'static Plan) {
+    IN_FORCE.store(core::ptr::from_ref(plan).cast_mut(), Ordering::Release);
+}
 
 /// How blocks release the GIL and take it back on the interpreter found.
 ///
 /// Made only by [`Plan::new`], from a [`Way`]: the fields that say which way
 /// are private, so they always form one of the ways. They are kept in the
 /// shape the fast path tests cheapest (a function pointer that is null or
-/// not: one load and one test each, as the `Way` variants' payloads cannot
-/// be), and `Plan::way` gives the `Way` back.
+/// not: one load and one test each), and read through [`Plan::out`] and
+/// [`Plan::back`], which test them in a fixed order, so that a block makes
+/// one decision as it releases and one as it takes the GIL back on the
+/// versions that swap; `Plan::way` gives the `Way` back.
+#[repr(C)]
 pub(crate) struct Plan {
+    /// `PyEval_RestoreThread`: the take-back of the ways that do not swap,
+    /// and of every block on a token. First, so that its address is the
+    /// plan's own: the take-back passes it to the C frame by reference
+    /// (see [`TakeBack::restore`]), which then costs no load.
+    pub(crate) restore: RestoreThreadFn,
     /// `PyThreadState_Swap` if blocks release with it
     /// ([`Way::SwapOut`], [`Way::SwapBoth`]).
     swap_out: Option<SwapFn>,
@@ -37,14 +92,40 @@ pub(crate) struct Plan {
     /// `PyEval_SaveThread`: the release of the ways that do not swap, and
     /// of every block on a [`GilHeld`](crate::GilHeld) token.
     pub(crate) save: SaveThreadFn,
-    /// `PyEval_RestoreThread`: the take-back of the ways that do not swap,
-    /// and of every block on a token.
-    pub(crate) restore: RestoreThreadFn,
     /// What the take-back does about interpreter shutdown.
     pub(crate) take_back: TakeBack,
     /// `PyErr_CheckSignals`, for signal checks inside blocks (not on the
     /// fast path); `None` if the object does not define it.
     pub(crate) check_signals: Option<CheckSignalsFn>,
+}
+
+/// A block's release, by way: the held check and the release.
+#[derive(Clone, Copy)]
+pub(crate) enum Out {
+    /// `PyThreadState_Swap(NULL)` (3.12+), both in one call
+    /// ([`Way::SwapOut`], [`Way::SwapBoth`]).
+    Swap(SwapFn),
+    /// The current state compared with this `PyGILState_GetThisThreadState`
+    /// (3.11 and older, [`Way::Compare`]), then `PyEval_SaveThread`.
+    Compare(GetThreadStateFn),
+    /// The current state not null (thread-local), then `PyEval_SaveThread`
+    /// ([`Way::Local`], [`Way::SwapIn`]).
+    Local,
+}
+
+/// A block's take-back, by way: the end check and the take-back.
+#[derive(Clone, Copy)]
+pub(crate) enum Back {
+    /// `PyThreadState_Swap(saved)` (3.13+, not on Windows), both in one
+    /// call ([`Way::SwapBoth`], [`Way::SwapIn`]).
+    #[cfg(any(test, not(windows)))]
+    Swap(SwapFn),
+    /// The block's own state must not be the current one (3.11 and older),
+    /// then `PyEval_RestoreThread` ([`Way::Compare`]).
+    Compare,
+    /// No state may be attached (thread-local), then
+    /// `PyEval_RestoreThread` ([`Way::Local`], [`Way::SwapOut`]).
+    Local,
 }
 
 impl Plan {
@@ -90,34 +171,41 @@ impl Plan {
     /// the policy).
     #[cfg(test)]
     pub(crate) fn way(&self) -> Way {
-        if let Some(this_thread) = self.this_thread {
-            return Way::Compare { this_thread };
-        }
-        #[cfg(any(test, not(windows)))]
-        match (self.swap_out, self.swap_in) {
-            (Some(swap), Some(_)) => return Way::SwapBoth { swap },
-            (None, Some(swap)) => return Way::SwapIn { swap },
-            _ => {}
-        }
-        match self.swap_out {
-            Some(swap) => Way::SwapOut { swap },
-            None => Way::Local,
+        match (self.out(), self.back()) {
+            (Out::Compare(this_thread), Back::Compare) => Way::Compare { this_thread },
+            (Out::Local, Back::Local) => Way::Local,
+            (Out::Swap(swap), Back::Local) => Way::SwapOut { swap },
+            (Out::Swap(swap), Back::Swap(_)) => Way::SwapBoth { swap },
+            (Out::Local, Back::Swap(swap)) => Way::SwapIn { swap },
+            _ => unreachable!("Plan::new makes no other pair"),
         }
     }
 
-    /// `PyThreadState_Swap`, if blocks release with it.
+    /// How blocks release: the swap first (one test on 3.12 and 3.13).
     #[inline(always)]
-    pub(crate) fn swap_out(&self) -> Option<SwapFn> {
-        self.swap_out
+    pub(crate) fn out(&self) -> Out {
+        if let Some(swap) = self.swap_out {
+            Out::Swap(swap)
+        } else if let Some(this_thread) = self.this_thread {
+            Out::Compare(this_thread)
+        } else {
+            Out::Local
+        }
     }
 
-    /// `PyThreadState_Swap`, if blocks take the GIL back with it.
+    /// How blocks take the GIL back: the swap first (one test on 3.13 and
+    /// later).
     #[inline(always)]
-    pub(crate) fn swap_in(&self) -> Option<SwapFn> {
+    pub(crate) fn back(&self) -> Back {
         #[cfg(any(test, not(windows)))]
-        return self.swap_in;
-        #[cfg(not(any(test, not(windows))))]
-        None
+        if let Some(swap) = self.swap_in {
+            return Back::Swap(swap);
+        }
+        if self.this_thread.is_some() {
+            Back::Compare
+        } else {
+            Back::Local
+        }
     }
 
     /// `PyGILState_GetThisThreadState`, if the current state is

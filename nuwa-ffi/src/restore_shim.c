@@ -11,7 +11,12 @@
  * This frame is compiled with -fexceptions, so a forced unwind runs its
  * cleanup, which parks the thread for good, as CPython 3.14 does itself.
  * The frames above it (CPython's) are discarded; no Rust frame is unwound.
- * A normal return clears the flag first, so the cleanup does nothing.
+ * A normal return clears the flag first, so the cleanup does nothing (the
+ * compiler folds the flag away: the frame costs the call, one stack
+ * adjustment and the return). The state comes first, the function second:
+ * the state is then already in the register the call passes it in. The
+ * restore function is passed by reference, as the address of nuwa's plan,
+ * which the caller has in a register already.
  */
 #include <unistd.h>
 
@@ -27,9 +32,9 @@ static void nuwa_park_if_unwinding(const int *unwinding) {
 }
 
 __attribute__((visibility("hidden")))
-void nuwa_ffi_0_1_restore_thread(nuwa_restore_fn restore, void *tstate) {
+void nuwa_ffi_0_1_restore_thread(void *tstate, const nuwa_restore_fn *restore) {
     int unwinding __attribute__((cleanup(nuwa_park_if_unwinding))) = 1;
-    restore(tstate);
+    (*restore)(tstate);
     unwinding = 0;
 }
 
@@ -38,7 +43,7 @@ void nuwa_ffi_0_1_restore_thread(nuwa_restore_fn restore, void *tstate) {
  * PyEval_RestoreThread does, after detaching any state left attached, and
  * returns that one). */
 __attribute__((visibility("hidden")))
-void *nuwa_ffi_0_1_swap_thread(nuwa_swap_fn swap, void *tstate) {
+void *nuwa_ffi_0_1_swap_thread(void *tstate, nuwa_swap_fn swap) {
     int unwinding __attribute__((cleanup(nuwa_park_if_unwinding))) = 1;
     void *previous = swap(tstate);
     unwinding = 0;

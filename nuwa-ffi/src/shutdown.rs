@@ -21,15 +21,17 @@
 
 #[cfg(any(test, nuwa_restore_shim))]
 use crate::capi::IsFinalizingFn;
-use crate::capi::{RestoreThreadFn, SwapFn, ThreadStatePtr};
+#[cfg(any(test, not(windows)))]
+use crate::capi::SwapFn;
+use crate::capi::{RestoreThreadFn, ThreadStatePtr};
 
-/// How a block calls `PyEval_RestoreThread`: `entry(restore, tstate)`.
+/// How a block calls `PyEval_RestoreThread`: `entry(tstate, restore)`.
 #[cfg(nuwa_exit_unwinds)]
-type RestoreEntryFn = unsafe extern "C-unwind" fn(RestoreThreadFn, ThreadStatePtr);
+type RestoreEntryFn = unsafe extern "C-unwind" fn(ThreadStatePtr, &RestoreThreadFn);
 /// How a block calls `PyThreadState_Swap(saved)` to take the GIL back:
-/// `entry(swap, saved)`, returning what `swap` returned.
+/// `entry(saved, swap)`, returning what `swap` returned.
 #[cfg(nuwa_exit_unwinds)]
-type SwapEntryFn = unsafe extern "C-unwind" fn(SwapFn, ThreadStatePtr) -> ThreadStatePtr;
+type SwapEntryFn = unsafe extern "C-unwind" fn(ThreadStatePtr, SwapFn) -> ThreadStatePtr;
 
 /// What a block's take-back does about interpreter shutdown, chosen once by
 /// version and target.
@@ -60,18 +62,18 @@ pub(crate) enum Exit {
 #[derive(Clone, Copy)]
 pub(crate) struct TakeBack {
     exit: Exit,
-    /// `entry(restore, tstate)`: chosen once, so that the fast path makes
+    /// `entry(tstate, restore)`: chosen once, so that the fast path makes
     /// one indirect call instead of a branch on `exit` each time.
     #[cfg(nuwa_exit_unwinds)]
     restore_entry: RestoreEntryFn,
-    /// `entry(swap, tstate)`, likewise.
+    /// `entry(tstate, swap)`, likewise.
     #[cfg(nuwa_exit_unwinds)]
     swap_entry: SwapEntryFn,
 }
 
 impl TakeBack {
     /// `exit`, with its entry functions.
-    pub(crate) fn new(exit: Exit) -> TakeBack {
+    pub(crate) const fn new(exit: Exit) -> TakeBack {
         #[cfg(nuwa_exit_unwinds)]
         let (restore_entry, swap_entry): (RestoreEntryFn, SwapEntryFn) = match exit {
             Exit::Frame { .. } => (nuwa_ffi_0_1_restore_thread, nuwa_ffi_0_1_swap_thread),
@@ -118,17 +120,17 @@ impl TakeBack {
     /// release saved (through [`mark`](Self::mark)), not restored yet, and
     /// no thread state is attached to this thread.
     #[inline(always)]
-    pub(crate) unsafe fn restore(&self, restore: RestoreThreadFn, tstate: ThreadStatePtr) {
+    pub(crate) unsafe fn restore(&self, restore: &RestoreThreadFn, tstate: ThreadStatePtr) {
         #[cfg(nuwa_exit_unwinds)]
         // SAFETY: the caller's contract; the entry is this exit's.
         unsafe {
-            (self.restore_entry)(restore, tstate)
+            (self.restore_entry)(tstate, restore)
         };
         #[cfg(not(nuwa_exit_unwinds))]
         {
             self.park_if_overtaken(tstate);
             // SAFETY: the caller's contract.
-            unsafe { restore(unmarked(tstate)) }
+            unsafe { (*restore)(unmarked(tstate)) }
         }
     }
 
@@ -140,11 +142,12 @@ impl TakeBack {
     /// `swap` is `PyThreadState_Swap` of CPython 3.13 or later; `tstate` is
     /// what this thread's release saved (through [`mark`](Self::mark)), not
     /// restored yet.
+    #[cfg(any(test, not(windows)))]
     #[inline(always)]
     pub(crate) unsafe fn swap_back(&self, swap: SwapFn, tstate: ThreadStatePtr) -> ThreadStatePtr {
         #[cfg(nuwa_exit_unwinds)]
         // SAFETY: the caller's contract; the entry is this exit's.
-        return unsafe { (self.swap_entry)(swap, tstate) };
+        return unsafe { (self.swap_entry)(tstate, swap) };
         #[cfg(not(nuwa_exit_unwinds))]
         {
             self.park_if_overtaken(tstate);
@@ -184,9 +187,9 @@ impl TakeBack {
 /// `tstate` is the state this thread saved, not restored yet, with no
 /// thread state attached.
 #[cfg(nuwa_exit_unwinds)]
-unsafe extern "C-unwind" fn restore_direct(restore: RestoreThreadFn, tstate: ThreadStatePtr) {
+unsafe extern "C-unwind" fn restore_direct(tstate: ThreadStatePtr, restore: &RestoreThreadFn) {
     // SAFETY: the caller's contract.
-    unsafe { restore(tstate) }
+    unsafe { (*restore)(tstate) }
 }
 
 /// `swap(tstate)`.
@@ -195,7 +198,7 @@ unsafe extern "C-unwind" fn restore_direct(restore: RestoreThreadFn, tstate: Thr
 ///
 /// `tstate` is the state this thread saved, not restored yet.
 #[cfg(nuwa_exit_unwinds)]
-unsafe extern "C-unwind" fn swap_direct(swap: SwapFn, tstate: ThreadStatePtr) -> ThreadStatePtr {
+unsafe extern "C-unwind" fn swap_direct(tstate: ThreadStatePtr, swap: SwapFn) -> ThreadStatePtr {
     // SAFETY: the caller's contract.
     unsafe { swap(tstate) }
 }
@@ -254,10 +257,10 @@ unsafe extern "C-unwind" {
     /// an unwinding `pthread_exit`, the thread is parked for good and no Rust
     /// frame is unwound. It never unwinds (declared `C-unwind` only to share
     /// the entry type with the Rust entries).
-    fn nuwa_ffi_0_1_restore_thread(restore: RestoreThreadFn, tstate: ThreadStatePtr);
+    fn nuwa_ffi_0_1_restore_thread(tstate: ThreadStatePtr, restore: &RestoreThreadFn);
 
     /// `swap(tstate)` through the same kind of C frame (3.13).
-    fn nuwa_ffi_0_1_swap_thread(swap: SwapFn, tstate: ThreadStatePtr) -> ThreadStatePtr;
+    fn nuwa_ffi_0_1_swap_thread(tstate: ThreadStatePtr, swap: SwapFn) -> ThreadStatePtr;
 }
 
 #[cfg(nuwa_exit_unwinds)]

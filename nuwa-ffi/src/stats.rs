@@ -13,7 +13,9 @@ use core::fmt;
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::boxed::Box;
 use std::panic::Location;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
+use std::time::Instant;
 use std::vec::Vec;
 
 use nuwa_core::GilOps;
@@ -122,17 +124,24 @@ impl CallSite {
         self.not_released.fetch_add(1, Ordering::Release);
     }
 
-    /// A released stretch ended, and the GIL was taken back after `waiting`:
-    /// at the end of a block or for one of its `with_gil!` parts, after
-    /// which the same block goes on.
-    pub(crate) fn stretch(&self, released: Duration, waiting: Duration) {
-        let released = duration_ns(released);
-        let waiting = duration_ns(waiting);
-        // Each longest after its total, with Release: see `stats`.
+    /// A released stretch ended, and the GIL was taken back after `waiting`
+    /// (in nanoseconds, as `released`): at the end of a block or for one of
+    /// its `with_gil!` parts, after which the same block goes on.
+    #[inline(always)]
+    pub(crate) fn stretch(&self, released: u64, waiting: u64) {
+        // Each longest after its total, with Release: see `stats`. A longest
+        // is written only if this stretch may beat it (a relaxed read first:
+        // a stale read only costs the read-modify-write it would have cost
+        // anyway); one not written was written, after its own total, by the
+        // stretch that set it.
         self.released_ns.fetch_add(released, Ordering::Relaxed);
-        self.max_released_ns.fetch_max(released, Ordering::Release);
+        if released > self.max_released_ns.load(Ordering::Relaxed) {
+            self.max_released_ns.fetch_max(released, Ordering::Release);
+        }
         self.waiting_ns.fetch_add(waiting, Ordering::Relaxed);
-        self.max_waiting_ns.fetch_max(waiting, Ordering::Release);
+        if waiting > self.max_waiting_ns.load(Ordering::Relaxed) {
+            self.max_waiting_ns.fetch_max(waiting, Ordering::Release);
+        }
         if released < SHORT_NS.load(Ordering::Relaxed) {
             self.short.fetch_add(1, Ordering::Relaxed);
         }
@@ -220,6 +229,51 @@ fn finish_pending() {
 
 fn duration_ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The monotonic clock, in nanoseconds from an arbitrary origin: what a
+/// block records its stretches with. Read three times per block, so read
+/// as cheaply as the target allows: on 64-bit Linux straight from
+/// `clock_gettime(CLOCK_MONOTONIC)` (the clock `Instant` reads), as one
+/// integer, so that a stretch is one subtraction (`Instant`'s own
+/// arithmetic costs more than the reads); elsewhere through `Instant`.
+#[inline(always)]
+pub(crate) fn now() -> u64 {
+    #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+    {
+        let mut ts = Timespec { sec: 0, nsec: 0 };
+        // SAFETY: `ts` is a valid `struct timespec` (two 64-bit fields on
+        // 64-bit Linux, in glibc and musl alike) for the call to fill; the
+        // monotonic clock always exists on Linux, so the call cannot fail.
+        unsafe { clock_gettime(CLOCK_MONOTONIC, &mut ts) };
+        // (Non-negative: seconds since boot, and nanoseconds below 10^9.)
+        (ts.sec as u64)
+            .wrapping_mul(1_000_000_000)
+            .wrapping_add(ts.nsec as u64)
+    }
+    #[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
+    {
+        static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let now = Instant::now();
+        duration_ns(now.saturating_duration_since(*ORIGIN.get_or_init(|| now)))
+    }
+}
+
+/// `struct timespec` of 64-bit Linux.
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+#[repr(C)]
+struct Timespec {
+    sec: i64,
+    nsec: i64,
+}
+
+/// `CLOCK_MONOTONIC` on Linux.
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+const CLOCK_MONOTONIC: core::ffi::c_int = 1;
+
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+unsafe extern "C" {
+    fn clock_gettime(clock: core::ffi::c_int, ts: *mut Timespec) -> core::ffi::c_int;
 }
 
 /// What the blocks of one call site (or of the process) did.
@@ -499,7 +553,7 @@ pub struct Recorded<G> {
 // SAFETY: every call is forwarded unchanged to `ops`; the state carries the
 // moment the release ended, which only the counters read.
 unsafe impl<G: GilOps> GilOps for Recorded<G> {
-    type State = (G::State, Instant);
+    type State = (G::State, u64);
     type Gil = G::Gil;
 
     /// The block counts here, before the release: see [`CallSite::began`].
@@ -508,7 +562,7 @@ unsafe impl<G: GilOps> GilOps for Recorded<G> {
         self.site.began();
         // SAFETY: the caller's obligations are passed on unchanged.
         match unsafe { self.ops.release() } {
-            Some(state) => Some((state, Instant::now())),
+            Some(state) => Some((state, now())),
             None => {
                 self.site.released_nothing();
                 None
@@ -519,11 +573,16 @@ unsafe impl<G: GilOps> GilOps for Recorded<G> {
     /// The block's last released stretch, and the wait to take the GIL back.
     #[inline(always)]
     unsafe fn reacquire(&self, (state, released_at): Self::State) {
-        let back_at = Instant::now();
+        let back_at = now();
         // SAFETY: the caller's obligations are passed on unchanged.
         unsafe { self.ops.reacquire(state) };
-        let held_at = Instant::now();
-        self.site.stretch(back_at - released_at, held_at - back_at);
+        let held_at = now();
+        // (Wrapping: the clock is monotonic, so these never wrap; a clock
+        // that did would give a wrong figure, not a panic in a drop.)
+        self.site.stretch(
+            back_at.wrapping_sub(released_at),
+            held_at.wrapping_sub(back_at),
+        );
     }
 
     fn is_held(&self) -> bool {
@@ -534,18 +593,21 @@ unsafe impl<G: GilOps> GilOps for Recorded<G> {
     /// after it (it counted when it began).
     #[inline(always)]
     unsafe fn reacquire_for_part(&self, (state, released_at): Self::State) {
-        let back_at = Instant::now();
+        let back_at = now();
         // SAFETY: the caller's obligations are passed on unchanged.
         unsafe { self.ops.reacquire_for_part(state) };
-        let held_at = Instant::now();
-        self.site.stretch(back_at - released_at, held_at - back_at);
+        let held_at = now();
+        self.site.stretch(
+            back_at.wrapping_sub(released_at),
+            held_at.wrapping_sub(back_at),
+        );
     }
 
     /// The end of a part: the block released again, not a new block.
     #[inline(always)]
     unsafe fn release_after_part(&self) -> Option<Self::State> {
         // SAFETY: the caller's obligations are passed on unchanged.
-        unsafe { self.ops.release_after_part() }.map(|state| (state, Instant::now()))
+        unsafe { self.ops.release_after_part() }.map(|state| (state, now()))
     }
 
     #[inline(always)]
@@ -571,6 +633,7 @@ mod tests {
     use super::*;
     use crate::mock::MockGil;
     use nuwa_core::Nogil;
+    use std::time::Instant;
 
     /// The counters of the site at `line` of this file.
     fn at(line: u32) -> Stats {
@@ -591,10 +654,11 @@ mod tests {
         for _ in 0..3 {
             SITE.began();
         }
-        SITE.stretch(us(9), us(1)); // short
-        SITE.stretch(us(10), us(1)); // not short: at the threshold
-        SITE.stretch(us(3), us(1)); // a part's stretch, short
-        SITE.stretch(us(30), us(2));
+        let ns = duration_ns;
+        SITE.stretch(ns(us(9)), ns(us(1))); // short
+        SITE.stretch(ns(us(10)), ns(us(1))); // not short: at the threshold
+        SITE.stretch(ns(us(3)), ns(us(1))); // a part's stretch, short
+        SITE.stretch(ns(us(30)), ns(us(2)));
         let s = SITE.stats();
         assert_eq!((s.blocks, s.short), (3, 2), "{s:?}");
         assert_eq!((s.released, s.max_released), (us(52), us(30)));

@@ -564,8 +564,15 @@ mod tests {
             }
         };
         // The accessors the blocks use agree with the variant.
-        assert_eq!(plan.swap_out().is_some(), way.starts_with("swap out"));
-        assert_eq!(plan.swap_in().is_some(), way.ends_with("swap in"));
+        use crate::plan::{Back, Out};
+        assert_eq!(
+            matches!(plan.out(), Out::Swap(_)),
+            way.starts_with("swap out")
+        );
+        assert_eq!(
+            matches!(plan.back(), Back::Swap(_)),
+            way.ends_with("swap in")
+        );
         assert_eq!(plan.this_thread().is_some(), way.starts_with("compare"));
         let finalizing = ["Py_IsFinalizing", "_Py_IsFinalizing"]
             .into_iter()

@@ -46,12 +46,13 @@ pub use report::{Details, HeldCheck, Resolution, RestorePath, Status, Via};
 static RESOLUTION: AtomicPtr<Resolution> = AtomicPtr::new(core::ptr::null_mut());
 
 /// The [`Plan`] of [`RESOLUTION`] once it can release (null before, and for
-/// as long as nothing can be released): the fast path is one load of this
-/// pointer.
+/// as long as nothing can be released): what [`plan`] returns in one load.
+/// (Blocks read [`crate::plan::in_force`], never null, whose first-use
+/// functions ask here.)
 static PLAN: AtomicPtr<Plan> = AtomicPtr::new(core::ptr::null_mut());
 
-/// The plan blocks follow, looked up on first use: the fast path is one
-/// atomic load.
+/// The plan that can release, looked up on first use: one atomic load once
+/// found.
 #[inline(always)]
 pub(crate) fn plan() -> Option<&'static Plan> {
     let plan = PLAN.load(Ordering::Acquire);
@@ -69,18 +70,6 @@ pub(crate) fn plan() -> Option<&'static Plan> {
 #[inline(never)]
 fn plan_slow() -> Option<&'static Plan> {
     resolution().plan()
-}
-
-/// The plan, when a release has already succeeded.
-///
-/// # Safety
-///
-/// [`plan`] must have returned `Some` before, in this process.
-#[inline(always)]
-pub(crate) unsafe fn plan_resolved() -> &'static Plan {
-    // SAFETY: `plan` returned `Some`, so `PLAN` was set (it is set before
-    // `plan` can return `Some`, see `in_force`) and never changes again.
-    unsafe { &*PLAN.load(Ordering::Relaxed) }
 }
 
 /// `PyErr_CheckSignals` of the interpreter found, if any (off the fast path).
