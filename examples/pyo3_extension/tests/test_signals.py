@@ -214,3 +214,14 @@ def test_the_readme_quotes_the_worked_example():
         (example / "src" / "hash.rs", "    fn update("),
     ]:
         assert function_text(path, start) in readme, f"the README's copy of {path} is stale"
+
+
+@pytest.mark.skip(
+    reason="open: an Interrupted that is dropped (`let _ =`, `.is_err()` then go on) leaves "
+    "the handler's exception set while the same block calls Python again; a debug "
+    "interpreter aborts there (3.13d: `_PyAST_Validate: Assertion !PyErr_Occurred()`), a "
+    "release one raises it from the unrelated call. Not a small fix: the exception must stay "
+    "set for nuwa's C-API users (return NULL), so the adapter would have to take it at the check."
+)
+def test_a_dropped_interrupted_leaves_no_exception_set_for_the_next_python_call(native):
+    assert native._test_ignore_interrupted() is False
