@@ -223,13 +223,48 @@ struct TakeRaised;
 impl PyErrArguments for TakeRaised {
     /// The exception object itself: PyO3 raises it with `PyErr_SetObject(
     /// BaseException, exception)`, which keeps the exception's own class.
+    ///
+    /// Taken with the C API, not `PyErr::take`: that one resumes a panic
+    /// when the exception is PyO3's `PanicException` (a handler that called
+    /// Rust code which panicked), and this runs while PyO3 raises the
+    /// `PyErr` at the `#[pyfunction]`'s return, outside its `catch_unwind`,
+    /// where a panic aborts. The `PanicException` is raised as it is.
     fn arguments(self, py: Python<'_>) -> Py<PyAny> {
-        let err = PyErr::take(py).unwrap_or_else(|| {
-            PySystemError::new_err(
+        match take_raised(py) {
+            Some(exception) => exception,
+            None => PySystemError::new_err(
                 "nuwa_ffi::Interrupted: the exception a signal handler raised is no longer set \
                  (it was taken or cleared before the PyErr made from it was raised)",
             )
-        });
-        err.into_value(py).into_any()
+            .into_value(py)
+            .into_any(),
+        }
+    }
+}
+
+/// The exception set on this thread, normalized and with its traceback,
+/// taken (cleared); `None` if none is set.
+#[allow(deprecated)] // PyErr_Fetch: PyErr_GetRaisedException is 3.12+ only.
+fn take_raised(py: Python<'_>) -> Option<Py<PyAny>> {
+    use core::ptr::null_mut;
+    use pyo3::ffi;
+
+    let (mut kind, mut value, mut traceback) = (null_mut(), null_mut(), null_mut());
+    // SAFETY: `py` proves this thread holds the GIL, which is all these
+    // calls need; the three pointers are valid places for the references
+    // they hand over (new references or NULL), each released below once.
+    unsafe {
+        ffi::PyErr_Fetch(&mut kind, &mut value, &mut traceback);
+        if kind.is_null() {
+            return None;
+        }
+        ffi::PyErr_NormalizeException(&mut kind, &mut value, &mut traceback);
+        if !value.is_null() && !traceback.is_null() {
+            ffi::PyException_SetTraceback(value, traceback);
+        }
+        ffi::Py_XDECREF(kind);
+        ffi::Py_XDECREF(traceback);
+        // SAFETY: `value` is NULL or a new reference owned from here on.
+        pyo3::Bound::from_owned_ptr_or_opt(py, value).map(pyo3::Bound::unbind)
     }
 }

@@ -260,7 +260,8 @@ unsafe impl GilOps for ThreadCheckedMock {
             let owner = inner.owner;
             drop(inner);
             panic!(
-                "ThreadCheckedMock: signal check on thread {me:?} without the GIL (owner                  {owner:?}); it must run in a part of the block"
+                "ThreadCheckedMock: signal check on thread {me:?} without the GIL (owner \
+                 {owner:?}); it must run in a part of the block"
             );
         }
         inner.signal_checks += 1;

@@ -390,3 +390,28 @@ fn a_hand_caught_payload_converts_to_panicked() {
     let panicked = nuwa_std::Panicked::from(payload);
     assert_eq!(panicked.message(), Some("by hand"));
 }
+
+/// A signal check on a thread that does not hold the mock's GIL panics, and
+/// its message reads as one sentence (it had a run of spaces in the middle).
+#[test]
+fn thread_checked_mock_signal_check_without_the_gil_says_so() {
+    let gil = ThreadCheckedMock::new();
+    let outcome = thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: the mock is memory-safe under any call order; the
+            // broken contract (no GIL held here) is what is checked.
+            unsafe { gil.check_signals() }
+        })
+        .join()
+    });
+    let payload = outcome.expect_err("a check without the GIL must panic");
+    let message = payload.downcast_ref::<String>().expect("a formatted message");
+    assert!(
+        message.contains("without the GIL (owner Some(ThreadId(")
+            && message.ends_with("); it must run in a part of the block"),
+        "{message}"
+    );
+    assert!(!message.contains("  "), "{message:?}");
+    assert_eq!(gil.signal_checks(), 0);
+    gil.done();
+}

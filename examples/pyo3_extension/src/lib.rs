@@ -137,7 +137,8 @@ mod pyo3_extension {
     #[pymodule_export]
     use super::testing::{
         _test_adapter_in_place, _test_attach_from_rust_threads, _test_attach_in_released,
-        _test_check_in_place, _test_drop_in_released, _test_interrupted_twice, _test_nested,
+        _test_check_in_place, _test_detach_in_nuwa_part, _test_drop_in_released,
+        _test_ignore_interrupted, _test_interrupted_twice, _test_nested, _test_nuwa_in_detach_part,
         _test_panic, _test_wait_for_flag, _test_with_gil_in_place,
     };
 

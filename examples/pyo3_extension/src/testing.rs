@@ -254,3 +254,80 @@ pub(crate) fn _test_interrupted_twice(py: Python<'_>) -> PyResult<(String, Strin
     let name = |err: PyErr| -> PyResult<String> { Ok(err.get_type(py).name()?.to_string()) };
     Ok((name(interrupted.into())?, name(interrupted.into())?))
 }
+
+/// nuwa's own block (which releases) with the adapter's block inside its
+/// part, and a part of the adapter's inside that: evaluates `expression`
+/// there. Returns `(value, held_in_adapter_block, held_in_adapter_part)`.
+#[pyfunction]
+pub(crate) fn _test_detach_in_nuwa_part(expression: &str) -> PyResult<(Py<PyAny>, bool, bool)> {
+    let code = c_string(expression)?;
+    let code = &code;
+    nuwa_ffi::nogil!({
+        with_gil! {
+            Python::attach(|py| {
+                Detach::new(py).nogil(move |released| {
+                    let held_block = nuwa_ffi::gil_is_held();
+                    released
+                        .with_gil(|| {
+                            Python::attach(|py| -> PyResult<_> {
+                                let value = py.eval(code, None, None)?.unbind();
+                                Ok((value, held_block, nuwa_ffi::gil_is_held()))
+                            })
+                        })
+                        .map_err(|e| PyRuntimeError::new_err(e.to_string()))?
+                })
+            })
+        }
+        .map_err(|e| PyRuntimeError::new_err(e.to_string()))?
+    })
+}
+
+/// The adapter's block with nuwa's own block (which releases) inside its
+/// part, and nuwa's part inside that: evaluates `expression` there.
+/// Returns `(value, held_in_nuwa_block, held_in_nuwa_part)`.
+#[pyfunction]
+pub(crate) fn _test_nuwa_in_detach_part(
+    py: Python<'_>,
+    expression: &str,
+) -> PyResult<(Py<PyAny>, bool, bool)> {
+    let code = c_string(expression)?;
+    let code = &code;
+    Detach::new(py).nogil(move |released| {
+        released
+            .with_gil(|| {
+                nuwa_ffi::nogil!({
+                    let held_block = nuwa_ffi::gil_is_held();
+                    with_gil! {
+                        Python::attach(|py| -> PyResult<_> {
+                            let value = py.eval(code, None, None)?.unbind();
+                            Ok((value, held_block, nuwa_ffi::gil_is_held()))
+                        })
+                    }
+                    .map_err(|e| PyRuntimeError::new_err(e.to_string()))?
+                })
+            })
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))?
+    })
+}
+
+/// Careless code: a signal check's `Interrupted` dropped (`let _ =`), then
+/// a part that calls Python. Returns whether an exception was set on the
+/// thread when that Python code began (the handler's, left set by the
+/// check): CPython's API must not be called so, and a debug build aborts
+/// (`_PyAST_Validate: Assertion !PyErr_Occurred()` for an `eval`).
+#[pyfunction]
+pub(crate) fn _test_ignore_interrupted(py: Python<'_>) -> PyResult<bool> {
+    Detach::new(py).nogil(move |released| {
+        let mut signals = nuwa_ffi::SignalCheck::every(Duration::ZERO);
+        released
+            .with_gil(|| Python::attach(interrupt_main))
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))??;
+        let _ = signals.check(released);
+        let set = released
+            .with_gil(|| Python::attach(PyErr::occurred))
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        // Clean up, so that the test reports instead of the next call.
+        Python::attach(|py| drop(PyErr::take(py)));
+        Ok(set)
+    })
+}

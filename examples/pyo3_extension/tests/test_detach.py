@@ -220,3 +220,16 @@ def test_bad_input_raises(native):
         native.sum_of_squares("abc")
     with pytest.raises(TypeError):
         native.sum_of_squares([1.0, "x"])
+
+
+def test_the_adapter_inside_a_part_of_nuwas_block(native):
+    """nuwa's block releases, its part takes the GIL back, and the adapter's
+    block releases again inside that part: the adapter's part holds the GIL,
+    its block does not."""
+    assert native._test_detach_in_nuwa_part("1 + 1") == (2, False, True)
+
+
+def test_nuwas_block_inside_a_part_of_the_adapter(native):
+    """The other way round: nuwa's block releases inside the adapter's part,
+    and nuwa's part holds the GIL for PyO3 code."""
+    assert native._test_nuwa_in_detach_part("2 + 2") == (4, False, True)

@@ -80,6 +80,46 @@ def test_the_exception_a_handler_raises_is_the_one_python_sees(native):
     assert h.digest() == native.Fnv1a().digest()
 
 
+HANDLER_PANICS = """
+import signal, sys
+import pyo3_extension
+native = getattr(pyo3_extension, "pyo3_extension", pyo3_extension)
+
+def handler(signum, frame):
+    native._test_panic("panic in the SIGINT handler")
+
+signal.signal(signal.SIGINT, handler)
+h = native.Fnv1a()
+try:
+    h.update(bytes(8 << 20), progress=native._TestInterruptMain(1), check_every=0)
+except BaseException as e:
+    print("raised:", type(e).__name__, e)
+print("digest unchanged:", h.digest() == native.Fnv1a().digest())
+"""
+
+
+def test_a_handler_that_raises_panicexception_is_raised_not_an_abort():
+    """The handler calls Rust that panics: PanicException is the exception
+    set when the check returns `Interrupted`. PyO3's `PyErr::take` resumes
+    a panic for it, which, taken while the `PyErr` is raised at the
+    `#[pyfunction]`'s return, is outside PyO3's catch_unwind: an abort
+    ("uncaught panic at ffi boundary"). It must be raised as it is. In a
+    child process, so that an abort fails this test only."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RUST_BACKTRACE", "PYTHONFAULTHANDLER")}
+    done = subprocess.run(
+        [sys.executable, "-c", HANDLER_PANICS], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == [
+        "raised: PanicException panic in the SIGINT handler",
+        "digest unchanged: True",
+    ], done.stderr[-2000:]
+
+
 def test_without_a_due_check_the_signal_waits_for_the_block(native):
     """The negative control: the same signal, no check due in the block (an
     hour's interval). The hash runs to its end and is committed; the handler
@@ -174,3 +214,14 @@ def test_the_readme_quotes_the_worked_example():
         (example / "src" / "hash.rs", "    fn update("),
     ]:
         assert function_text(path, start) in readme, f"the README's copy of {path} is stale"
+
+
+@pytest.mark.skip(
+    reason="open: an Interrupted that is dropped (`let _ =`, `.is_err()` then go on) leaves "
+    "the handler's exception set while the same block calls Python again; a debug "
+    "interpreter aborts there (3.13d: `_PyAST_Validate: Assertion !PyErr_Occurred()`), a "
+    "release one raises it from the unrelated call. Not a small fix: the exception must stay "
+    "set for nuwa's C-API users (return NULL), so the adapter would have to take it at the check."
+)
+def test_a_dropped_interrupted_leaves_no_exception_set_for_the_next_python_call(native):
+    assert native._test_ignore_interrupted() is False
