@@ -63,6 +63,12 @@ fn main() -> ExitCode {
             scenarios.push("first-use-while-walking-3.11".into());
             scenarios.push("first-use-while-walking-3.12".into());
         }
+        // `many-segments-3.12`: the same-object check keeps the first 16
+        // PT_LOAD segments of an object only, so a libpython whose code lies
+        // past them is "no Python found" (glibc's dladdr finds it).
+        if cfg!(nuwa_fake_many_segments) {
+            scenarios.push("many-segments-3.12".into());
+        }
     } else {
         for minor in MINORS {
             scenarios.push(format!("release-3.{minor}"));
@@ -214,6 +220,8 @@ fn run(scenario: &str) {
         no_state(minor.parse().unwrap());
     } else if let Some(minor) = scenario.strip_prefix("first-use-while-walking-3.") {
         first_use_while_walking(minor.parse().unwrap());
+    } else if scenario == "many-segments-3.12" {
+        many_segments();
     } else if scenario == "forwarder-only" {
         forwarder_only();
     } else if scenario == "forwarder-and-versioned" {
@@ -435,3 +443,22 @@ fn first_use_while_walking(minor: u32) {
 /// Not on this target (`dl_iterate_phdr`, `RTLD_GLOBAL`: Linux only here).
 #[cfg(not(all(target_os = "linux", not(target_feature = "crt-static"))))]
 fn first_use_while_walking(_: u32) {}
+
+/// A libpython with more `PT_LOAD` segments than nuwa's segment walk keeps
+/// (20, `PyEval_SaveThread` in the 19th; built by `build.rs` with
+/// `many_segments.ld`) is found and releases, as it was when each symbol
+/// was checked with `dladdr`.
+fn many_segments() {
+    let fake = Fake::load("many_segments/libpython3.12.so.1.0");
+    fake.attach();
+    check_found(&fake, 12);
+    let (inside, taken) = nuwa_ffi::nogil! {
+        (fake.log(), fake.other_thread_takes_gil())
+    };
+    assert!(
+        taken,
+        "another thread could not take the GIL inside the block"
+    );
+    assert_eq!(inside, expected(12).0, "the release's calls");
+    assert_eq!(fake.log(), expected(12).1, "the reacquire's calls");
+}
