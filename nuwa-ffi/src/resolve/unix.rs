@@ -24,8 +24,9 @@
 //! symbol; each further symbol is then a comparison of its address with
 //! those ranges (a `dladdr` would also search the object's symbol table for
 //! the nearest name, some 57,000 instructions in a libpython, each time).
-//! Without `dl_iterate_phdr` (macOS), or while a fork keeps nuwa from
-//! walking, each symbol is checked with `dladdr`. The object they came from
+//! Without `dl_iterate_phdr` (macOS), while a fork keeps nuwa from
+//! walking, or for an object with more `PT_LOAD` segments than the walk
+//! keeps (16), each symbol is checked with `dladdr`. The object they came from
 //! is then pinned (`RTLD_NODELETE`), so that a host's `dlclose` cannot unmap
 //! the functions nuwa keeps pointers to.
 //!
@@ -145,13 +146,17 @@ impl Object {
         #[cfg(nuwa_dl_iterate)]
         if let (true, found) = super::loaded::segments_of(addr.addr()) {
             let segments = found?;
-            // SAFETY: the object holds an address found in it a moment ago;
-            // its name is copied at once.
-            let name = unsafe { segments.name() }.to_owned();
-            return Some(Object {
-                bounds: Bounds::Mapped(segments),
-                name,
-            });
+            // An object with more segments than kept is told by `dladdr`
+            // (below), which knows them all.
+            if segments.complete {
+                // SAFETY: the object holds an address found in it a moment
+                // ago; its name is copied at once.
+                let name = unsafe { segments.name() }.to_owned();
+                return Some(Object {
+                    bounds: Bounds::Mapped(segments),
+                    name,
+                });
+            }
         }
         let (base, name) = dladdr_of(addr)?;
         let name = if name.is_null() {

@@ -63,12 +63,6 @@ fn main() -> ExitCode {
             scenarios.push("first-use-while-walking-3.11".into());
             scenarios.push("first-use-while-walking-3.12".into());
         }
-        // `many-segments-3.12`: the same-object check keeps the first 16
-        // PT_LOAD segments of an object only, so a libpython whose code lies
-        // past them is "no Python found" (glibc's dladdr finds it).
-        if cfg!(nuwa_fake_many_segments) {
-            scenarios.push("many-segments-3.12".into());
-        }
     } else {
         for minor in MINORS {
             scenarios.push(format!("release-3.{minor}"));
@@ -77,6 +71,9 @@ fn main() -> ExitCode {
         if cfg!(windows) {
             scenarios.push("forwarder-only".into());
             scenarios.push("forwarder-and-versioned".into());
+        }
+        if cfg!(nuwa_fake_many_segments) {
+            scenarios.push("many-segments-3.12".into());
         }
     }
     let exe = std::env::current_exe().expect("current_exe");
