@@ -21,11 +21,13 @@
 //!
 //! A walk takes the loader's write lock, one for the process (not the lock
 //! that `dlopen` holds while constructors run, which is why a block after a
-//! `dlopen` only walks). A block while no Python is found therefore waits
-//! while another thread is inside `dl_iterate_phdr`; if that thread's
-//! callback waits for a lock the block's thread holds, they deadlock (as a
-//! panic unwinding on the block's thread would: the unwinder walks too), and
-//! a fork on a thread that holds such a lock waits in the fork handler.
+//! `dlopen` only walks). The first lookup (one walk for the same-object
+//! check, wherever CPython is found) and a block while no Python is found
+//! therefore wait while another thread is inside `dl_iterate_phdr`; if that
+//! thread's callback waits for a lock the looking thread holds (the GIL:
+//! `threadpoolctl`'s callback is Python code), they deadlock (as a panic
+//! unwinding on the block's thread would: the unwinder walks too), and a
+//! fork on a thread that holds such a lock waits in the fork handler.
 //!
 //! # No allocation inside a walk
 //!
