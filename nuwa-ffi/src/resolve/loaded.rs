@@ -22,7 +22,8 @@
 //! A walk takes the loader's write lock, one for the process (not the lock
 //! that `dlopen` holds while constructors run, which is why a block after a
 //! `dlopen` only walks). The first lookup (one walk for the same-object
-//! check, wherever CPython is found) and a block while no Python is found
+//! check, wherever CPython is found, unless glibc has `_dl_find_object`)
+//! and a block while no Python is found
 //! therefore wait while another thread is inside `dl_iterate_phdr`; if that
 //! thread's callback waits for a lock the looking thread holds (the GIL:
 //! `threadpoolctl`'s callback is Python code), they deadlock (as a panic
