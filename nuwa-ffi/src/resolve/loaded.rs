@@ -21,11 +21,14 @@
 //!
 //! A walk takes the loader's write lock, one for the process (not the lock
 //! that `dlopen` holds while constructors run, which is why a block after a
-//! `dlopen` only walks). A block while no Python is found therefore waits
-//! while another thread is inside `dl_iterate_phdr`; if that thread's
-//! callback waits for a lock the block's thread holds, they deadlock (as a
-//! panic unwinding on the block's thread would: the unwinder walks too), and
-//! a fork on a thread that holds such a lock waits in the fork handler.
+//! `dlopen` only walks). The first lookup (one walk for the same-object
+//! check, wherever CPython is found, unless glibc has `_dl_find_object`)
+//! and a block while no Python is found
+//! therefore wait while another thread is inside `dl_iterate_phdr`; if that
+//! thread's callback waits for a lock the looking thread holds (the GIL:
+//! `threadpoolctl`'s callback is Python code), they deadlock (as a panic
+//! unwinding on the block's thread would: the unwinder walks too), and a
+//! fork on a thread that holds such a lock waits in the fork handler.
 //!
 //! # No allocation inside a walk
 //!
@@ -450,6 +453,10 @@ pub(super) fn counters_readable() -> bool {
 pub(super) struct Segments {
     ranges: [(usize, usize); 16],
     count: usize,
+    /// Every `PT_LOAD` segment of the object is in `ranges` (false for an
+    /// object with more than 16: [`contains`](Segments::contains) then
+    /// misses the rest, and the same-object check asks `dladdr` instead).
+    pub(super) complete: bool,
     /// `dlpi_name`: NUL-terminated, empty for the program itself; the
     /// loader's, valid while the object is loaded.
     name: *const c_char,
@@ -458,7 +465,7 @@ pub(super) struct Segments {
 impl Segments {
     /// Whether `addr` lies in one of the object's segments (only the first
     /// 16 are kept: an address beyond them counts as outside, the safe
-    /// answer).
+    /// answer; see `complete`).
     pub(super) fn contains(&self, addr: usize) -> bool {
         self.ranges[..self.count]
             .iter()
@@ -506,19 +513,27 @@ pub(super) fn segments_of(addr: usize) -> (bool, Option<Segments>) {
             let mut segments = Segments {
                 ranges: [(0, 0); 16],
                 count: 0,
+                complete: true,
                 name: (*info).dlpi_name,
             };
+            // Every segment is compared with `addr`, the first 16 kept.
+            let mut holds = false;
             for i in 0..count {
                 let ph = &*phdrs.add(i);
-                if ph.p_type != sys::PT_LOAD || segments.count == segments.ranges.len() {
+                if ph.p_type != sys::PT_LOAD {
                     continue;
                 }
                 let start = base.wrapping_add(ph.p_vaddr as usize);
                 let end = start.wrapping_add(ph.p_memsz as usize);
+                holds |= (start..end).contains(&find.addr);
+                if segments.count == segments.ranges.len() {
+                    segments.complete = false;
+                    continue;
+                }
                 segments.ranges[segments.count] = (start, end);
                 segments.count += 1;
             }
-            if segments.contains(find.addr) {
+            if holds {
                 find.found = Some(segments);
                 return 1;
             }

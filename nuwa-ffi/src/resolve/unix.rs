@@ -19,15 +19,20 @@
 //! In places 1-3, a symbol counts only if it lies in the same object as
 //! `PyEval_SaveThread`; in place 4, only if it lies in nuwa's own object:
 //! the functions and the version always come from one libpython. "The same
-//! object" is told the way glibc's `dladdr` tells it, by the object's
-//! `PT_LOAD` segments, found with one `dl_iterate_phdr` walk for the first
-//! symbol; each further symbol is then a comparison of its address with
-//! those ranges (a `dladdr` would also search the object's symbol table for
-//! the nearest name, some 57,000 instructions in a libpython, each time).
-//! Without `dl_iterate_phdr` (macOS), or while a fork keeps nuwa from
-//! walking, each symbol is checked with `dladdr`. The object they came from
-//! is then pinned (`RTLD_NODELETE`), so that a host's `dlclose` cannot unmap
-//! the functions nuwa keeps pointers to.
+//! object" is told by glibc's `_dl_find_object` where it has it (2.35 and
+//! later: the object's link map, found without the loader's lock, which a
+//! walk would wait for while another thread's `dl_iterate_phdr` callback
+//! may wait for the GIL this thread holds); otherwise the way glibc's
+//! `dladdr` tells it, by the object's `PT_LOAD` segments, found with one
+//! `dl_iterate_phdr` walk for the first symbol; each further symbol is then
+//! a comparison of its address with those ranges (a `dladdr` would also
+//! search the object's symbol table for the nearest name, some 57,000
+//! instructions in a libpython, each time). Without `dl_iterate_phdr`
+//! (macOS), while a fork keeps nuwa from walking, or for an object with
+//! more `PT_LOAD` segments than the walk keeps (16), each symbol is checked
+//! with `dladdr`. The object they came from is then pinned
+//! (`RTLD_NODELETE`), so that a host's `dlclose` cannot unmap the functions
+//! nuwa keeps pointers to.
 //!
 //! The lookup builds no text: what a report needs is kept as found (the
 //! object's name, how many objects were tried), and `Display` writes it.
@@ -137,32 +142,102 @@ enum Bounds {
     /// Its load address, from `dladdr` (no `dl_iterate_phdr` here, or a
     /// fork kept nuwa from walking): each address checked costs a `dladdr`.
     Based(usize),
+    /// Its link map, from glibc's `_dl_find_object`: each address checked
+    /// costs a search without the loader's lock.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    Found(usize, FindObject),
+}
+
+/// glibc's `_dl_find_object` (2.35 and later).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+type FindObject = unsafe extern "C" fn(*mut c_void, *mut DlFindObject) -> core::ffi::c_int;
+
+/// `struct dl_find_object`: the fields read, then room for every target's
+/// tail (glibc's is 96 bytes or less).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[repr(C)]
+struct DlFindObject {
+    flags: u64,
+    map_start: *mut c_void,
+    map_end: *mut c_void,
+    /// `struct link_map *`, whose second field is `l_name` (`<link.h>`).
+    link_map: *const *const c_char,
+    rest: [u64; 16],
+}
+
+/// `_dl_find_object`, looked up once (0: not yet, 1: not in this C library).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+static FIND_OBJECT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// `_dl_find_object`, if this glibc has it: the object that holds an
+/// address, found without the loader's lock (a `dl_iterate_phdr` walk takes
+/// its write lock, and waits for a thread inside another walk whose callback
+/// may wait for the GIL the looking thread holds).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn find_object() -> Option<FindObject> {
+    use core::sync::atomic::Ordering;
+    let mut f = FIND_OBJECT.load(Ordering::Acquire);
+    if f == 0 {
+        f = Handle::global()
+            .and_then(|global| global.lookup(c"_dl_find_object"))
+            .map_or(1, |p| p.addr());
+        FIND_OBJECT.store(f, Ordering::Release);
+    }
+    // SAFETY: a non-null, non-1 value is the address of glibc's
+    // `_dl_find_object`, whose C signature `FindObject` is.
+    (f > 1).then(|| unsafe { core::mem::transmute::<usize, FindObject>(f) })
+}
+
+/// The link map of the object that holds `addr`, and its `l_name`.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn found_in(find: FindObject, addr: *const c_void) -> Option<(usize, *const c_char)> {
+    let mut out = core::mem::MaybeUninit::<DlFindObject>::zeroed();
+    // SAFETY: `_dl_find_object` only reads the loader's tables (lock-free,
+    // async-signal-safe) and fills at most a `struct dl_find_object`, which
+    // `out` has room for.
+    if unsafe { find(addr.cast_mut(), out.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: it succeeded, so it filled the fields read.
+    let map = unsafe { out.assume_init() }.link_map;
+    if map.is_null() {
+        return None;
+    }
+    // SAFETY: `link_map` points to the object's `struct link_map`, whose
+    // public part starts with `l_addr` and `l_name`; the object is loaded.
+    Some((map.addr(), unsafe { *map.add(1) }))
 }
 
 impl Object {
     /// The object that contains `addr`, if any.
     fn of(addr: *const c_void) -> Option<Object> {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        if let Some(find) = find_object() {
+            let (map, name) = found_in(find, addr)?;
+            return Some(Object {
+                bounds: Bounds::Found(map, find),
+                name: copied(name),
+            });
+        }
         #[cfg(nuwa_dl_iterate)]
         if let (true, found) = super::loaded::segments_of(addr.addr()) {
             let segments = found?;
-            // SAFETY: the object holds an address found in it a moment ago;
-            // its name is copied at once.
-            let name = unsafe { segments.name() }.to_owned();
-            return Some(Object {
-                bounds: Bounds::Mapped(segments),
-                name,
-            });
+            // An object with more segments than kept is told by `dladdr`
+            // (below), which knows them all.
+            if segments.complete {
+                // SAFETY: the object holds an address found in it a moment
+                // ago; its name is copied at once.
+                let name = unsafe { segments.name() }.to_owned();
+                return Some(Object {
+                    bounds: Bounds::Mapped(segments),
+                    name,
+                });
+            }
         }
         let (base, name) = dladdr_of(addr)?;
-        let name = if name.is_null() {
-            CString::default()
-        } else {
-            // SAFETY: as above; `dli_fname` is NUL-terminated.
-            unsafe { CStr::from_ptr(name) }.to_owned()
-        };
         Some(Object {
             bounds: Bounds::Based(base),
-            name,
+            name: copied(name),
         })
     }
 
@@ -172,7 +247,21 @@ impl Object {
             #[cfg(nuwa_dl_iterate)]
             Bounds::Mapped(ref segments) => segments.contains(addr.addr()),
             Bounds::Based(base) => dladdr_of(addr).is_some_and(|(b, _)| b == base),
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            Bounds::Found(map, find) => found_in(find, addr).is_some_and(|(m, _)| m == map),
         }
+    }
+}
+
+/// A copy of the loader's name of an object found a moment ago (empty if
+/// it has none).
+fn copied(name: *const c_char) -> CString {
+    if name.is_null() {
+        CString::default()
+    } else {
+        // SAFETY: the loader's NUL-terminated name of an object that holds
+        // an address found in it a moment ago; copied at once.
+        unsafe { CStr::from_ptr(name) }.to_owned()
     }
 }
 
@@ -458,7 +547,9 @@ mod tests {
     fn an_object_holds_its_own_addresses_only() {
         let (here, others) = addresses();
         let found = Object::of(here).expect("the object of this program's code");
-        #[cfg(nuwa_dl_iterate)]
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        assert!(matches!(found.bounds, Bounds::Found(..)));
+        #[cfg(all(nuwa_dl_iterate, not(all(target_os = "linux", target_env = "gnu"))))]
         assert!(matches!(found.bounds, Bounds::Mapped(_)));
         let by_dladdr = dladdr_of(here).map(|(base, _)| Object {
             bounds: Bounds::Based(base),

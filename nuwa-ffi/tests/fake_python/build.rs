@@ -26,10 +26,11 @@ fn main() {
         return;
     }
     let src = PathBuf::from("fake_python.c");
-    let build = |defines: &[String], name: &str| {
+    let build_with = |defines: &[String], extra: &[String], name: &str| {
         let mut cmd: Command = compiler.to_command();
         cmd.args(["-shared", "-O1", "-Wall", "-Wextra", "-Werror"]);
         cmd.args(defines.iter().map(|d| format!("-D{d}")));
+        cmd.args(extra);
         if windows {
             cmd.arg("-static-libgcc");
         } else {
@@ -39,6 +40,7 @@ fn main() {
         let status = cmd.status().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
         assert!(status.success(), "{cmd:?} failed");
     };
+    let build = |defines: &[String], name: &str| build_with(defines, &[], name);
     for minor in MINORS {
         let name = if windows {
             format!("python3{minor}.dll")
@@ -49,6 +51,27 @@ fn main() {
     }
     if windows {
         build(&["FAKE_FORWARDER".into()], "python3.dll");
+    }
+    // 3.12 again, with 20 PT_LOAD segments, the code in the 19th (a GNU ld
+    // script; x86-64 glibc only): `many_segments/libpython3.12.so.1.0`.
+    println!("cargo::rerun-if-changed=many_segments.ld");
+    println!("cargo::rustc-check-cfg=cfg(nuwa_fake_many_segments)");
+    if os == "linux"
+        && var("CARGO_CFG_TARGET_ARCH") == "x86_64"
+        && var("CARGO_CFG_TARGET_ENV") == "gnu"
+    {
+        std::fs::create_dir_all(out.join("many_segments")).unwrap();
+        let script = PathBuf::from(var("CARGO_MANIFEST_DIR")).join("many_segments.ld");
+        build_with(
+            &["FAKE_MINOR=12".into()],
+            &[
+                "-fno-asynchronous-unwind-tables".into(),
+                "-Wl,--no-eh-frame-hdr".into(),
+                format!("-Wl,-T,{}", script.display()),
+            ],
+            "many_segments/libpython3.12.so.1.0",
+        );
+        println!("cargo::rustc-cfg=nuwa_fake_many_segments");
     }
     println!("cargo::rustc-cfg=nuwa_fake_python");
     println!("cargo::rustc-env=NUWA_FAKE_PYTHON_DIR={}", out.display());

@@ -61,6 +61,13 @@ fn main() -> ExitCode {
         scenarios.push("forwarder-only".into());
         scenarios.push("forwarder-and-versioned".into());
     }
+    if cfg!(nuwa_fake_many_segments) {
+        scenarios.push("many-segments-3.12".into());
+    }
+    if cfg!(all(target_os = "linux", not(target_feature = "crt-static"))) {
+        scenarios.push("first-use-while-walking-3.11".into());
+        scenarios.push("first-use-while-walking-3.12".into());
+    }
     let exe = std::env::current_exe().expect("current_exe");
     let mut failed = Vec::new();
     for scenario in &scenarios {
@@ -200,6 +207,10 @@ fn run(scenario: &str) {
         release(minor.parse().unwrap());
     } else if let Some(minor) = scenario.strip_prefix("no-state-3.") {
         no_state(minor.parse().unwrap());
+    } else if let Some(minor) = scenario.strip_prefix("first-use-while-walking-3.") {
+        first_use_while_walking(minor.parse().unwrap());
+    } else if scenario == "many-segments-3.12" {
+        many_segments();
     } else if scenario == "forwarder-only" {
         forwarder_only();
     } else if scenario == "forwarder-and-versioned" {
@@ -326,4 +337,127 @@ fn forwarder_and_versioned() {
     assert_eq!(inside, expected(13).0);
     assert_eq!(fake.log(), expected(13).1);
     assert_eq!(forwarder.log(), "", "calls into python3.dll");
+}
+
+/// How long the walking thread waits for the fake GIL before it calls the
+/// scenario a deadlock and gives up (it needs microseconds once released).
+#[cfg(all(target_os = "linux", not(target_feature = "crt-static")))]
+const WALKER_WAIT_MS: i32 = 10_000;
+
+/// A libpython in the global scope (loaded `RTLD_GLOBAL`, as an interpreter
+/// that exports its symbols), and another thread inside `dl_iterate_phdr`
+/// whose callback waits for the GIL (as `threadpoolctl`'s does: its
+/// callback is Python code, run through `ctypes`). The first block on the
+/// thread that holds the GIL must still release it: finding CPython in the
+/// global scope takes no lock that the walking thread holds, and the block
+/// waits, with the GIL released, until the walker has taken it and given it
+/// back. A lookup that walks the loaded objects waits for the walker, which
+/// waits for the GIL: both stop until the walker gives up after
+/// `WALKER_WAIT_MS` and the scenario fails.
+#[cfg(all(target_os = "linux", not(target_feature = "crt-static")))]
+fn first_use_while_walking(minor: u32) {
+    use std::ffi::c_void;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::mpsc::{Sender, channel};
+
+    /// `fake_take_and_give_back` of the fake loaded, for the callback.
+    static TAKE: AtomicUsize = AtomicUsize::new(0);
+    static FIRST: AtomicBool = AtomicBool::new(true);
+    /// Told when the callback runs (the walker holds the loader's lock),
+    /// then whether it took the GIL.
+    static TELL: Mutex<Option<Sender<bool>>> = Mutex::new(None);
+
+    unsafe extern "C" {
+        fn dl_iterate_phdr(
+            callback: unsafe extern "C" fn(*mut c_void, usize, *mut c_void) -> c_int,
+            data: *mut c_void,
+        ) -> c_int;
+    }
+
+    unsafe extern "C" fn visit(_: *mut c_void, _: usize, _: *mut c_void) -> c_int {
+        if FIRST.swap(false, Ordering::SeqCst) {
+            let tell = TELL.lock().unwrap().take().unwrap();
+            let _ = tell.send(true);
+            // SAFETY: the address of `fake_take_and_give_back`, stored below.
+            let take: unsafe extern "C" fn(c_int) -> c_int =
+                unsafe { std::mem::transmute(TAKE.load(Ordering::SeqCst)) };
+            // SAFETY: the fake's own GIL, taken and given back at once.
+            let _ = tell.send(unsafe { take(WALKER_WAIT_MS) } != 0);
+        }
+        0
+    }
+
+    // SAFETY: only looks the name up in the program's global scope.
+    let this = libloading::os::unix::Library::this();
+    // SAFETY: the address is only compared with null.
+    let lock_free = unsafe { this.get::<*const c_void>(b"_dl_find_object\0") }.is_ok();
+    if cfg!(target_env = "gnu") && !lock_free {
+        // Known: before glibc 2.35 the first lookup walks the loaded objects
+        // and deadlocks here (until the walker gives up).
+        println!("first-use-while-walking: NOT RUN: glibc before 2.35 (no _dl_find_object)");
+        return;
+    }
+    let path = lib_dir().join(file_for(minor));
+    // SAFETY: as in `Fake::load`, but `RTLD_GLOBAL`: the fake's symbols are
+    // in the global scope, where nuwa looks first.
+    let fake = unsafe {
+        use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
+        let lib = Library::open(Some(&path), RTLD_NOW | RTLD_GLOBAL)
+            .unwrap_or_else(|e| panic!("load {}: {e}", path.display()));
+        let lib: &'static Library = Box::leak(Box::new(lib));
+        Fake {
+            file: file_for(minor),
+            attach: *lib.get(b"fake_attach_new_state\0").unwrap(),
+            holds: *lib.get(b"fake_holds_gil\0").unwrap(),
+            take_and_give_back: *lib.get(b"fake_take_and_give_back\0").unwrap(),
+            take_log: *lib.get(b"fake_take_log\0").unwrap(),
+        }
+    };
+    TAKE.store(fake.take_and_give_back as usize, Ordering::SeqCst);
+    fake.attach();
+    let (tell, told) = channel();
+    *TELL.lock().unwrap() = Some(tell);
+    // SAFETY: `visit` matches the callback's C signature and never unwinds.
+    let walker = std::thread::spawn(|| unsafe { dl_iterate_phdr(visit, std::ptr::null_mut()) });
+    // The walker is inside `dl_iterate_phdr`, holding the loader's lock, and
+    // is about to wait for the GIL this thread holds.
+    assert!(told.recv().expect("the walker's callback ran"));
+    let took = nuwa_ffi::nogil! { told.recv().expect("the walker's answer") };
+    walker.join().expect("the walker panicked");
+    let found = nuwa_ffi::init();
+    assert!(
+        took,
+        "the walking thread never got the GIL: the first block waited for the \
+         loader's lock it held instead of releasing ({found:#})"
+    );
+    assert_eq!(
+        found.via(),
+        nuwa_ffi::__private::Via::GlobalScope,
+        "{found:#}"
+    );
+    assert!(fake.holds());
+}
+
+/// Not on this target (`dl_iterate_phdr`, `RTLD_GLOBAL`: Linux only here).
+#[cfg(not(all(target_os = "linux", not(target_feature = "crt-static"))))]
+fn first_use_while_walking(_: u32) {}
+
+/// A libpython with more `PT_LOAD` segments than nuwa's segment walk keeps
+/// (20, `PyEval_SaveThread` in the 19th; built by `build.rs` with
+/// `many_segments.ld`) is found and releases, as it was when each symbol
+/// was checked with `dladdr`.
+fn many_segments() {
+    let fake = Fake::load("many_segments/libpython3.12.so.1.0");
+    fake.attach();
+    check_found(&fake, 12);
+    let (inside, taken) = nuwa_ffi::nogil! {
+        (fake.log(), fake.other_thread_takes_gil())
+    };
+    assert!(
+        taken,
+        "another thread could not take the GIL inside the block"
+    );
+    assert_eq!(inside, expected(12).0, "the release's calls");
+    assert_eq!(fake.log(), expected(12).1, "the reacquire's calls");
 }
