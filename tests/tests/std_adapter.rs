@@ -405,7 +405,9 @@ fn thread_checked_mock_signal_check_without_the_gil_says_so() {
         .join()
     });
     let payload = outcome.expect_err("a check without the GIL must panic");
-    let message = payload.downcast_ref::<String>().expect("a formatted message");
+    let message = payload
+        .downcast_ref::<String>()
+        .expect("a formatted message");
     assert!(
         message.contains("without the GIL (owner Some(ThreadId(")
             && message.ends_with("); it must run in a part of the block"),

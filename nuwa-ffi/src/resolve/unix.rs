@@ -24,7 +24,9 @@
 //! walk would wait for while another thread's `dl_iterate_phdr` callback
 //! may wait for the GIL this thread holds); otherwise the way glibc's
 //! `dladdr` tells it, by the object's `PT_LOAD` segments, found with one
-//! `dl_iterate_phdr` walk for the first symbol; each further symbol is then
+//! `dl_iterate_phdr` walk for the first symbol (on musl only: an older
+//! glibc, FreeBSD and Android hold the loader's lock through a walk's
+//! callbacks, and are told by `dladdr`); each further symbol is then
 //! a comparison of its address with those ranges (a `dladdr` would also
 //! search the object's symbol table for the nearest name, some 57,000
 //! instructions in a libpython, each time). Without `dl_iterate_phdr`
@@ -219,8 +221,16 @@ impl Object {
                 name: copied(name),
             });
         }
+        // Only on musl, whose walk takes the loader's lock between objects,
+        // not through the callbacks. glibc without `_dl_find_object` (before
+        // 2.35), FreeBSD and Android hold it through them, so a walk on this
+        // thread, which holds the GIL, would wait for good for another
+        // thread whose callback waits for the GIL: `dladdr` (below) there,
+        // as before the walk.
         #[cfg(nuwa_dl_iterate)]
-        if let (true, found) = super::loaded::segments_of(addr.addr()) {
+        if cfg!(all(target_os = "linux", target_env = "musl"))
+            && let (true, found) = super::loaded::segments_of(addr.addr())
+        {
             let segments = found?;
             // An object with more segments than kept is told by `dladdr`
             // (below), which knows them all.
