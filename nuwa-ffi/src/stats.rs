@@ -14,8 +14,6 @@ use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::boxed::Box;
 use std::panic::Location;
 use std::time::Duration;
-#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
-use std::time::Instant;
 use std::vec::Vec;
 
 use nuwa_core::GilOps;
@@ -236,7 +234,8 @@ fn duration_ns(d: Duration) -> u64 {
 /// as cheaply as the target allows: on 64-bit Linux straight from
 /// `clock_gettime(CLOCK_MONOTONIC)` (the clock `Instant` reads), as one
 /// integer, so that a stretch is one subtraction (`Instant`'s own
-/// arithmetic costs more than the reads); elsewhere through `Instant`.
+/// arithmetic costs more than the reads); elsewhere through `Instant`
+/// ([`portable_now`]).
 #[inline(always)]
 pub(crate) fn now() -> u64 {
     #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
@@ -252,11 +251,20 @@ pub(crate) fn now() -> u64 {
             .wrapping_add(ts.nsec as u64)
     }
     #[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
-    {
-        static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-        let now = Instant::now();
-        duration_ns(now.saturating_duration_since(*ORIGIN.get_or_init(|| now)))
-    }
+    portable_now()
+}
+
+/// [`now`] through `Instant`: nanoseconds since the process's first read.
+#[cfg(any(test, not(all(target_os = "linux", target_pointer_width = "64"))))]
+fn portable_now() -> u64 {
+    use std::time::Instant;
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let now = Instant::now();
+    duration_ns(now.saturating_duration_since(*ORIGIN.get_or_init(|| {
+        #[cfg(test)]
+        tests::first_read_point();
+        now
+    })))
 }
 
 /// `struct timespec` of 64-bit Linux.
@@ -895,6 +903,41 @@ mod tests {
                 );
             }
         }
+    }
+
+    std::thread_local! {
+        /// Whether this thread's first clock read calls the clock again
+        /// from inside itself, as a signal handler's block would.
+        static REENTER: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+        /// What that inner read returned.
+        static INNER: core::cell::Cell<Option<u64>> = const { core::cell::Cell::new(None) };
+    }
+
+    /// Called by [`portable_now`] in the middle of a thread's first read.
+    pub(super) fn first_read_point() {
+        if REENTER.replace(false) {
+            INNER.set(Some(portable_now()));
+        }
+    }
+
+    /// A block in a signal handler that interrupts its thread's first
+    /// clock read reads the clock too (a process-wide `OnceLock` origin,
+    /// initialized reentrantly, waited for itself forever: this test then
+    /// hangs), and the thread's later reads count from one origin.
+    #[test]
+    #[ignore = "hangs: the portable clock's origin is a OnceLock, which a reentrant first read waits for forever"]
+    fn the_portable_clock_can_be_read_inside_its_own_first_read() {
+        let (inner, outer, later) = std::thread::spawn(|| {
+            REENTER.set(true);
+            let outer = portable_now();
+            let later = portable_now();
+            (INNER.get(), outer, later)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(inner, Some(0), "the inner read was the first to finish");
+        assert_eq!(outer, 0);
+        assert!(later >= outer);
     }
 
     /// Sixteen sites at line 10 000 of this file, columns 0 to 15.
