@@ -229,9 +229,10 @@ fn duration_ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// The monotonic clock, in nanoseconds from an arbitrary origin: what a
-/// block records its stretches with. Read three times per block, so read
-/// as cheaply as the target allows: on 64-bit Linux straight from
+/// The monotonic clock, in nanoseconds from an arbitrary origin (which
+/// may differ between threads: a stretch is always measured on one thread):
+/// what a block records its stretches with. Read three times per block, so
+/// read as cheaply as the target allows: on 64-bit Linux straight from
 /// `clock_gettime(CLOCK_MONOTONIC)` (the clock `Instant` reads), as one
 /// integer, so that a stretch is one subtraction (`Instant`'s own
 /// arithmetic costs more than the reads); elsewhere through `Instant`
@@ -254,17 +255,35 @@ pub(crate) fn now() -> u64 {
     portable_now()
 }
 
-/// [`now`] through `Instant`: nanoseconds since the process's first read.
+/// [`now`] through `Instant`: nanoseconds since this thread's first read.
+///
+/// The origin is per thread, in a `Cell` that needs no initializer and no
+/// destructor, so that a read takes no lock and waits for nothing: a child
+/// forked while another thread of the parent was making its first read, or
+/// a signal handler's block that interrupts this thread's first read, reads
+/// the clock as any other read does (a process-wide `OnceLock` would wait
+/// forever in both). A stretch begins and ends on one thread, so one
+/// thread's origin is enough.
 #[cfg(any(test, not(all(target_os = "linux", target_pointer_width = "64"))))]
 fn portable_now() -> u64 {
+    use core::cell::Cell;
     use std::time::Instant;
-    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    std::thread_local! {
+        static ORIGIN: Cell<Option<Instant>> = const { Cell::new(None) };
+    }
     let now = Instant::now();
-    duration_ns(now.saturating_duration_since(*ORIGIN.get_or_init(|| {
-        #[cfg(test)]
-        tests::first_read_point();
-        now
-    })))
+    ORIGIN.with(|origin| {
+        let from = match origin.get() {
+            Some(from) => from,
+            None => {
+                #[cfg(test)]
+                tests::first_read_point();
+                origin.set(Some(now));
+                now
+            }
+        };
+        duration_ns(now.saturating_duration_since(from))
+    })
 }
 
 /// `struct timespec` of 64-bit Linux.
@@ -925,7 +944,6 @@ mod tests {
     /// initialized reentrantly, waited for itself forever: this test then
     /// hangs), and the thread's later reads count from one origin.
     #[test]
-    #[ignore = "hangs: the portable clock's origin is a OnceLock, which a reentrant first read waits for forever"]
     fn the_portable_clock_can_be_read_inside_its_own_first_read() {
         let (inner, outer, later) = std::thread::spawn(|| {
             REENTER.set(true);
