@@ -14,8 +14,6 @@ use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::boxed::Box;
 use std::panic::Location;
 use std::time::Duration;
-#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
-use std::time::Instant;
 use std::vec::Vec;
 
 use nuwa_core::GilOps;
@@ -231,12 +229,14 @@ fn duration_ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// The monotonic clock, in nanoseconds from an arbitrary origin: what a
-/// block records its stretches with. Read three times per block, so read
-/// as cheaply as the target allows: on 64-bit Linux straight from
+/// The monotonic clock, in nanoseconds from an arbitrary origin (which
+/// may differ between threads: a stretch is always measured on one thread):
+/// what a block records its stretches with. Read three times per block, so
+/// read as cheaply as the target allows: on 64-bit Linux straight from
 /// `clock_gettime(CLOCK_MONOTONIC)` (the clock `Instant` reads), as one
 /// integer, so that a stretch is one subtraction (`Instant`'s own
-/// arithmetic costs more than the reads); elsewhere through `Instant`.
+/// arithmetic costs more than the reads); elsewhere through `Instant`
+/// ([`portable_now`]).
 #[inline(always)]
 pub(crate) fn now() -> u64 {
     #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
@@ -252,11 +252,38 @@ pub(crate) fn now() -> u64 {
             .wrapping_add(ts.nsec as u64)
     }
     #[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
-    {
-        static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-        let now = Instant::now();
-        duration_ns(now.saturating_duration_since(*ORIGIN.get_or_init(|| now)))
+    portable_now()
+}
+
+/// [`now`] through `Instant`: nanoseconds since this thread's first read.
+///
+/// The origin is per thread, in a `Cell` that needs no initializer and no
+/// destructor, so that a read takes no lock and waits for nothing: a child
+/// forked while another thread of the parent was making its first read, or
+/// a signal handler's block that interrupts this thread's first read, reads
+/// the clock as any other read does (a process-wide `OnceLock` would wait
+/// forever in both). A stretch begins and ends on one thread, so one
+/// thread's origin is enough.
+#[cfg(any(test, not(all(target_os = "linux", target_pointer_width = "64"))))]
+fn portable_now() -> u64 {
+    use core::cell::Cell;
+    use std::time::Instant;
+    std::thread_local! {
+        static ORIGIN: Cell<Option<Instant>> = const { Cell::new(None) };
     }
+    let now = Instant::now();
+    ORIGIN.with(|origin| {
+        let from = match origin.get() {
+            Some(from) => from,
+            None => {
+                #[cfg(test)]
+                tests::first_read_point();
+                origin.set(Some(now));
+                now
+            }
+        };
+        duration_ns(now.saturating_duration_since(from))
+    })
 }
 
 /// `struct timespec` of 64-bit Linux.
@@ -895,6 +922,40 @@ mod tests {
                 );
             }
         }
+    }
+
+    std::thread_local! {
+        /// Whether this thread's first clock read calls the clock again
+        /// from inside itself, as a signal handler's block would.
+        static REENTER: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+        /// What that inner read returned.
+        static INNER: core::cell::Cell<Option<u64>> = const { core::cell::Cell::new(None) };
+    }
+
+    /// Called by [`portable_now`] in the middle of a thread's first read.
+    pub(super) fn first_read_point() {
+        if REENTER.replace(false) {
+            INNER.set(Some(portable_now()));
+        }
+    }
+
+    /// A block in a signal handler that interrupts its thread's first
+    /// clock read reads the clock too (a process-wide `OnceLock` origin,
+    /// initialized reentrantly, waited for itself forever: this test then
+    /// hangs), and the thread's later reads count from one origin.
+    #[test]
+    fn the_portable_clock_can_be_read_inside_its_own_first_read() {
+        let (inner, outer, later) = std::thread::spawn(|| {
+            REENTER.set(true);
+            let outer = portable_now();
+            let later = portable_now();
+            (INNER.get(), outer, later)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(inner, Some(0), "the inner read was the first to finish");
+        assert_eq!(outer, 0);
+        assert!(later >= outer);
     }
 
     /// Sixteen sites at line 10 000 of this file, columns 0 to 15.
