@@ -2,7 +2,6 @@
 //! taken back by PyO3 itself, and `Interrupted` as a `PyErr`.
 
 use core::fmt;
-#[cfg(feature = "stats")]
 use nuwa_core::{GilUnavailable, Nogil, Released, WithGil};
 use pyo3::exceptions::{PyBaseException, PySystemError};
 use pyo3::{Py, PyAny, PyErr, PyErrArguments, Python};
