@@ -8,9 +8,9 @@
 # installs a shared libpython, so the real-interpreter suite must run),
 # with an empty environment (no PATH of the host, no PIP_* or CA settings).
 #
-# The packages are read from the README: every `sudo apt install ...` (or
-# apt-get) in its text before the first section heading. So the root has
-# what that line installs and nothing else besides minbase.
+# The packages are read from HEAD's README: every `sudo apt install ...`
+# (or apt-get) in its text before the first section heading. So the root
+# has what that line installs and nothing else besides minbase.
 #
 # Usage (as root: debootstrap, mount and chroot):
 #   scripts/fresh-root.sh          make a new root, run make demo and make test
@@ -205,10 +205,19 @@ if [[ -z ${NUWA_FRESH_INSIDE:-} ]]; then
     exec 9>"$base/fresh.lock"
     flock -n 9 || { say "waiting for another run (lock: $base/fresh.lock)"; flock 9; }
     : >"$log"
-    # When unshare ends (a signal kills it), --kill-child kills the script,
-    # the namespace's PID 1, and so every process of the namespace.
-    NUWA_FRESH_INSIDE=1 exec unshare --mount --propagation private --pid --fork --kill-child \
-        -- "$0" "$@"
+    # In the background, so that a signal to this script runs its trap at
+    # once. unshare itself blocks INT and TERM while it waits, so the trap
+    # sends it SIGKILL: --kill-child then kills the inner script, the
+    # namespace's PID 1, and with it the kernel ends every process of the
+    # namespace (debootstrap, dpkg, cargo, the tests) and drops its mounts.
+    NUWA_FRESH_INSIDE=1 unshare --mount --propagation private --pid --fork --kill-child \
+        -- "$0" "$@" &
+    child=$!
+    trap 'kill -KILL "$child" 2>/dev/null; wait "$child"; exit 130' INT
+    trap 'kill -KILL "$child" 2>/dev/null; wait "$child"; exit 143' TERM
+    status=0
+    wait "$child" || status=$?
+    exit "$status"
 fi
 trap 'status=$?; [[ $status -eq 0 ]] || say "failed; the root is left at $dir (log: $log)"' EXIT
 run "$([[ ${1:-} == --keep ]] && echo 1 || echo 0)"
