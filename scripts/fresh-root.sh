@@ -197,7 +197,8 @@ case ${1:-} in
 esac
 [[ $(id -u) -eq 0 ]] || die "needs root (debootstrap, mount and chroot)"
 for tool in debootstrap chroot unshare mount git flock; do
-    command -v "$tool" >/dev/null || die "$tool not found"
+    command -v "$tool" >/dev/null ||
+        die "$tool not found (debootstrap: apt-get install debootstrap, or run scripts/sid-pythons.sh once)"
 done
 
 if [[ -z ${NUWA_FRESH_INSIDE:-} ]]; then
