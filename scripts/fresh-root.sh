@@ -60,10 +60,10 @@ usage() { sed -n 's/^#   scripts/  scripts/p' "$0"; }
 
 # The packages of the README's install line(s): the words after
 # `sudo apt install` / `sudo apt-get install` in code spans before the first
-# `## ` heading, in the README of HEAD (the tree the root gets).
+# `## ` heading, in the README of commit $1 (the tree the root gets).
 readme_packages() {
     local spans
-    spans=$(git -C "$project" show HEAD:README.md | sed '/^## /,$d' | tr '\n' ' ' |
+    spans=$(git -C "$project" show "$1:README.md" | sed '/^## /,$d' | tr '\n' ' ' |
         grep -oE '`sudo apt(-get)? install [^`]*`' || true)
     [[ -n $spans ]] || die "no \`sudo apt install ...\` in README.md before its first section"
     local word words=()
@@ -102,8 +102,10 @@ as_newcomer() {
 
 # Inside the namespaces, with the lock held.
 run() {
-    local keep=$1 packages
-    packages=$(readme_packages)
+    local keep=$1 packages rev
+    # One commit for both the package list and the copy.
+    rev=$(git -C "$project" rev-parse --verify HEAD)
+    packages=$(readme_packages "$rev")
     say "the README's packages: $packages"
     if [[ -n $(git -C "$project" status --porcelain --untracked-files=no) ]]; then
         say "note: the worktree has uncommitted changes; the root gets HEAD without them"
@@ -137,11 +139,11 @@ run() {
     in_root sh -c 'rustc --version; cargo --version; python3 --version; cc --version | head -n 1; make --version | head -n 1' |
         tee -a "$log" >&2
 
-    phase "a clean copy of HEAD ($(git -C "$project" rev-parse --short HEAD)) for user $NEWCOMER"
+    phase "a clean copy of HEAD (${rev:0:12}) for user $NEWCOMER"
     echo "$NEWCOMER:x:$NEWCOMER_ID:$NEWCOMER_ID::$home:/bin/sh" >>"$dir/etc/passwd"
     echo "$NEWCOMER:x:$NEWCOMER_ID:" >>"$dir/etc/group"
     mkdir -p "$dir$home/nuwa"
-    git -C "$project" archive --format=tar HEAD | tar -x -C "$dir$home/nuwa"
+    git -C "$project" archive --format=tar "$rev" | tar -x -C "$dir$home/nuwa"
     chown -R "$NEWCOMER_ID:$NEWCOMER_ID" "$dir$home"
 
     phase "make demo"
