@@ -20,7 +20,7 @@ MINIMAL_MANIFEST := examples/minimal/Cargo.toml
 PYO3_MANIFEST := examples/pyo3_extension/Cargo.toml
 PYTEST_ARGS ?= -q
 
-.PHONY: help venv ext minimal pyo3-ext demo test test-clear-skip package test-rust test-no-std test-docs test-python test-size c-abi bench bench-quick pythons test-matrix test-linux-arches test-valgrind test-platforms test-platforms-windows test-platforms-musl test-platforms-macos clean
+.PHONY: help venv ext minimal pyo3-ext demo test test-clear-skip package test-rust test-no-std test-docs test-python test-size c-abi bench bench-quick pythons test-matrix test-linux-arches test-valgrind test-platforms test-platforms-windows test-platforms-musl test-platforms-macos test-fresh-root clean
 
 help:
 	@echo "make demo    build the example extension (release) and run examples/demo.py"
@@ -30,6 +30,7 @@ help:
 	@echo "make test-linux-arches  lint and test on Linux i686, s390x and aarch64 (real CPython)"
 	@echo "make test-valgrind  the Python tests under valgrind memcheck: no invalid access or leak in nuwa"
 	@echo "make test-platforms  Windows (wine, fake DLLs), musl, macOS (check only) in the sid root"
+	@echo "make test-fresh-root  make demo and make test in a new Debian sid root with only the README's packages"
 	@echo "make package  cargo package the three crates (verified) and check what they ship"
 	@echo "make clean   remove build output and .venv"
 
@@ -69,6 +70,9 @@ demo: ext
 # `cargo test`, so `make test` says so again, last, where it is seen.
 SKIP_MARK = $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | \
   $(PYTHON) -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/tmp/real_python.skipped
+# The compile-fail cases a distribution's rustc cannot check (see
+# tests/tests/compile_fail.rs).
+UI_SKIP_MARK = $(dir $(SKIP_MARK))compile_fail.skipped
 
 test: test-clear-skip test-rust test-no-std test-docs test-python test-size
 	@if [ -f "$(SKIP_MARK)" ]; then \
@@ -77,9 +81,10 @@ test: test-clear-skip test-rust test-no-std test-docs test-python test-size
 	  echo "Install a Python with a shared libpython (Debian: libpython3-dev)"; \
 	  echo "or set NUWA_TEST_PYTHON; NUWA_REQUIRE_PYTHON=1 makes this a failure."; \
 	  echo "************************************************************"; fi
+	@if [ -f "$(UI_SKIP_MARK)" ]; then echo; echo "WARNING:"; cat "$(UI_SKIP_MARK)"; fi
 
 test-clear-skip:
-	@rm -f "$(SKIP_MARK)"
+	@rm -f "$(SKIP_MARK)" "$(UI_SKIP_MARK)"
 
 # Unit, doc, compile-fail and real-interpreter tests, then nuwa-ffi's again
 # with its release statistics on. The real-interpreter tests embed the
@@ -192,6 +197,14 @@ test-platforms-musl:
 
 test-platforms-macos:
 	scripts/platforms.sh macos
+
+# The README's install line, checked: a new minimal Debian sid root with
+# only the packages that line names, a clean copy of HEAD (not the worktree:
+# commit first), and `make demo` and `make test` in it as a normal user.
+# Needs root (debootstrap, mount, chroot); caches only the .deb files, in
+# ~/.cache/nuwa-pythons (see the script).
+test-fresh-root:
+	scripts/fresh-root.sh
 
 clean:
 	$(CARGO) clean
