@@ -5,13 +5,14 @@
 # both sizes and fails if nuwa adds more than the budget. A size is
 # deterministic for one toolchain and target: this is not a timing test.
 #
-# The budget is what nuwa adds today with a little room, so that growth
-# fails here and is looked at; the goal of issue 24 is 4,096 B (see
+# The budget is what nuwa adds today (12,216 B with rustc 1.95) with about
+# 1 KB of room, for another rustc's layout (the fresh root's is Debian's),
+# so that growth fails here and is looked at; the goal of issue 24 is 4,096 B (see
 # BENCHMARKS.md, section 5, for where the rest goes). NUWA_SIZE_BUDGET
 # overrides it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-budget=${NUWA_SIZE_BUDGET:-12288}
+budget=${NUWA_SIZE_BUDGET:-13312}
 cargo build --release --quiet -p size-nuwa -p size-raw
 target=$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
