@@ -120,8 +120,8 @@ c-abi:
 # (the C macros, Cython, pybind11, nanobind, PyO3), each an extension module
 # of its own, counted with callgrind on every interpreter found (section 0,
 # bench/peers.py), then the timed sections. The peers' build tools are
-# pinned in bench/requirements.txt. bench-quick is a smoke run for CI (two
-# interpreters, small N, every contender built once): it checks that the
+# pinned in bench/requirements.txt. bench-quick is a smoke run for CI (every
+# contender built for 3.11 and 3.13t, counted on 3.11 with a small N): it checks that the
 # benchmarks still run; its figures mean nothing. bench-report rewrites
 # BENCHMARKS.md's results from the last full run's JSON. BENCH_JOBS: how many
 # callgrind runs and builds at a time.
