@@ -186,8 +186,14 @@ def cc(i: Interp, sources: list[str], out: Path, extra: list[str], cxx: bool,
     out.parent.mkdir(parents=True, exist_ok=True)
     compiler = ["g++", "-std=c++17"] if cxx else ["gcc"]
     mode = LDFLAGS if link else ["-c"]
-    run([*compiler, *CFLAGS, *i.includes, *extra, *sources, *mode, "-o", str(out)],
-        capture_output=True, text=True)
+    cmd = [*compiler, *CFLAGS, *i.includes, *extra, *sources, *mode, "-o", str(out)]
+    # Built already by the same command from the same sources: kept.
+    stamp = out.with_name(out.name + ".cmd")
+    if (out.exists() and stamp.exists() and stamp.read_text() == " ".join(cmd)
+            and all(Path(src).stat().st_mtime < out.stat().st_mtime for src in sources)):
+        return
+    run(cmd, capture_output=True, text=True)
+    stamp.write_text(" ".join(cmd))
 
 
 def build_c_family(i: Interp, cython_c: dict[bool, Path]) -> dict[str, str]:
@@ -210,8 +216,6 @@ def build_c_family(i: Interp, cython_c: dict[bool, Path]) -> dict[str, str]:
         cc(i, [str(PEERS / "nanobind" / "bench_m.cpp"), str(libnb)],
            module_dir(i, "nanobind", r) / "bench_m.so", [f"-DRELEASE={int(r)}", *nb_flags], True)
 
-    if libnb.exists():
-        libnb.unlink()
     for release in (True, False):
         flag = f"-DRELEASE={int(release)}"
         jobs = {
@@ -241,7 +245,8 @@ def build_cython() -> dict[bool, Path]:
         src = PEERS / "cython" / ("rel" if release else "non") / "bench_m.pyx"
         c = OUT / "cython-src" / ("rel" if release else "non") / "bench_m.c"
         c.parent.mkdir(parents=True, exist_ok=True)
-        run([sys.executable, "-m", "cython", "-3", str(src), "-o", str(c)], capture_output=True)
+        if not c.exists() or c.stat().st_mtime < src.stat().st_mtime:
+            run([sys.executable, "-m", "cython", "-3", str(src), "-o", str(c)], capture_output=True)
         out[release] = c
     return out
 

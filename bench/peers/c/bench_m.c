@@ -34,7 +34,9 @@ static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "bench_m", NULL, -1, methods, NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit_bench_m(void) {
+/* Exported by hand: 3.8's PyMODINIT_FUNC does not say so, and the module is
+ * built with -fvisibility=hidden. */
+__attribute__((visibility("default"))) PyMODINIT_FUNC PyInit_bench_m(void) {
     PyObject *m = PyModule_Create(&module);
 #ifdef Py_GIL_DISABLED
     if (m)
