@@ -143,13 +143,21 @@ static METHODS: GilProtected<[PyMethodDef; 2]> = GilProtected(std::cell::UnsafeC
         ml_flags: METH_O,
         ml_doc: ptr::null(),
     },
-    PyMethodDef { ml_name: ptr::null(), ml_meth: None, ml_flags: 0, ml_doc: ptr::null() },
+    PyMethodDef {
+        ml_name: ptr::null(),
+        ml_meth: None,
+        ml_flags: 0,
+        ml_doc: ptr::null(),
+    },
 ]));
 
 static MODULE: GilProtected<PyModuleDef> = GilProtected(std::cell::UnsafeCell::new(PyModuleDef {
     m_base: PyModuleDefBase {
         #[cfg(not(feature = "free-threaded"))]
-        head: ObjectHead { refcnt: 1, ob_type: ptr::null_mut() },
+        head: ObjectHead {
+            refcnt: 1,
+            ob_type: ptr::null_mut(),
+        },
         #[cfg(feature = "free-threaded")]
         head: ObjectHead {
             tid: 0,
