@@ -530,12 +530,15 @@ def report(result: dict) -> str:
     add += ["#### Work at import: the module less its twin without the release (instructions)", ""]
     add += _table(result, "import_extra", lambda v: f"{v:+,}", None)
     add += ["", "`I(0, 0)` of the module less `I(0, 0)` of its twin: the loader's work on "
-            "the larger file and whatever the module runs when it is loaded.", ""]
+            "the larger file (its relocations and the C library functions it binds) and "
+            "whatever the module runs when it is loaded.", ""]
     add += ["#### Size: bytes the release adds to a stripped extension", ""]
     add += _table(result, "size_added", lambda v: f"{v:+,}", ".1f")
     add += ["", "The stripped module less its stripped twin; in parentheses, the ratio to "
             "the C macros. C and C++: gcc/g++ " + " ".join(result["cflags"]) +
-            ", `-Wl,--gc-sections`; Rust: cargo's release profile.", ""]
+            ", `-Wl,--gc-sections`; Rust: cargo's release profile. A stripped file grows "
+            "by whole pages where a segment crosses a page boundary: the C++ peers' 0 or "
+            "4,096 is that, not code.", ""]
     add.append(f"A block in a process without Python (`cycles - absent`, "
                f"nuwa-ffi/examples/cycles.rs): {result['absent_per_block']:.1f} instructions.")
     return "\n".join(add)
