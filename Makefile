@@ -20,12 +20,13 @@ MINIMAL_MANIFEST := examples/minimal/Cargo.toml
 PYO3_MANIFEST := examples/pyo3_extension/Cargo.toml
 PYTEST_ARGS ?= -q
 
-.PHONY: help venv ext minimal pyo3-ext demo test test-clear-skip package test-rust test-no-std test-docs test-python test-size c-abi bench bench-quick pythons test-matrix test-linux-arches test-valgrind test-platforms test-platforms-windows test-platforms-musl test-platforms-macos test-fresh-root clean
+.PHONY: help venv ext minimal pyo3-ext demo test test-clear-skip package test-rust test-no-std test-docs test-python test-size c-abi bench bench-quick bench-report pythons test-matrix test-linux-arches test-valgrind test-platforms test-platforms-windows test-platforms-musl test-platforms-macos test-fresh-root clean
 
 help:
 	@echo "make demo    build the example extension (release) and run examples/demo.py"
 	@echo "make test    all tests, Rust and Python"
-	@echo "make bench   benchmarks (nuwa vs the raw CPython calls); see BENCHMARKS.md"
+	@echo "make bench   benchmarks (nuwa beside the C macros, Cython, pybind11, nanobind, PyO3); see BENCHMARKS.md"
+	@echo "make bench-report  rewrite BENCHMARKS.md's results from the last make bench"
 	@echo "make test-matrix  the tests on every CPython 3.8-3.15 found, 3.13t/3.13d/3.14d/3.15d, the system python3"
 	@echo "make test-linux-arches  lint and test on Linux i686, s390x and aarch64 (real CPython)"
 	@echo "make test-valgrind  the Python tests under valgrind memcheck: no invalid access or leak in nuwa"
@@ -132,16 +133,32 @@ test-python: ext minimal c-abi pyo3-ext
 c-abi:
 	$(CARGO) build --release --quiet -p nuwa-c-abi-example -p nuwa-c-abi-host
 
-# Benchmarks: a table of medians and ratios against the raw CPython pair,
-# measured in one run (see BENCHMARKS.md). bench-quick is a smoke run for CI:
-# it checks that the benchmarks still run; its figures mean nothing.
-bench: ext pyo3-ext
-	$(VPY) bench/bench.py
+# Benchmarks, measured in one run (see BENCHMARKS.md): nuwa beside its peers
+# (the C macros, Cython, pybind11, nanobind, PyO3), each an extension module
+# of its own, counted with callgrind on every interpreter found (section 0,
+# bench/peers.py), then the timed sections. The peers' build tools are
+# pinned in bench/requirements.txt. bench-quick is a smoke run for CI (every
+# contender built for 3.11 and 3.13t, counted on 3.11 with a small N): it checks that the
+# benchmarks still run; its figures mean nothing. bench-report rewrites
+# BENCHMARKS.md's results from the last full run's JSON. BENCH_JOBS: how many
+# callgrind runs and builds at a time.
+BENCH_JOBS ?= $(shell nproc)
+BENCH_JSON := target/bench/results.json
+
+$(VENV)/.bench-installed: $(VENV)/.installed bench/requirements.txt
+	$(VPY) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	@touch $@
+
+bench: ext pyo3-ext $(VENV)/.bench-installed
+	$(VPY) bench/bench.py --jobs $(BENCH_JOBS)
 	$(VPY) examples/pyo3_extension/bench.py
 
-bench-quick: ext pyo3-ext
-	$(VPY) bench/bench.py --quick
+bench-quick: ext pyo3-ext $(VENV)/.bench-installed
+	$(VPY) bench/bench.py --quick --jobs $(BENCH_JOBS)
 	$(VPY) examples/pyo3_extension/bench.py --quick
+
+bench-report: venv
+	$(VPY) bench/bench.py --regenerate $(BENCH_JSON)
 
 # The extra interpreters of the matrix, made once into ~/.cache/nuwa-pythons:
 # 3.13t and 3.13d built from Debian's CPython 3.13.5 source, and a Debian sid

@@ -334,12 +334,12 @@ def report(results: dict, quick: bool) -> str:
     add(f"Machine: {os.cpu_count()} cores, {platform.machine()}, {platform.system()}; "
         f"mode: {'quick (smoke run, figures not meaningful)' if quick else 'full'}")
     add("")
-    if "callgrind" in results:
-        import callgrind  # bench/callgrind.py, beside this file
+    if "peers" in results:
+        import peers  # bench/peers.py, beside this file
 
-        add("### 0. Instructions per empty release/reacquire cycle (callgrind; deterministic)")
+        add("### 0. nuwa and its peers, in instructions and bytes (callgrind; deterministic)")
         add("")
-        add(callgrind.report(results["callgrind"]))
+        add(peers.report(results["peers"]))
         add("")
     add("### 1. One empty release/reacquire cycle (single thread)")
     add("")
@@ -396,7 +396,7 @@ def report(results: dict, quick: bool) -> str:
     add("### 5. Size and build cost")
     add("")
     sz = results["sizes"]
-    add(f"Stripped release `.so` of a minimal extension (one function, one block): "
+    add(f"Stripped release `.so` of a minimal extension (one function, one block; `bench/size`): "
         f"with nuwa {sz['nuwa']:,} B, with the raw pair {sz['raw']:,} B: "
         f"nuwa adds {sz['difference']:,} B ({sz['difference'] / 1024:.2f} KiB).")
     if "build" in results:
@@ -405,7 +405,39 @@ def report(results: dict, quick: bool) -> str:
         add(f"Cold build of nuwa-core + nuwa-std + nuwa-ffi and their dependencies "
             f"(empty target dir, crates already downloaded), median of {results['build_runs']}: "
             f"dev {b['dev']:.2f} s, release {b['release']:.2f} s.")
+    if "peers" in results:
+        import peers
+
+        add("")
+        add("### Against the targets")
+        add("")
+        add("The goals of issue 24, each figure of section 0 against its goal:")
+        add("")
+        add(peers.targets(results["peers"]))
     return "\n".join(lines)
+
+
+START, END = "<!-- bench-results:start -->", "<!-- bench-results:end -->"
+
+
+def regenerate(json_path: Path, benchmarks: Path) -> None:
+    """Rewrites target/bench/report.md and the results of BENCHMARKS.md (the
+    part between its two markers) from one run's JSON."""
+    results = json.loads(json_path.read_text())
+    if results.get("quick"):
+        raise SystemExit(f"{json_path} is from a quick run: its figures mean nothing")
+    text = report(results, False)
+    (WORK / "report.md").write_text(text + "\n")
+    page = benchmarks.read_text()
+    if START not in page or END not in page:
+        raise SystemExit(f"{benchmarks} has no {START} ... {END} block")
+    head, rest = page.split(START, 1)
+    _, tail = rest.split(END, 1)
+    intro = (f"One run of `make bench` on {results.get('date', 'an unrecorded date')} "
+             f"(commit `{results.get('commit', '?')}`; {results.get('machine', '')}), "
+             "regenerated from its `target/bench/results.json` by `make bench-report`:")
+    benchmarks.write_text(f"{head}{START}\n{intro}\n\n{text}\n{END}{tail}")
+    print(f"{benchmarks} rewritten from {json_path}", file=sys.stderr)
 
 
 def main() -> None:
@@ -413,7 +445,17 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a fast smoke run (figures not meaningful)")
     ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     ap.add_argument("--params", default="{}", help=argparse.SUPPRESS)
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                    help="callgrind runs and builds at a time (section 0)")
+    ap.add_argument("--regenerate", metavar="JSON",
+                    help="write BENCHMARKS.md's results and target/bench/report.md from this "
+                         "run's results.json, measuring nothing")
     args = ap.parse_args()
+    if args.regenerate:
+        WORK.mkdir(parents=True, exist_ok=True)
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        regenerate(Path(args.regenerate), ROOT / "BENCHMARKS.md")
+        return
     if args.worker:
         print(json.dumps(WORKERS[args.worker](**json.loads(args.params))))
         return
@@ -421,15 +463,19 @@ def main() -> None:
     quick = args.quick
     WORK.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import callgrind  # bench/callgrind.py
+    import peers  # bench/peers.py
 
-    print("callgrind: instructions per cycle", file=sys.stderr)
-    counted = callgrind.measure(quick)
+    print("peers: instructions and sizes (callgrind)", file=sys.stderr)
+    counted = peers.measure(quick, args.jobs)
     pythons = find_pythons()
     print(f"interpreters: {pythons}", file=sys.stderr)
     envs = {v: bench_env(p, v) for v, p in pythons.items()}
     main_env = sys.executable
-    results: dict = {"cycles": {}, "first_use": {}, "callgrind": counted}
+    results: dict = {"cycles": {}, "first_use": {}, "peers": counted, "quick": quick,
+                     "date": time.strftime("%Y-%m-%d", time.gmtime()),
+                     "machine": f"{os.cpu_count()} cores, {platform.machine()}, {platform.system()}",
+                     "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                              capture_output=True, text=True).stdout.strip()}
     for v, py in envs.items():
         print(f"[{v}] cycles", file=sys.stderr)
         results["cycles"][v] = call_worker(py, "cycles", rounds=5 if quick else 31,
@@ -451,9 +497,9 @@ def main() -> None:
         print("cold builds", file=sys.stderr)
         results["build_runs"] = 3
         results["build"] = measure_cold_build(results["build_runs"])
+    (WORK / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     text = report(results, quick)
     (WORK / "report.md").write_text(text + "\n")
-    (WORK / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(text)
     print(f"\n(report written to {WORK / 'report.md'})", file=sys.stderr)
 
