@@ -12,7 +12,9 @@ const MINORS: [u32; 7] = [8, 10, 11, 12, 13, 14, 15];
 
 fn main() {
     println!("cargo::rerun-if-changed=fake_python.c");
+    // Both declared before any early return (macOS builds no fake).
     println!("cargo::rustc-check-cfg=cfg(nuwa_fake_python)");
+    println!("cargo::rustc-check-cfg=cfg(nuwa_fake_many_segments)");
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     let var = |name: &str| std::env::var(name).unwrap_or_default();
     let os = var("CARGO_CFG_TARGET_OS");
@@ -55,7 +57,6 @@ fn main() {
     // 3.12 again, with 20 PT_LOAD segments, the code in the 19th (a GNU ld
     // script; x86-64 glibc only): `many_segments/libpython3.12.so.1.0`.
     println!("cargo::rerun-if-changed=many_segments.ld");
-    println!("cargo::rustc-check-cfg=cfg(nuwa_fake_many_segments)");
     if os == "linux"
         && var("CARGO_CFG_TARGET_ARCH") == "x86_64"
         && var("CARGO_CFG_TARGET_ENV") == "gnu"
