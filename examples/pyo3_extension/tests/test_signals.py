@@ -20,6 +20,17 @@ import signal
 import pytest
 
 MIB = 1 << 20
+
+
+@pytest.fixture(autouse=True)
+def python_handles_sigint():
+    """Python's own SIGINT handler for each test, whatever the process began
+    with: a process started with SIGINT ignored (a background job of a shell
+    without job control, as a CI step may be) has none, and then
+    ``_thread.interrupt_main()`` does nothing and no check finds a signal."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 DATA = bytes(range(256)) * (8 * MIB // 256)  # 8 chunks
 
 
