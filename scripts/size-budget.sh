@@ -13,6 +13,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 budget=${NUWA_SIZE_BUDGET:-13312}
+# The toolchain the budget was measured with: another lays code out (and
+# links its std) differently (Debian's rustc 1.97 gives the raw contender
+# 14 KB where rustup's gives 316 KB), so elsewhere the sizes are printed,
+# not held to the budget, unless NUWA_SIZE_BUDGET is set.
+measured_with="rustc 1.95."
 cargo build --release --quiet -p size-nuwa -p size-raw
 target=$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
@@ -26,6 +31,11 @@ raw=$(wc -c <"$tmp/raw.so")
 added=$((nuwa - raw))
 echo "size: stripped minimal extension with nuwa $nuwa B, with the raw pair $raw B:" \
     "nuwa adds $added B (budget $budget B)"
+rustc_version=$(rustc --version)
+if [ -z "${NUWA_SIZE_BUDGET:-}" ] && [[ $rustc_version != "$measured_with"* ]]; then
+    echo "size: not held to the budget: it was measured with ${measured_with}x, this is $rustc_version"
+    exit 0
+fi
 if [ "$added" -gt "$budget" ]; then
     echo "nuwa adds $added B, over its budget of $budget B" >&2
     exit 1
