@@ -9,6 +9,18 @@ cargo="${CARGO:-cargo}"
 crates=(nuwa-core nuwa-std nuwa-ffi)
 args=()
 for c in "${crates[@]}"; do args+=(-p "$c"); done
+# cargo verifies each package against the others through a temporary local
+# registry, and unpacks them under $CARGO_HOME/registry/src once per registry
+# path: a second run at the same path would build against the first run's
+# sources. Those unpacked copies (only nuwa's, and cargo unpacks any again
+# from its cache when needed) go first.
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/nuwa-{core,std,ffi}-[0-9]*
+# And cargo takes a registry crate's build from an earlier run as it is (a
+# registry's sources are not expected to change): a target directory of
+# this script's own, emptied each run, so that each package is built from
+# what it holds.
+export CARGO_TARGET_DIR="$PWD/target/package-check"
+rm -rf "$CARGO_TARGET_DIR"
 # --allow-dirty: CI's clone is clean, but a developer's need not be; the
 # list check below still refuses any file that has no place in a package.
 "$cargo" package --quiet --allow-dirty "${args[@]}"
