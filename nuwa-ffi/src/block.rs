@@ -224,12 +224,22 @@ pub(crate) unsafe extern "C" fn first_save() -> ThreadStatePtr {
 
 /// The first-use plan's current-state getter: no state (it is never asked;
 /// the checks that read it take the resolved plan).
+///
+/// # Safety
+///
+/// None beyond its C signature's (it reads nothing); `unsafe` only to have
+/// the type of the getters it stands for.
 pub(crate) unsafe extern "C" fn no_state() -> ThreadStatePtr {
     core::ptr::null_mut()
 }
 
 /// The first-use plan's `PyEval_RestoreThread`: never called, since a block
 /// takes the GIL back only after a release, which publishes the plan found.
+///
+/// # Safety
+///
+/// None: it aborts the process, whatever it is given; `unsafe` only to have
+/// the type of `PyEval_RestoreThread`.
 #[cold]
 pub(crate) unsafe extern "C-unwind" fn never_restore(_: ThreadStatePtr) {
     say_before_abort(&["nuwa: internal error: a take-back before any release\n"]);
