@@ -265,7 +265,7 @@ unsafe fn reacquire_with(plan: &Plan, tstate: ThreadStatePtr) {
             // `PyEval_RestoreThread` would.
             let attached = unsafe { plan.take_back.swap_back(swap, tstate) };
             if !attached.is_null() {
-                attached_inside_block();
+                attached_inside_block(true);
             }
             return;
         }
@@ -275,14 +275,15 @@ unsafe fn reacquire_with(plan: &Plan, tstate: ThreadStatePtr) {
             // SAFETY: the getter may be called on any thread, with or
             // without the GIL; it only reads the current thread state.
             if unsafe { (plan.current)() } == shutdown::unmarked(tstate) {
-                attached_inside_block();
+                attached_inside_block(false);
             }
         }
         // Thread-local: this thread has some state attached.
         Back::Local => {
             // SAFETY: as above.
             if !unsafe { (plan.current)() }.is_null() {
-                attached_inside_block();
+                // SAFETY: the caller's contract.
+                unsafe { left_attached(tstate) };
             }
         }
     }
@@ -376,28 +377,42 @@ fn park_if_ended_by_finalization() {
     }
 }
 
-/// A thread state was attached inside the block and was still attached at
-/// its end. Where the take-back swaps (3.13 and later) nuwa has detached it
-/// and attached the block's own state again; otherwise it has not taken the
-/// GIL back (that would deadlock), and the thread holds the GIL through the
-/// state attached inside the block. Panics, or aborts if the thread is
-/// already panicking.
+/// The thread-local end check found a state attached: where the plan can
+/// repair (3.14 and later, not on Windows), `PyThreadState_Swap(tstate)`
+/// detaches it and takes the GIL back with the block's own state, as the
+/// take-back of 3.13 does on every block; then [`attached_inside_block`].
 ///
-/// It takes no argument, and the plan tells which case this is, so that
-/// the fast path passes nothing to it.
+/// # Safety
+///
+/// As for [`reacquire_with`]: `tstate` is what this thread's release saved,
+/// not restored yet, under the plan in force.
 #[cold]
 #[inline(never)]
-fn attached_inside_block() -> ! {
+unsafe fn left_attached(tstate: ThreadStatePtr) -> ! {
     // Only a block that released calls this, so the plan in force is the
     // one that released.
     let plan = plan::in_force();
     #[cfg(any(test, not(windows)))]
-    let swapped = matches!(plan.back(), Back::Swap(_));
-    #[cfg(not(any(test, not(windows))))]
-    let swapped = {
-        let _ = plan;
-        false
-    };
+    if let Some(swap) = plan.repair {
+        // SAFETY: the caller's contract; `swap` is `PyThreadState_Swap` of
+        // 3.14 or later, which detaches the state attached to this thread
+        // first.
+        let _detached = unsafe { plan.take_back.swap_back(swap, tstate) };
+        attached_inside_block(true);
+    }
+    let _ = (plan, tstate);
+    attached_inside_block(false)
+}
+
+/// A thread state was attached inside the block and was still attached at
+/// its end. If `swapped` (3.13 and later, not on Windows), nuwa has detached
+/// it and attached the block's own state again; otherwise it has not taken
+/// the GIL back (that would deadlock), and the thread holds the GIL through
+/// the state attached inside the block. Panics, or aborts if the thread is
+/// already panicking.
+#[cold]
+#[inline(never)]
+fn attached_inside_block(swapped: bool) -> ! {
     const WHAT: &str = "nuwa: a Python thread state was attached on this thread inside a \
         nogil! block and is still attached at the end of the block (a PyGILState_Ensure \
         without its PyGILState_Release?). Release every thread state you attach inside a \

@@ -35,6 +35,8 @@ static FIRST_USE: Plan = Plan {
     swap_out: Some(block::first_release),
     #[cfg(any(test, not(windows)))]
     swap_in: None,
+    #[cfg(any(test, not(windows)))]
+    repair: None,
     this_thread: None,
     current: block::no_state,
     save: block::first_save,
@@ -79,9 +81,14 @@ pub(crate) struct Plan {
     /// ([`Way::SwapOut`], [`Way::SwapBoth`]).
     swap_out: Option<SwapFn>,
     /// `PyThreadState_Swap` if blocks take the GIL back with it
-    /// ([`Way::SwapBoth`], [`Way::SwapIn`]; never on Windows).
+    /// ([`Way::SwapBoth`]; never on Windows).
     #[cfg(any(test, not(windows)))]
     swap_in: Option<SwapFn>,
+    /// `PyThreadState_Swap` if a block that finds a state left attached at
+    /// its end repairs with it, off the fast path ([`Way::LocalRepair`];
+    /// never on Windows).
+    #[cfg(any(test, not(windows)))]
+    pub(crate) repair: Option<SwapFn>,
     /// `PyGILState_GetThisThreadState` if the held check compares
     /// ([`Way::Compare`]).
     this_thread: Option<GetThreadStateFn>,
@@ -116,15 +123,16 @@ pub(crate) enum Out {
 /// A block's take-back, by way: the end check and the take-back.
 #[derive(Clone, Copy)]
 pub(crate) enum Back {
-    /// `PyThreadState_Swap(saved)` (3.13+, not on Windows), both in one
-    /// call ([`Way::SwapBoth`], [`Way::SwapIn`]).
+    /// `PyThreadState_Swap(saved)` (3.13, not on Windows), both in one
+    /// call ([`Way::SwapBoth`]).
     #[cfg(any(test, not(windows)))]
     Swap(SwapFn),
     /// The block's own state must not be the current one (3.11 and older),
     /// then `PyEval_RestoreThread` ([`Way::Compare`]).
     Compare,
     /// No state may be attached (thread-local), then
-    /// `PyEval_RestoreThread` ([`Way::Local`], [`Way::SwapOut`]).
+    /// `PyEval_RestoreThread` ([`Way::Local`], [`Way::SwapOut`],
+    /// [`Way::LocalRepair`]).
     Local,
 }
 
@@ -151,13 +159,20 @@ impl Plan {
         };
         #[cfg(any(test, not(windows)))]
         let swap_in = match way {
-            Way::SwapBoth { swap } | Way::SwapIn { swap } => Some(swap),
+            Way::SwapBoth { swap } => Some(swap),
+            _ => None,
+        };
+        #[cfg(any(test, not(windows)))]
+        let repair = match way {
+            Way::LocalRepair { swap } => Some(swap),
             _ => None,
         };
         Plan {
             swap_out,
             #[cfg(any(test, not(windows)))]
             swap_in,
+            #[cfg(any(test, not(windows)))]
+            repair,
             this_thread,
             current,
             save,
@@ -173,10 +188,12 @@ impl Plan {
     pub(crate) fn way(&self) -> Way {
         match (self.out(), self.back()) {
             (Out::Compare(this_thread), Back::Compare) => Way::Compare { this_thread },
-            (Out::Local, Back::Local) => Way::Local,
+            (Out::Local, Back::Local) => match self.repair {
+                Some(swap) => Way::LocalRepair { swap },
+                None => Way::Local,
+            },
             (Out::Swap(swap), Back::Local) => Way::SwapOut { swap },
             (Out::Swap(swap), Back::Swap(_)) => Way::SwapBoth { swap },
-            (Out::Local, Back::Swap(swap)) => Way::SwapIn { swap },
             _ => unreachable!("Plan::new makes no other pair"),
         }
     }
@@ -193,8 +210,7 @@ impl Plan {
         }
     }
 
-    /// How blocks take the GIL back: the swap first (one test on 3.13 and
-    /// later).
+    /// How blocks take the GIL back: the swap first (one test on 3.13).
     #[inline(always)]
     pub(crate) fn back(&self) -> Back {
         #[cfg(any(test, not(windows)))]
@@ -257,20 +273,26 @@ pub(crate) enum Way {
         swap: SwapFn,
     },
     /// 3.13 (not on Windows): released as [`SwapOut`](Way::SwapOut), taken
-    /// back as [`SwapIn`](Way::SwapIn).
+    /// back with `PyThreadState_Swap(saved)`, which detaches whatever state
+    /// is attached to the thread (none, unless one was attached inside the
+    /// block and left attached), takes the GIL and attaches the block's own
+    /// (CPython's `_PyThreadState_Attach`, as `PyEval_RestoreThread` does),
+    /// and returns the state it detached: on 3.13 the end check costs
+    /// nothing more than [`Local`](Way::Local)'s getter (by the counts of
+    /// BENCHMARKS.md: 531 instructions per block against 544).
     #[cfg(any(test, not(windows)))]
     SwapBoth {
         /// `PyThreadState_Swap`.
         swap: SwapFn,
     },
-    /// 3.14 and later (not on Windows): released as [`Local`](Way::Local);
-    /// taken back with `PyThreadState_Swap(saved)`, which detaches whatever
-    /// state is attached to the thread (none, unless one was attached inside
-    /// the block and left attached), takes the GIL and attaches the block's
-    /// own (CPython's `_PyThreadState_Attach`, as `PyEval_RestoreThread`
-    /// does), and returns the state it detached: the end check for free.
+    /// 3.14 and later (not on Windows): released and taken back as
+    /// [`Local`](Way::Local), the cheapest there (the swap's take-back costs
+    /// 16 instructions more per block on 3.15). `PyThreadState_Swap(saved)`
+    /// only repairs, off the fast path, a block that finds a state left
+    /// attached at its end: it detaches that state and attaches the block's
+    /// own, as [`SwapBoth`](Way::SwapBoth)'s take-back does on every block.
     #[cfg(any(test, not(windows)))]
-    SwapIn {
+    LocalRepair {
         /// `PyThreadState_Swap`.
         swap: SwapFn,
     },

@@ -184,7 +184,7 @@ fn swap_in(swap: SwapFn, version: (u8, u8), platform: Platform) -> Option<Way> {
     if version >= (3, 13) && !platform.keeps_last_error() {
         return Some(match version {
             (3, 13) => Way::SwapBoth { swap },
-            _ => Way::SwapIn { swap },
+            _ => Way::LocalRepair { swap },
         });
     }
     #[cfg(not(any(test, not(windows))))]
@@ -558,9 +558,9 @@ mod tests {
                 assert_eq!(f as usize, swap());
                 "swap out, swap in"
             }
-            Way::SwapIn { swap: f } => {
+            Way::LocalRepair { swap: f } => {
                 assert_eq!(f as usize, swap());
-                "thread-local check, save, swap in"
+                "thread-local check, save, restore, repair by swap"
             }
         };
         // The accessors the blocks use agree with the variant.
@@ -597,7 +597,7 @@ mod tests {
         const LOCAL: &str = "thread-local check, save, restore";
         const SWAP_OUT: &str = "swap out, restore";
         const SWAP_BOTH: &str = "swap out, swap in";
-        const SWAP_IN: &str = "thread-local check, save, swap in";
+        const LOCAL_REPAIR: &str = "thread-local check, save, restore, repair by swap";
         let targets = [GLIBC, MUSL, WINDOWS, WASM];
         // Per version: the symbols, then per target (in the order above)
         // the way and the shutdown handling.
@@ -667,20 +667,20 @@ mod tests {
                 0x030e00f0,
                 PUBLIC,
                 [
-                    (SWAP_IN, DIRECT),
-                    (SWAP_IN, DIRECT),
+                    (LOCAL_REPAIR, DIRECT),
+                    (LOCAL_REPAIR, DIRECT),
                     (LOCAL, DIRECT),
-                    (SWAP_IN, DIRECT),
+                    (LOCAL_REPAIR, DIRECT),
                 ],
             ),
             (
                 0x030f00a0,
                 PUBLIC,
                 [
-                    (SWAP_IN, DIRECT),
-                    (SWAP_IN, DIRECT),
+                    (LOCAL_REPAIR, DIRECT),
+                    (LOCAL_REPAIR, DIRECT),
                     (LOCAL, DIRECT),
-                    (SWAP_IN, DIRECT),
+                    (LOCAL_REPAIR, DIRECT),
                 ],
             ),
         ];

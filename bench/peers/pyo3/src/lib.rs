@@ -8,13 +8,22 @@ use pyo3::prelude::*;
 fn cycles(py: Python<'_>, n: u64) {
     for i in 0..n {
         #[cfg(feature = "release")]
-        py.detach(|| std::hint::black_box(i));
+        py.detach(|| sink(i));
         #[cfg(not(feature = "release"))]
         {
             let _ = py;
-            std::hint::black_box(i);
+            sink(i);
         }
     }
+}
+
+/// Keeps `i` (the block's "work") from being optimised away at no cost, as
+/// the C peers' `SINK` (see the nuwa peer).
+#[inline(always)]
+fn sink(i: u64) {
+    // SAFETY: an empty assembly block that takes `i` in a register and does
+    // nothing.
+    unsafe { std::arch::asm!("/* {0} */", in(reg) i, options(nostack, preserves_flags)) }
 }
 
 /// The module.
