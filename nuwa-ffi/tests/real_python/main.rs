@@ -71,6 +71,10 @@
 //!   attached in a block in a `Py_NewInterpreter` subinterpreter (3.12+;
 //!   blocks there release nothing on 3.8-3.11): a panic, not a hang, and the
 //!   thread is back on the subinterpreter's state.
+//! - `foreign_state_attached_in_block`: a state made for this thread inside
+//!   a block and left attached (3.12+): a panic, not a hang; on 3.13+ the
+//!   block's own state is current again (the swap's repair), on 3.12 the
+//!   stray one.
 //! - `state_attached_before_a_part`: the same, left attached before a
 //!   `with_gil!` part (in place and strict): the part's reacquire panics,
 //!   the part does not run, and the thread holds the GIL afterwards.

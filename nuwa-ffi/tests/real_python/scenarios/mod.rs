@@ -256,6 +256,12 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         hosts: false,
     },
     Scenario {
+        name: "foreign_state_attached_in_block",
+        runs: 1,
+        run: foreign_state_attached_in_block,
+        hosts: false,
+    },
+    Scenario {
         name: "signal_check_stops_a_block",
         runs: 1,
         run: signal_check_stops_a_block,

@@ -195,6 +195,110 @@ pub(crate) fn state_attached_in_subinterpreter_block(target: &Target) -> Outcome
     passed()
 }
 
+/// A state that is *not* the block's own, made for this thread inside the
+/// block (`PyThreadState_New`) and attached (`PyEval_RestoreThread`), is
+/// still attached at the end of the block (3.12+; on 3.8-3.11 the end check
+/// only knows the block's own state). The block panics with nuwa's message,
+/// never hangs, and then, on 3.13 and later, the block's own state is the
+/// current one again (the take-back's `PyThreadState_Swap` detached the
+/// stray state: on every block on 3.13, only in this repair on 3.14+); on
+/// 3.12 nothing is swapped and the thread holds the GIL through the stray
+/// state, as documented on `CPython`.
+pub(crate) fn foreign_state_attached_in_block(target: &Target) -> Outcome {
+    let version = (target.version.0, target.version.1);
+    if version < (3, 12) {
+        return Ok(Pass::Skipped(
+            "CPython 3.8-3.11: the end check only recognises the block's own state".into(),
+        ));
+    }
+    let py = start(target)?;
+    type InterpFn = unsafe extern "C" fn() -> *mut c_void;
+    type NewFn = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
+    type StateOpFn = unsafe extern "C" fn(*mut c_void);
+    type SwapFn = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
+    // SAFETY: the C signatures of these CPython 3.8+ functions.
+    let (get, interpreter, new_state, restore, clear, delete, swap) = unsafe {
+        (
+            api::<StateFn>("PyThreadState_Get")?,
+            api::<InterpFn>("PyInterpreterState_Get")?,
+            api::<NewFn>("PyThreadState_New")?,
+            api::<RestoreFn>("PyEval_RestoreThread")?,
+            api::<StateOpFn>("PyThreadState_Clear")?,
+            api::<StateOpFn>("PyThreadState_Delete")?,
+            api::<SwapFn>("PyThreadState_Swap")?,
+        )
+    };
+    // SAFETY: this thread holds the GIL.
+    let (own, interp) = unsafe { (get(), interpreter()) };
+    let previous = panic::take_hook();
+    panic::set_hook(Box::new(|info| eprintln!("(expected) {info}")));
+    let mut stray: *mut c_void = std::ptr::null_mut();
+    let caught = panic::catch_unwind(AssertUnwindSafe(|| {
+        nuwa_ffi::nogil! {
+            // SAFETY: `interp` is alive; a new state for this thread, then
+            // attached (this thread has none attached inside the block).
+            unsafe {
+                stray = new_state(interp);
+                restore(stray);
+            }
+        }
+    }));
+    panic::set_hook(previous);
+    let message = match &caught {
+        Ok(()) => return Err("the block ended normally with a state still attached".into()),
+        Err(payload) => panic_message(payload.as_ref()),
+    };
+    ensure!(
+        message.starts_with(MESSAGE),
+        "the panic's message: {message:?}"
+    );
+    ensure!(!stray.is_null(), "PyThreadState_New failed");
+    // SAFETY: a state is attached to this thread either way (nuwa's message
+    // says which), so this thread holds the GIL.
+    let now = unsafe { get() };
+    let repaired = version >= (3, 13);
+    let expected = if repaired { own } else { stray };
+    ensure!(
+        now == expected,
+        "after the panic the current state is {}, expected {}",
+        if now == own {
+            "the block's own"
+        } else if now == stray {
+            "the stray one"
+        } else {
+            "another"
+        },
+        if repaired {
+            "the block's own (repaired by the swap)"
+        } else {
+            "the stray one (3.12 swaps nothing)"
+        }
+    );
+    ensure!(
+        message.contains(if repaired {
+            "nuwa detached it"
+        } else {
+            "through the state attached"
+        }),
+        "the panic's message does not say what nuwa did: {message:?}"
+    );
+    // SAFETY: this thread holds the GIL; the stray state is made current no
+    // more (swapped out on 3.12), cleared and deleted, and the block's own
+    // is current again.
+    unsafe {
+        if !repaired {
+            swap(own);
+        }
+        clear(stray);
+        delete(stray);
+    }
+    ensure!(py.gil_check() == 1, "the GIL is not held after the cleanup");
+    py.run("nuwa_x = [i for i in range(100)]")?;
+    prove_release(py, &nuwa_ffi::CPython, "after the stray state's panic")?;
+    py.finalize()?;
+    passed()
+}
+
 /// Run in a grandchild: the state is attached, then the block panics, so
 /// the check runs while unwinding.
 pub(crate) fn attached_while_panicking_child(target: &Target) -> Outcome {
