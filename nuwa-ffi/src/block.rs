@@ -51,8 +51,8 @@ use crate::shutdown;
 /// attached on this thread and not released (a `PyGILState_Ensure` whose
 /// `PyGILState_Release` was skipped): taking the GIL back would deadlock
 /// (CPython 3.12 and older) or abort the process (3.13 and later). The thread then
-/// holds the GIL: through the block's own state again on 3.13 and later,
-/// otherwise through the state attached. If the
+/// holds the GIL: through the block's own state again on 3.13 and later
+/// (not on Windows), otherwise through the state attached. If the
 /// thread is already panicking, the message is printed and the process
 /// aborts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -407,7 +407,7 @@ unsafe fn left_attached(tstate: ThreadStatePtr) -> ! {
 /// A thread state was attached inside the block and was still attached at
 /// its end. If `swapped` (3.13 and later, not on Windows), nuwa has detached
 /// it and attached the block's own state again; otherwise it has not taken
-/// the GIL back (that would deadlock), and the thread holds the GIL through
+/// the GIL back (that would deadlock or abort), and the thread holds the GIL through
 /// the state attached inside the block. Panics, or aborts if the thread is
 /// already panicking.
 #[cold]
@@ -420,7 +420,7 @@ fn attached_inside_block(swapped: bool) -> ! {
     let done = if swapped {
         "nuwa detached it and took the GIL back with the block's own state."
     } else {
-        "Taking the GIL back now would deadlock, so nuwa did not: the thread holds the GIL \
+        "Taking the GIL back now would deadlock or abort, so nuwa did not: the thread holds the GIL \
          through the state attached inside the block."
     };
     if std::thread::panicking() {
