@@ -184,7 +184,8 @@ fn file_for(minor: u32) -> String {
 fn expected(minor: u32) -> (&'static str, &'static str, &'static str) {
     // Windows: PyEval_RestoreThread always (it keeps GetLastError()), no
     // finalization check (the thread exit does not unwind).
-    // Linux, glibc: 3.13+ take the GIL back with PyThreadState_Swap.
+    // Linux, glibc: 3.13 takes the GIL back with PyThreadState_Swap; 3.14+
+    // with the getter and PyEval_RestoreThread, as Windows does.
     // musl: pthread_exit does not unwind, so on 3.13 and older a block
     // checks Py_IsFinalizing after its release and before its reacquire.
     let musl = cfg!(target_env = "musl");
@@ -197,8 +198,7 @@ fn expected(minor: u32) -> (&'static str, &'static str, &'static str) {
         13 if cfg!(windows) => ("W", "GR", "W"),
         13 if musl => ("WF", "Fw", "W"),
         13 => ("W", "w", "W"),
-        _ if cfg!(windows) => ("GS", "GR", "G"),
-        _ => ("GS", "w", "G"),
+        _ => ("GS", "GR", "G"),
     }
 }
 
