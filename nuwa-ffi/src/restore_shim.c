@@ -58,18 +58,33 @@ void *nuwa_ffi_0_1_swap_thread(void *tstate, nuwa_swap_fn swap) {
  * they are null. nuwa uses an address only if it lies inside a PT_LOAD
  * segment of the very object that contains this code, as dl_iterate_phdr
  * reports it (see nuwa_weak_linked in build.rs and src/resolve/unix.rs; it
- * works in a fully static program, where dladdr knows no object): in a
- * shared object the dynamic loader may bind a
- * weak reference to whatever the global scope exports, which this check
- * rejects, and two static libpythons cannot be linked into one object, so
- * the functions come from one interpreter.
+ * works in a fully static program, where dladdr knows no object), and two
+ * static libpythons cannot be linked into one object, so the functions come
+ * from one interpreter.
  *
  * Only the addresses are taken; nothing here calls them.
+ *
+ * The references are protected, not default: a default weak reference in a
+ * shared object (every extension module) is a dynamic symbol that the
+ * loader binds when it loads the object, one lookup through every loaded
+ * object per name (about 600 instructions each, most for names that no
+ * object defines, on every import), only for nuwa to reject an address
+ * outside its own object. A protected reference binds within its own object
+ * or not at all: where the static link has no definition, GNU ld and lld
+ * make it null with no dynamic symbol (gold leaves it dynamic, as a default
+ * one, and the check above still holds). Where the static link has
+ * libpython3.X.a, the functions it defines become protected in the output:
+ * still exported where the program exports its symbols, and bound within
+ * that object, which an executable's definitions are anyway. Functions
+ * only: a protected data symbol would break another object's copy
+ * relocation of it, so Py_Version (3.11+) is not taken; Py_GetVersion,
+ * which every version has, tells the same. The names are compared here
+ * rather than with strcmp, one imported symbol fewer.
  */
 #if defined(NUWA_WEAK_LINKED)
-#include <string.h>
+#include <stddef.h>
 
-#define NUWA_WEAK(name) extern void name(void) __attribute__((weak));
+#define NUWA_WEAK(name) extern void name(void) __attribute__((weak, visibility("protected")));
 NUWA_WEAK(PyEval_SaveThread)
 NUWA_WEAK(PyEval_RestoreThread)
 NUWA_WEAK(PyThreadState_GetUnchecked)
@@ -80,7 +95,15 @@ NUWA_WEAK(PyErr_CheckSignals)
 NUWA_WEAK(Py_IsFinalizing)
 NUWA_WEAK(_Py_IsFinalizing)
 NUWA_WEAK(Py_GetVersion)
-extern const unsigned long Py_Version __attribute__((weak));
+
+/* Whether two NUL-terminated strings are equal. */
+static int nuwa_same_name(const char *a, const char *b) {
+    while (*a != '\0' && *a == *b) {
+        a++;
+        b++;
+    }
+    return *a == *b;
+}
 
 /* The address the static link gave `name` (null if none, or not one of the
  * names above). */
@@ -101,11 +124,10 @@ const void *nuwa_ffi_0_1_linked(const char *name) {
         NUWA_ENTRY(Py_IsFinalizing),
         NUWA_ENTRY(_Py_IsFinalizing),
         NUWA_ENTRY(Py_GetVersion),
-        NUWA_ENTRY(Py_Version),
     };
 #undef NUWA_ENTRY
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
-        if (strcmp(name, table[i].name) == 0) {
+        if (nuwa_same_name(name, table[i].name)) {
             return table[i].addr;
         }
     }
