@@ -58,33 +58,33 @@ void *nuwa_ffi_0_1_swap_thread(void *tstate, nuwa_swap_fn swap) {
  * they are null. nuwa uses an address only if it lies inside a PT_LOAD
  * segment of the very object that contains this code, as dl_iterate_phdr
  * reports it (see nuwa_weak_linked in build.rs and src/resolve/unix.rs; it
- * works in a fully static program, where dladdr knows no object), and two
- * static libpythons cannot be linked into one object, so the functions come
- * from one interpreter.
+ * works in a fully static program, where dladdr knows no object): in a
+ * shared object the dynamic loader may bind a
+ * weak reference to whatever the global scope exports, which this check
+ * rejects, and two static libpythons cannot be linked into one object, so
+ * the functions come from one interpreter.
  *
  * Only the addresses are taken; nothing here calls them.
  *
- * The references are protected, not default: a default weak reference in a
- * shared object (every extension module) is a dynamic symbol that the
- * loader binds when it loads the object, one lookup through every loaded
- * object per name (about 600 instructions each, most for names that no
- * object defines, on every import), only for nuwa to reject an address
- * outside its own object. A protected reference binds within its own object
- * or not at all: where the static link has no definition, GNU ld and lld
- * make it null with no dynamic symbol (gold leaves it dynamic, as a default
- * one, and the check above still holds). Where the static link has
- * libpython3.X.a, the functions it defines become protected in the output:
- * still exported where the program exports its symbols, and bound within
- * that object, which an executable's definitions are anyway. Functions
- * only: a protected data symbol would break another object's copy
- * relocation of it, so Py_Version (3.11+) is not taken; Py_GetVersion,
- * which every version has, tells the same. The names are compared here
- * rather than with strcmp, one imported symbol fewer.
+ * In a shared object (every extension module) each weak reference is a
+ * dynamic symbol that the loader binds when it loads the object: one lookup
+ * through every loaded object per name, about 600 instructions on every
+ * import, most of them for names no object defines (the table holds both
+ * names of a function that was renamed), only for nuwa to reject an address
+ * outside its own object. So the table holds only what the lookup needs:
+ * no Py_Version (3.11+), since Py_GetVersion, which every version has,
+ * tells the same; and the names are compared here rather than with strcmp,
+ * one imported symbol fewer. Protected or hidden references would leave no
+ * dynamic symbol where nothing defines the function, but the visibility
+ * merges with every other reference to the name in the link: a crate that
+ * calls the function itself (PyO3's detach calls PyEval_SaveThread, pyo3-ffi
+ * users Py_GetVersion) then fails to link ("undefined protected symbol",
+ * lld), and a static libpython's exports would change.
  */
 #if defined(NUWA_WEAK_LINKED)
 #include <stddef.h>
 
-#define NUWA_WEAK(name) extern void name(void) __attribute__((weak, visibility("protected")));
+#define NUWA_WEAK(name) extern void name(void) __attribute__((weak));
 NUWA_WEAK(PyEval_SaveThread)
 NUWA_WEAK(PyEval_RestoreThread)
 NUWA_WEAK(PyThreadState_GetUnchecked)

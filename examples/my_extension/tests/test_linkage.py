@@ -119,12 +119,11 @@ def test_extension_has_no_needed_libpython():
 
 def test_extension_leaves_the_c_api_to_the_interpreter():
     """The module uses the C API (PyModuleDef_Init at least) but defines none
-    of it, and does not import the GIL functions at all: nuwa looks them up
-    at run time. nuwa-ffi's C file references them weakly, for a static
-    libpython linked into the same object (a static embed), with protected
-    visibility: where the link has no libpython, as here, GNU ld and lld
-    leave no dynamic symbol for them, which the loader would otherwise look
-    up at every import (`static_embedding*` test the static embed)."""
+    of it, and does not need the GIL functions: nuwa looks them up at run
+    time. It may reference them weakly: nuwa-ffi's weak references, for a
+    static libpython linked into the same object (a static embed), which
+    never make loading fail and which nuwa uses only if they point into its
+    own object (`static_embedding_fully_static` and the unit tests)."""
     elf = Elf(NATIVE.__file__)
     symbols = elf.dynamic_symbols()
     weak = elf.weak_undefined()
@@ -132,8 +131,6 @@ def test_extension_leaves_the_c_api_to_the_interpreter():
     assert symbols.get("PyModuleDef_Init") is False, "PyModuleDef_Init should be undefined (provided by the interpreter)"
     strong = [n for n in GIL_FUNCTIONS if n in symbols and n not in weak]
     assert not strong, f"the GIL functions are linked, not looked up: {strong}"
-    imported_weakly = sorted(n for n in weak if n.startswith(("Py", "_Py")))
-    assert not imported_weakly, f"CPython functions the loader binds at import: {imported_weakly}"
     assert not [n for n in GIL_FUNCTIONS if symbols.get(n)], "the module defines GIL functions"
     assert provides_the_c_api(NATIVE.__file__) is None
 
