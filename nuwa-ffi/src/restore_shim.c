@@ -65,9 +65,24 @@ void *nuwa_ffi_0_1_swap_thread(void *tstate, nuwa_swap_fn swap) {
  * the functions come from one interpreter.
  *
  * Only the addresses are taken; nothing here calls them.
+ *
+ * In a shared object (every extension module) each weak reference is a
+ * dynamic symbol that the loader binds when it loads the object: one lookup
+ * through every loaded object per name, about 600 instructions on every
+ * import, most of them for names no object defines (the table holds both
+ * names of a function that was renamed), only for nuwa to reject an address
+ * outside its own object. So the table holds only what the lookup needs:
+ * no Py_Version (3.11+), since Py_GetVersion, which every version has,
+ * tells the same; and the names are compared here rather than with strcmp,
+ * one imported symbol fewer. Protected or hidden references would leave no
+ * dynamic symbol where nothing defines the function, but the visibility
+ * merges with every other reference to the name in the link: a crate that
+ * calls the function itself (PyO3's detach calls PyEval_SaveThread, pyo3-ffi
+ * users Py_GetVersion) then fails to link ("undefined protected symbol",
+ * lld), and a static libpython's exports would change.
  */
 #if defined(NUWA_WEAK_LINKED)
-#include <string.h>
+#include <stddef.h>
 
 #define NUWA_WEAK(name) extern void name(void) __attribute__((weak));
 NUWA_WEAK(PyEval_SaveThread)
@@ -80,7 +95,15 @@ NUWA_WEAK(PyErr_CheckSignals)
 NUWA_WEAK(Py_IsFinalizing)
 NUWA_WEAK(_Py_IsFinalizing)
 NUWA_WEAK(Py_GetVersion)
-extern const unsigned long Py_Version __attribute__((weak));
+
+/* Whether two NUL-terminated strings are equal. */
+static int nuwa_same_name(const char *a, const char *b) {
+    while (*a != '\0' && *a == *b) {
+        a++;
+        b++;
+    }
+    return *a == *b;
+}
 
 /* The address the static link gave `name` (null if none, or not one of the
  * names above). */
@@ -101,11 +124,10 @@ const void *nuwa_ffi_0_1_linked(const char *name) {
         NUWA_ENTRY(Py_IsFinalizing),
         NUWA_ENTRY(_Py_IsFinalizing),
         NUWA_ENTRY(Py_GetVersion),
-        NUWA_ENTRY(Py_Version),
     };
 #undef NUWA_ENTRY
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
-        if (strcmp(name, table[i].name) == 0) {
+        if (nuwa_same_name(name, table[i].name)) {
             return table[i].addr;
         }
     }
