@@ -177,10 +177,25 @@ static FIND_OBJECT: core::sync::atomic::AtomicUsize = core::sync::atomic::Atomic
 /// may wait for the GIL the looking thread holds).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn find_object() -> Option<FindObject> {
+    find_object_in(None)
+}
+
+/// [`find_object`], looked up in `global` (the global scope, already open)
+/// if it was not yet: the lookup asks with the handle it has.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn find_object_in(global: Option<&Handle>) -> Option<FindObject> {
     use core::sync::atomic::Ordering;
     let mut f = FIND_OBJECT.load(Ordering::Acquire);
     if f == 0 {
-        f = Handle::global()
+        let opened;
+        let global = match global {
+            Some(global) => Some(global),
+            None => {
+                opened = Handle::global();
+                opened.as_ref()
+            }
+        };
+        f = global
             .and_then(|global| global.lookup(c"_dl_find_object"))
             .map_or(1, |p| p.addr());
         FIND_OBJECT.store(f, Ordering::Release);
@@ -279,10 +294,17 @@ fn copied(name: *const c_char) -> CString {
 struct OneObject<'a> {
     inner: &'a dyn Lookup,
     object: &'a Object,
+    /// `PyEval_SaveThread`, if already found in `object` (not asked again).
+    save: Option<*mut c_void>,
 }
 
 impl Lookup for OneObject<'_> {
     fn lookup(&self, name: &CStr) -> Option<*mut c_void> {
+        if let Some(save) = self.save
+            && name == decide::GIL_PAIR[0]
+        {
+            return Some(save);
+        }
         let p = self.inner.lookup(name)?;
         self.object.holds(p).then_some(p)
     }
@@ -347,10 +369,14 @@ pub(super) type Scanned = ();
 pub(super) fn look_up() -> (Resolution, Scanned) {
     let mut search = Search::default();
 
-    if let Some(global) = Handle::global()
-        && let Some(r) = search.try_place(&global, Via::GlobalScope)
-    {
-        return (r, Scanned::default());
+    if let Some(global) = Handle::global() {
+        // `_dl_find_object` (for the same-object check) from the handle
+        // open here, not from one opened again.
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        let _ = find_object_in(Some(&global));
+        if let Some(r) = search.try_place(&global, Via::GlobalScope) {
+            return (r, Scanned::default());
+        }
     }
 
     #[cfg(nuwa_dl_noload)]
@@ -449,6 +475,8 @@ impl Search {
         let state = decide::decide(&OneObject {
             inner: symbols,
             object: &object,
+            // In `object`: it was found there.
+            save: Some(save),
         });
         self.keep(state, via, object.name, true)
     }
@@ -594,6 +622,7 @@ mod tests {
             let state = decide::decide(&OneObject {
                 inner: &place,
                 object: &object,
+                save: None,
             });
             Resolution {
                 state,
