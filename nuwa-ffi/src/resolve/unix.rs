@@ -92,6 +92,11 @@ impl Lookup for Handle {
         // SAFETY: the handle is open; the symbol is only read as an address.
         let p = unsafe { sys::dlsym(self.0, name.as_ptr()) };
         if p.is_null() {
+            // glibc drops a pending message as every later `dl*` call
+            // starts, and writes it only when `dlerror` asks (some 1,800
+            // instructions): there the lookup clears it once, at its end
+            // (see `look_up`), a no-op unless its last call failed.
+            #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
             clear_dlerror();
             None
         } else {
@@ -365,8 +370,17 @@ pub(super) type Scanned = super::loaded::Scan;
 pub(super) type Scanned = ();
 
 /// Looks in every place, in order; returns the answer and what the walk of
-/// the loaded objects saw (when the answer is not final).
+/// the loaded objects saw (when the answer is not final). Leaves no message
+/// of its own for `dlerror`.
 pub(super) fn look_up() -> (Resolution, Scanned) {
+    let found = look_everywhere();
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    clear_dlerror();
+    found
+}
+
+/// [`look_up`], but for the `dlerror` message of a failed `dlsym` on glibc.
+fn look_everywhere() -> (Resolution, Scanned) {
     let mut search = Search::default();
 
     if let Some(global) = Handle::global() {
@@ -604,6 +618,31 @@ mod tests {
             assert!(libc.holds(there) && !libc.holds(here));
             assert!(!libc.name.is_empty(), "the C library has a name");
         }
+    }
+
+    /// A lookup whose `dlsym`s fail (this test program has no Python)
+    /// leaves no message for the host's `dlerror`; on glibc, because a
+    /// failed `dlsym`'s message is dropped by the next `dl*` call (which
+    /// `Handle::lookup` relies on) and by the lookup's own `dlerror` at its
+    /// end.
+    #[test]
+    fn a_lookup_leaves_no_dlerror_message() {
+        let message = || {
+            // SAFETY: `dlerror` only reads and clears this thread's error
+            // state; a message is NUL-terminated, copied at once.
+            let m = unsafe { sys::dlerror() };
+            (!m.is_null()).then(|| unsafe { CStr::from_ptr(m) }.to_owned())
+        };
+        let global = Handle::global().expect("the global scope");
+        assert!(global.lookup(c"PyEval_SaveThread").is_none());
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        {
+            assert!(global.lookup(c"write").is_some());
+            assert_eq!(message(), None, "a later dlsym keeps the message");
+        }
+        let (found, _) = look_up();
+        assert!(!found.python_found(), "{found}");
+        assert_eq!(message(), None);
     }
 
     /// A function found in another object than `PyEval_SaveThread` does not
