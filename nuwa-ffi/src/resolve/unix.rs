@@ -629,8 +629,10 @@ mod tests {
     fn a_lookup_leaves_no_dlerror_message() {
         let message = || {
             // SAFETY: `dlerror` only reads and clears this thread's error
-            // state; a message is NUL-terminated, copied at once.
+            // state.
             let m = unsafe { sys::dlerror() };
+            // SAFETY: a message is NUL-terminated, valid until the next
+            // `dl*` call on this thread; copied at once.
             (!m.is_null()).then(|| unsafe { CStr::from_ptr(m) }.to_owned())
         };
         let global = Handle::global().expect("the global scope");
