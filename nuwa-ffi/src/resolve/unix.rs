@@ -95,7 +95,8 @@ impl Lookup for Handle {
             // glibc drops a pending message as every later `dl*` call
             // starts, and writes it only when `dlerror` asks (some 1,800
             // instructions): there the lookup clears it once, at its end
-            // (see `look_up`), a no-op unless its last call failed.
+            // (see `resolve::look_again`), a no-op unless its last call
+            // failed.
             #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
             clear_dlerror();
             None
@@ -107,7 +108,7 @@ impl Lookup for Handle {
 
 /// Forgets a failed call's message, so that the host's own `dlerror` after
 /// a later failure of its own is not confused by ours.
-fn clear_dlerror() {
+pub(super) fn clear_dlerror() {
     // SAFETY: `dlerror` only reads and clears this thread's error state.
     unsafe { sys::dlerror() };
 }
@@ -192,6 +193,7 @@ fn find_object_in(global: Option<&Handle>) -> Option<FindObject> {
     use core::sync::atomic::Ordering;
     let mut f = FIND_OBJECT.load(Ordering::Acquire);
     if f == 0 {
+        // (On glibc, closing `opened` drops a failed lookup's message.)
         let opened;
         let global = match global {
             Some(global) => Some(global),
@@ -370,17 +372,9 @@ pub(super) type Scanned = super::loaded::Scan;
 pub(super) type Scanned = ();
 
 /// Looks in every place, in order; returns the answer and what the walk of
-/// the loaded objects saw (when the answer is not final). Leaves no message
-/// of its own for `dlerror`.
+/// the loaded objects saw (when the answer is not final). On glibc, the
+/// caller then calls [`clear_dlerror`] (see `Handle::lookup`).
 pub(super) fn look_up() -> (Resolution, Scanned) {
-    let found = look_everywhere();
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    clear_dlerror();
-    found
-}
-
-/// [`look_up`], but for the `dlerror` message of a failed `dlsym` on glibc.
-fn look_everywhere() -> (Resolution, Scanned) {
     let mut search = Search::default();
 
     if let Some(global) = Handle::global() {
@@ -642,7 +636,7 @@ mod tests {
             assert!(global.lookup(c"write").is_some());
             assert_eq!(message(), None, "a later dlsym keeps the message");
         }
-        let (found, _) = look_up();
+        let found = crate::resolve::resolution();
         assert!(!found.python_found(), "{found}");
         assert_eq!(message(), None);
     }
