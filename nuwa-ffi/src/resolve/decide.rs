@@ -87,46 +87,62 @@ fn decide_on(symbols: &dyn Lookup, platform: Platform) -> State {
 
     // The getter of the current state, and, where that state is
     // process-global, `PyGILState_GetThisThreadState` to compare it with.
-    let (current, held_check, this_thread) =
-        if let Some(f) = symbols.lookup(c"PyThreadState_GetUnchecked") {
-            // 3.13 and later: the public name, thread-local.
-            let symbol = "PyThreadState_GetUnchecked";
-            (f, HeldCheck::ThreadLocal { symbol }, None)
-        } else if let Some(f) = symbols.lookup(c"_PyThreadState_UncheckedGet") {
-            let symbol = "_PyThreadState_UncheckedGet";
-            match (version, symbols.lookup(c"PyGILState_GetThisThreadState")) {
-                // 3.12: thread-local.
-                (Some(v), _) if v >= (3, 12) => (f, HeldCheck::ThreadLocal { symbol }, None),
-                // 3.11 and older (or unknown): process-global, compare.
-                (_, Some(t)) => {
-                    // SAFETY: the address of `PyGILState_GetThisThreadState`,
-                    // whose C signature is `PyThreadState *(void)`.
-                    let this_thread = unsafe { as_fn::<GetThreadStateFn>(t) };
-                    (
-                        f,
-                        HeldCheck::CompareWithThisThread { symbol },
-                        Some(this_thread),
-                    )
-                }
-                (_, None) => {
+    // The name this version defines is asked for first (a name the object
+    // lacks costs the loader a search of every object in the scope and an
+    // error message), the other one after it.
+    let public = || symbols.lookup(c"PyThreadState_GetUnchecked");
+    let private = || symbols.lookup(c"_PyThreadState_UncheckedGet");
+    let older = before(version, (3, 13));
+    let (current, held_check, this_thread) = if !older && let Some(f) = public() {
+        // 3.13 and later: the public name, thread-local.
+        let symbol = "PyThreadState_GetUnchecked";
+        (f, HeldCheck::ThreadLocal { symbol }, None)
+    } else if let Some(f) = private() {
+        let symbol = "_PyThreadState_UncheckedGet";
+        match version {
+            // 3.12: thread-local.
+            Some(v) if v >= (3, 12) => (f, HeldCheck::ThreadLocal { symbol }, None),
+            // 3.11 and older (or unknown): process-global, compare.
+            _ => {
+                let Some(t) = symbols.lookup(c"PyGILState_GetThisThreadState") else {
                     return State::NoHeldCheck {
                         version,
                         missing: &["PyGILState_GetThisThreadState"],
                     };
-                }
+                };
+                // SAFETY: the address of `PyGILState_GetThisThreadState`,
+                // whose C signature is `PyThreadState *(void)`.
+                let this_thread = unsafe { as_fn::<GetThreadStateFn>(t) };
+                (
+                    f,
+                    HeldCheck::CompareWithThisThread { symbol },
+                    Some(this_thread),
+                )
             }
-        } else {
-            return State::NoHeldCheck {
-                version,
-                missing: &["PyThreadState_GetUnchecked", "_PyThreadState_UncheckedGet"],
-            };
+        }
+    } else if older && let Some(f) = public() {
+        // The public name on a version said to be older (no such CPython):
+        // thread-local, as it is documented.
+        let symbol = "PyThreadState_GetUnchecked";
+        (f, HeldCheck::ThreadLocal { symbol }, None)
+    } else {
+        return State::NoHeldCheck {
+            version,
+            missing: &["PyThreadState_GetUnchecked", "_PyThreadState_UncheckedGet"],
         };
+    };
 
-    let swap = symbols.lookup(c"PyThreadState_Swap").map(|f| {
-        // SAFETY: the address of `PyThreadState_Swap`, whose C signature is
-        // `PyThreadState *(PyThreadState *)`.
-        unsafe { as_fn::<SwapFn>(f) }
-    });
+    // Only where a way may swap (see `choose_way`): 3.12 and later, with
+    // the thread-local getter.
+    let may_swap = this_thread.is_none() && version.is_some_and(|v| v >= (3, 12));
+    let swap = may_swap
+        .then(|| symbols.lookup(c"PyThreadState_Swap"))
+        .flatten()
+        .map(|f| {
+            // SAFETY: the address of `PyThreadState_Swap`, whose C signature
+            // is `PyThreadState *(PyThreadState *)`.
+            unsafe { as_fn::<SwapFn>(f) }
+        });
     let way = choose_way(this_thread, swap, version, platform);
     let exit = choose_exit(symbols, version, platform);
     // SAFETY: each pointer is the non-null address of the CPython function
@@ -219,11 +235,13 @@ fn choose_exit(symbols: &dyn Lookup, version: Option<(u8, u8)>, platform: Platfo
     match platform {
         #[cfg(any(test, nuwa_exit_unwinds))]
         Platform::ExitUnwinds => Exit::Frame {
-            is_finalizing: is_finalizing(symbols),
+            is_finalizing: is_finalizing(symbols, version),
         },
         // `pthread_exit` does not unwind here: the C frame would never act.
         #[cfg(any(test, nuwa_check_finalizing))]
-        Platform::ExitEnds => is_finalizing(symbols).map_or(Exit::Direct, Exit::CheckFinalizing),
+        Platform::ExitEnds => {
+            is_finalizing(symbols, version).map_or(Exit::Direct, Exit::CheckFinalizing)
+        }
         _ => {
             let _ = symbols;
             Exit::Direct
@@ -231,15 +249,24 @@ fn choose_exit(symbols: &dyn Lookup, version: Option<(u8, u8)>, platform: Platfo
     }
 }
 
-/// `Py_IsFinalizing` (3.13+) or `_Py_IsFinalizing` (3.8-3.12), if defined.
+/// `Py_IsFinalizing` (3.13+) or `_Py_IsFinalizing` (3.8-3.12), if defined
+/// (the name of `version` asked for first).
 #[cfg(any(test, nuwa_restore_shim))]
-fn is_finalizing(symbols: &dyn Lookup) -> Option<IsFinalizingFn> {
-    let f = symbols
-        .lookup(c"Py_IsFinalizing")
-        .or_else(|| symbols.lookup(c"_Py_IsFinalizing"))?;
+fn is_finalizing(symbols: &dyn Lookup, version: Option<(u8, u8)>) -> Option<IsFinalizingFn> {
+    let (first, then) = if before(version, (3, 13)) {
+        (c"_Py_IsFinalizing", c"Py_IsFinalizing")
+    } else {
+        (c"Py_IsFinalizing", c"_Py_IsFinalizing")
+    };
+    let f = symbols.lookup(first).or_else(|| symbols.lookup(then))?;
     // SAFETY: `Py_IsFinalizing` (3.13) and `_Py_IsFinalizing` (3.8-3.12)
     // have the C signature `int (void)`.
     Some(unsafe { as_fn::<IsFinalizingFn>(f) })
+}
+
+/// Whether `version` is known and older than `than`.
+fn before(version: Option<(u8, u8)>, than: (u8, u8)) -> bool {
+    version.is_some_and(|v| v < than)
 }
 
 /// Reinterprets a symbol's address as a function pointer.
@@ -762,6 +789,87 @@ mod tests {
             let r = resolve_on(&pypy, Some(0x030a0df0), platform);
             assert_eq!(r.status(), Status::PyPyNotSupported);
         }
+    }
+
+    /// `Fake`, recording the names asked for that it lacks; with a
+    /// `Py_GetVersion` that says 3.10 where it has no `Py_Version`.
+    struct Asked(Fake, core::cell::RefCell<Vec<String>>);
+
+    extern "C" fn version_3_10() -> *const c_char {
+        c"3.10.13 (main, Jan 1 2024)".as_ptr()
+    }
+
+    impl Lookup for Asked {
+        fn lookup(&self, name: &CStr) -> Option<*mut c_void> {
+            if self.0.1.is_none() && name == c"Py_GetVersion" {
+                return Some(version_3_10 as GetVersionFn as *mut c_void);
+            }
+            let found = self.0.lookup(name);
+            if found.is_none() {
+                self.1.borrow_mut().push(name.to_str().unwrap().into());
+            }
+            found
+        }
+    }
+
+    /// A name the object lacks costs the loader a search of every object in
+    /// the scope and an error message: the first lookup asks for none but
+    /// `Py_Version` where the version must be read from `Py_GetVersion`
+    /// (3.8-3.10), and for nothing it does not use.
+    #[test]
+    fn the_names_of_the_version_found_are_asked_for_first() {
+        let private = without(PRIVATE, "PyThreadState_Swap");
+        for (names, hex, lacked, unused) in [
+            // 3.8-3.10: no `Py_Version`; the version is `Py_GetVersion`'s.
+            (
+                PRIVATE,
+                None,
+                &["Py_Version"][..],
+                Some("PyThreadState_Swap"),
+            ),
+            (&private, Some(0x030b07f0), &[][..], None),
+            (
+                PRIVATE,
+                Some(0x030b07f0),
+                &[][..],
+                Some("PyThreadState_Swap"),
+            ),
+            (
+                PRIVATE,
+                Some(0x030c01f0),
+                &[][..],
+                Some("PyGILState_GetThisThreadState"),
+            ),
+            (
+                PUBLIC,
+                Some(0x030d00f0),
+                &[][..],
+                Some("PyGILState_GetThisThreadState"),
+            ),
+        ] {
+            let all: &'static [&'static str] = Box::leak(names.to_vec().into_boxed_slice());
+            let asked = Asked(Fake(all, hex), Default::default());
+            for platform in [GLIBC, MUSL, WINDOWS, WASM] {
+                asked.1.borrow_mut().clear();
+                let state = decide_on(&asked, platform);
+                assert!(matches!(state, State::Ready { .. }), "{hex:x?}");
+                assert_eq!(*asked.1.borrow(), lacked, "{hex:x?} on {platform:?}");
+            }
+            if let Some(unused) = unused {
+                let rest = without(all, unused);
+                let all: &'static [&'static str] = Box::leak(rest.into_boxed_slice());
+                for platform in [GLIBC, MUSL, WINDOWS, WASM] {
+                    let with = resolve_on(names, hex, platform);
+                    let r = resolve_on(all, hex, platform);
+                    assert_eq!(shape(names, &with), shape(all, &r), "{unused} {hex:x?}");
+                }
+            }
+        }
+        // Both getters on a version before 3.13 (no such CPython): the
+        // private one, that version's.
+        let both = [PRIVATE, &["PyThreadState_GetUnchecked"]].concat();
+        let r = resolve(&both, Some(0x030b07f0));
+        assert_eq!(shape(&both, &r).0, "compare, save, restore");
     }
 
     #[test]

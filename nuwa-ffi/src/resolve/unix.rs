@@ -92,6 +92,12 @@ impl Lookup for Handle {
         // SAFETY: the handle is open; the symbol is only read as an address.
         let p = unsafe { sys::dlsym(self.0, name.as_ptr()) };
         if p.is_null() {
+            // glibc drops a pending message as every later `dl*` call
+            // starts, and writes it only when `dlerror` asks (some 1,800
+            // instructions): there the lookup clears it once, at its end
+            // (see `resolve::look_again`), a no-op unless its last call
+            // failed.
+            #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
             clear_dlerror();
             None
         } else {
@@ -102,7 +108,7 @@ impl Lookup for Handle {
 
 /// Forgets a failed call's message, so that the host's own `dlerror` after
 /// a later failure of its own is not confused by ours.
-fn clear_dlerror() {
+pub(super) fn clear_dlerror() {
     // SAFETY: `dlerror` only reads and clears this thread's error state.
     unsafe { sys::dlerror() };
 }
@@ -177,10 +183,26 @@ static FIND_OBJECT: core::sync::atomic::AtomicUsize = core::sync::atomic::Atomic
 /// may wait for the GIL the looking thread holds).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn find_object() -> Option<FindObject> {
+    find_object_in(None)
+}
+
+/// [`find_object`], looked up in `global` (the global scope, already open)
+/// if it was not yet: the lookup asks with the handle it has.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn find_object_in(global: Option<&Handle>) -> Option<FindObject> {
     use core::sync::atomic::Ordering;
     let mut f = FIND_OBJECT.load(Ordering::Acquire);
     if f == 0 {
-        f = Handle::global()
+        // (On glibc, closing `opened` drops a failed lookup's message.)
+        let opened;
+        let global = match global {
+            Some(global) => Some(global),
+            None => {
+                opened = Handle::global();
+                opened.as_ref()
+            }
+        };
+        f = global
             .and_then(|global| global.lookup(c"_dl_find_object"))
             .map_or(1, |p| p.addr());
         FIND_OBJECT.store(f, Ordering::Release);
@@ -279,10 +301,17 @@ fn copied(name: *const c_char) -> CString {
 struct OneObject<'a> {
     inner: &'a dyn Lookup,
     object: &'a Object,
+    /// `PyEval_SaveThread`, if already found in `object` (not asked again).
+    save: Option<*mut c_void>,
 }
 
 impl Lookup for OneObject<'_> {
     fn lookup(&self, name: &CStr) -> Option<*mut c_void> {
+        if let Some(save) = self.save
+            && name == decide::GIL_PAIR[0]
+        {
+            return Some(save);
+        }
         let p = self.inner.lookup(name)?;
         self.object.holds(p).then_some(p)
     }
@@ -343,14 +372,19 @@ pub(super) type Scanned = super::loaded::Scan;
 pub(super) type Scanned = ();
 
 /// Looks in every place, in order; returns the answer and what the walk of
-/// the loaded objects saw (when the answer is not final).
+/// the loaded objects saw (when the answer is not final). On glibc, the
+/// caller then calls [`clear_dlerror`] (see `Handle::lookup`).
 pub(super) fn look_up() -> (Resolution, Scanned) {
     let mut search = Search::default();
 
-    if let Some(global) = Handle::global()
-        && let Some(r) = search.try_place(&global, Via::GlobalScope)
-    {
-        return (r, Scanned::default());
+    if let Some(global) = Handle::global() {
+        // `_dl_find_object` (for the same-object check) from the handle
+        // open here, not from one opened again.
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        let _ = find_object_in(Some(&global));
+        if let Some(r) = search.try_place(&global, Via::GlobalScope) {
+            return (r, Scanned::default());
+        }
     }
 
     #[cfg(nuwa_dl_noload)]
@@ -449,6 +483,8 @@ impl Search {
         let state = decide::decide(&OneObject {
             inner: symbols,
             object: &object,
+            // In `object`: it was found there.
+            save: Some(save),
         });
         self.keep(state, via, object.name, true)
     }
@@ -578,6 +614,33 @@ mod tests {
         }
     }
 
+    /// A lookup whose `dlsym`s fail (this test program has no Python)
+    /// leaves no message for the host's `dlerror`; on glibc, because a
+    /// failed `dlsym`'s message is dropped by the next `dl*` call (which
+    /// `Handle::lookup` relies on) and by the lookup's own `dlerror` at its
+    /// end.
+    #[test]
+    fn a_lookup_leaves_no_dlerror_message() {
+        let message = || {
+            // SAFETY: `dlerror` only reads and clears this thread's error
+            // state.
+            let m = unsafe { sys::dlerror() };
+            // SAFETY: a message is NUL-terminated, valid until the next
+            // `dl*` call on this thread; copied at once.
+            (!m.is_null()).then(|| unsafe { CStr::from_ptr(m) }.to_owned())
+        };
+        let global = Handle::global().expect("the global scope");
+        assert!(global.lookup(c"PyEval_SaveThread").is_none());
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        {
+            assert!(global.lookup(c"write").is_some());
+            assert_eq!(message(), None, "a later dlsym keeps the message");
+        }
+        let found = crate::resolve::resolution();
+        assert!(!found.python_found(), "{found}");
+        assert_eq!(message(), None);
+    }
+
     /// A function found in another object than `PyEval_SaveThread` does not
     /// count: the place has no Python, or no held check, never a mix.
     #[test]
@@ -594,6 +657,7 @@ mod tests {
             let state = decide::decide(&OneObject {
                 inner: &place,
                 object: &object,
+                save: None,
             });
             Resolution {
                 state,
