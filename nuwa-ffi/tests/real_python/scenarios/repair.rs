@@ -41,8 +41,7 @@ struct InterpreterConfig {
 /// `PyInterpreterConfig_OWN_GIL`.
 const OWN_GIL: c_int = 2;
 
-type NewFromConfigFn =
-    unsafe extern "C" fn(*mut *mut c_void, *const InterpreterConfig) -> PyStatus;
+type NewFromConfigFn = unsafe extern "C" fn(*mut *mut c_void, *const InterpreterConfig) -> PyStatus;
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload
@@ -93,9 +92,13 @@ fn prove_release_after_subinterpreters(py: &Py, what: &str) -> Result<(), String
         (wait_flag(GO, 1, deadline), inside)
     };
     ensure!(went, "{what}: the block did not release the GIL");
-    ensure!(inside.is_null(), "{what}: a state was attached inside the block");
+    ensure!(
+        inside.is_null(),
+        "{what}: a state was attached inside the block"
+    );
     // SAFETY: as above.
-    ensure!(!unsafe { unchecked() }.is_null(), "{what}: nothing attached after the block");
+    let after = unsafe { unchecked() };
+    ensure!(!after.is_null(), "{what}: nothing attached after the block");
     py.run("nuwa_join(nuwa_proof)")?;
     check_python_errors()
 }
@@ -156,7 +159,10 @@ pub(crate) fn own_gil_subinterpreter_left_in_block(target: &Target) -> Outcome {
             status_kind = unsafe { new_from_config(&mut sub, &config) }.kind;
         }
     })?;
-    ensure!(status_kind == 0 && !sub.is_null(), "Py_NewInterpreterFromConfig failed");
+    ensure!(
+        status_kind == 0 && !sub.is_null(),
+        "Py_NewInterpreterFromConfig failed"
+    );
     // SAFETY: the thread-local getter, any time.
     let now = unsafe { unchecked() };
     ensure!(
@@ -231,7 +237,10 @@ pub(crate) fn foreign_state_left_before_a_part(target: &Target) -> Outcome {
                 }
             }
         })?;
-        ensure!(!part_ran && !after_part, "the part or the rest of the block ran");
+        ensure!(
+            !part_ran && !after_part,
+            "the part or the rest of the block ran"
+        );
         let stray = stray_addr as *mut c_void;
         // SAFETY: a state is attached (nuwa's message says so).
         let now = unsafe { get() };
