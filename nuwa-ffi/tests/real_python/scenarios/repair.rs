@@ -404,3 +404,91 @@ pub(crate) fn main_state_left_in_own_gil_subinterpreter_block(target: &Target) -
     py.finalize()?;
     passed()
 }
+
+/// `Py_FinalizeEx` starts (its `atexit` handlers have run) while a block on
+/// another thread holds an own-GIL subinterpreter's state attached (made
+/// inside the block). The block then ends: the repair detaches the
+/// subinterpreter's state (dropping its GIL, which finalization needs to end
+/// the remaining subinterpreter) and takes the main GIL back. Which of the
+/// two threads gets the main GIL first is not fixed, and either outcome is
+/// right: the block panics (finalization has not marked its state yet) and
+/// the thread releases its state, or CPython never lets it return (3.14+
+/// hangs it; on 3.13 it is ended, and nuwa parks it). What must hold:
+/// `Py_FinalizeEx` returns (no deadlock on either GIL, no fatal error when
+/// it ends the subinterpreter from the state the repair detached), and the
+/// block never returns normally.
+pub(crate) fn own_gil_state_left_at_shutdown(target: &Target) -> Outcome {
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::time::Instant;
+    let version = (target.version.0, target.version.1);
+    if version < (3, 13) {
+        return Ok(Pass::Skipped("the repair is 3.13+".into()));
+    }
+    let py = start(target)?;
+    // SAFETY: the C signature of this CPython 3.12+ function.
+    let new_from_config = unsafe { api::<NewFromConfigFn>("Py_NewInterpreterFromConfig")? };
+    const READY: usize = 22;
+    const AT_EXIT: usize = 23;
+    const PAST_BLOCK: usize = 24;
+    const FAILED: usize = 25;
+    py.run(&format!(
+        "import atexit; atexit.register(lambda: _nuwa_set({AT_EXIT}, 1))"
+    ))?;
+    let deadline = Instant::now() + WAIT;
+    std::thread::spawn(move || {
+        let state = py.gilstate_ensure();
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(|info| eprintln!("(expected) {info}")));
+        let caught = panic::catch_unwind(AssertUnwindSafe(|| {
+            nuwa_ffi::nogil! {
+                let config = InterpreterConfig {
+                    use_main_obmalloc: 0,
+                    allow_fork: 0,
+                    allow_exec: 0,
+                    allow_threads: 1,
+                    allow_daemon_threads: 0,
+                    check_multi_interp_extensions: 1,
+                    gil: OWN_GIL,
+                };
+                let mut sub: *mut c_void = std::ptr::null_mut();
+                // SAFETY: nothing is attached here (the block released);
+                // the subinterpreter's state is attached on return.
+                let status = unsafe { new_from_config(&mut sub, &config) };
+                if status.kind != 0 || sub.is_null() {
+                    FLAGS[FAILED].store(1, SeqCst);
+                }
+                FLAGS[READY].store(1, SeqCst);
+                if !wait_flag(AT_EXIT, 1, deadline) {
+                    FLAGS[FAILED].store(2, SeqCst);
+                }
+            }
+        }));
+        panic::set_hook(previous);
+        // Only if the take-back returned: with nuwa's panic, the block's own
+        // state attached (the repair), which the thread releases so that
+        // finalization can go on.
+        FLAGS[PAST_BLOCK].store(if caught.is_err() { 2 } else { 1 }, SeqCst);
+        py.gilstate_release(state);
+    });
+    let ready = nuwa_ffi::nogil! { wait_flag(READY, 1, deadline) };
+    ensure!(ready, "the thread did not make its subinterpreter");
+    ensure!(
+        FLAGS[FAILED].load(SeqCst) == 0,
+        "Py_NewInterpreterFromConfig failed"
+    );
+    py.finalize()?;
+    ensure!(
+        FLAGS[FAILED].load(SeqCst) == 0,
+        "the block did not see the atexit handler run"
+    );
+    let past = FLAGS[PAST_BLOCK].load(SeqCst);
+    ensure!(past != 1, "the block ended normally with a state attached");
+    Ok(Pass::Ok(
+        if past == 2 {
+            "the block panicked before finalization marked it"
+        } else {
+            "the block's take-back never returned"
+        }
+        .into(),
+    ))
+}
