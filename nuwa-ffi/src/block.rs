@@ -6,7 +6,8 @@
 //! which does both (3.12, 3.13). Its take-back ([`GilOps::reacquire`]): the
 //! check that no thread state was left attached inside the block, then
 //! `PyEval_RestoreThread`, or `PyThreadState_Swap(saved)`, which does both
-//! (3.13 and later), through the plan's
+//! (3.13; on 3.14 and later only to repair a state left attached), through
+//! the plan's
 //! [`TakeBack`](crate::shutdown::TakeBack) (the shutdown handling). The [`GilHeld`](crate::GilHeld) token's blocks use
 //! [`release_unchecked`] and [`reacquire_unchecked`].
 
@@ -69,11 +70,12 @@ pub struct SavedThreadState(NonNull<core::ffi::c_void>);
 // holds the GIL: `PyThreadState_Swap(NULL)` on 3.12 and 3.13 (it detaches
 // only an attached state), `PyEval_SaveThread` after the held check (see
 // `HeldCheck`) elsewhere; it returns the state it saved. `reacquire` attaches
-// exactly that state again: `PyThreadState_Swap(saved)` on 3.13 and later
-// (not on Windows), which first detaches a state left attached inside the
-// block (then it panics after restoring), `PyEval_RestoreThread` elsewhere,
-// after checking that no state was left attached (if one was, it panics, and
-// restores nothing; see `reacquire_with`). Without the functions or the
+// exactly that state again: `PyThreadState_Swap(saved)` on 3.13 (not on
+// Windows), which first detaches a state left attached inside the block
+// (then it panics after restoring), `PyEval_RestoreThread` elsewhere, after
+// checking that no state was left attached (if one was, it panics: on 3.14
+// and later, not on Windows, after the same swap; elsewhere restoring
+// nothing; see `reacquire_with` and `left_attached`). Without the functions or the
 // check, nothing is released.
 unsafe impl GilOps for CPython {
     type State = SavedThreadState;

@@ -116,7 +116,7 @@ pub(crate) enum Out {
     /// (3.11 and older, [`Way::Compare`]), then `PyEval_SaveThread`.
     Compare(GetThreadStateFn),
     /// The current state not null (thread-local), then `PyEval_SaveThread`
-    /// ([`Way::Local`], [`Way::SwapIn`]).
+    /// ([`Way::Local`], [`Way::LocalRepair`]).
     Local,
 }
 

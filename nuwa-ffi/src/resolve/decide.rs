@@ -193,8 +193,9 @@ fn choose_way(
     }
 }
 
-/// The way of 3.13 and later where `PyThreadState_Swap` takes the GIL back
-/// (not on Windows, see [`Way::SwapOut`]).
+/// The way of 3.13 and later where `PyThreadState_Swap` can take the GIL
+/// back (not on Windows, see [`Way::SwapOut`]): on every block on 3.13, only
+/// to repair a state left attached on 3.14 and later.
 fn swap_in(swap: SwapFn, version: (u8, u8), platform: Platform) -> Option<Way> {
     #[cfg(any(test, not(windows)))]
     if version >= (3, 13) && !platform.keeps_last_error() {

@@ -75,6 +75,18 @@
 //!   a block and left attached (3.12+): a panic, not a hang; on 3.13+ the
 //!   block's own state is current again (the swap's repair), on 3.12 the
 //!   stray one.
+//! - `own_gil_subinterpreter_left_in_block`,
+//!   `main_state_left_in_own_gil_subinterpreter_block`,
+//!   `foreign_state_left_before_a_part`,
+//!   `foreign_state_left_in_block_nested_in_part` (3.13+): the repair across
+//!   two GILs (an own-GIL subinterpreter's state left in a main-interpreter
+//!   block, and the reverse on a thread of its own), before a `with_gil!`
+//!   part (in place and strict), and in a block nested in a part: a panic,
+//!   then the block's own state is current, and blocks release again.
+//! - `own_gil_state_left_at_shutdown` (3.13+): `Py_FinalizeEx` (after its
+//!   atexit handlers) while a block on another thread holds an own-GIL
+//!   subinterpreter's state: the repair frees that GIL, finalization returns,
+//!   and the block panics or never returns (which one is CPython's timing).
 //! - `state_attached_before_a_part`: the same, left attached before a
 //!   `with_gil!` part (in place and strict): the part's reacquire panics,
 //!   the part does not run, and the thread holds the GIL afterwards.

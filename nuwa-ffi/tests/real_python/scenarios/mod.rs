@@ -10,6 +10,7 @@ mod free_threaded;
 mod panics;
 mod reattach;
 mod release;
+mod repair;
 pub(crate) mod shutdown;
 mod signals;
 mod stats;
@@ -23,6 +24,7 @@ use free_threaded::*;
 use panics::*;
 use reattach::*;
 use release::*;
+use repair::*;
 use shutdown::*;
 use signals::*;
 use stats::*;
@@ -259,6 +261,36 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         name: "foreign_state_attached_in_block",
         runs: 1,
         run: foreign_state_attached_in_block,
+        hosts: false,
+    },
+    Scenario {
+        name: "own_gil_subinterpreter_left_in_block",
+        runs: 1,
+        run: own_gil_subinterpreter_left_in_block,
+        hosts: false,
+    },
+    Scenario {
+        name: "foreign_state_left_before_a_part",
+        runs: 1,
+        run: foreign_state_left_before_a_part,
+        hosts: false,
+    },
+    Scenario {
+        name: "foreign_state_left_in_block_nested_in_part",
+        runs: 1,
+        run: foreign_state_left_in_block_nested_in_part,
+        hosts: false,
+    },
+    Scenario {
+        name: "main_state_left_in_own_gil_subinterpreter_block",
+        runs: 1,
+        run: main_state_left_in_own_gil_subinterpreter_block,
+        hosts: false,
+    },
+    Scenario {
+        name: "own_gil_state_left_at_shutdown",
+        runs: 1,
+        run: own_gil_state_left_at_shutdown,
         hosts: false,
     },
     Scenario {
