@@ -383,6 +383,9 @@ fn park_if_ended_by_finalization() {
 /// repair (3.14 and later, not on Windows), `PyThreadState_Swap(tstate)`
 /// detaches it and takes the GIL back with the block's own state, as the
 /// take-back of 3.13 does on every block; then [`attached_inside_block`].
+/// Not while the thread is already panicking: the process is about to abort
+/// with nuwa's message, and the swap, which waits for the GIL, could keep it
+/// from being printed (at shutdown CPython 3.14+ hangs a thread that waits).
 ///
 /// # Safety
 ///
@@ -395,7 +398,9 @@ unsafe fn left_attached(tstate: ThreadStatePtr) -> ! {
     // one that released.
     let plan = plan::in_force();
     #[cfg(any(test, not(windows)))]
-    if let Some(swap) = plan.repair {
+    if let Some(swap) = plan.repair
+        && !std::thread::panicking()
+    {
         // SAFETY: the caller's contract; `swap` is `PyThreadState_Swap` of
         // 3.14 or later, which detaches the state attached to this thread
         // first.
