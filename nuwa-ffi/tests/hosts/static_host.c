@@ -70,6 +70,14 @@ static int race_wait(sem_t *s) {
     return r == 0;
 }
 
+/* The other thread's write begins (at most once); returns once it did. */
+static void race_let_other_start(void) {
+    if (atomic_exchange(&race_armed, 0)) {
+        sem_post(&race_start);
+        race_wait(&race_ack);
+    }
+}
+
 int __wrap_PyOS_snprintf(char *str, size_t size, const char *format, ...);
 int __wrap_PyOS_snprintf(char *str, size_t size, const char *format, ...) {
     int version = race_armed && size > 0 && strcmp(format, "%.80s (%.80s) %.80s") == 0;
@@ -88,11 +96,7 @@ int __wrap_PyOS_snprintf(char *str, size_t size, const char *format, ...) {
     va_start(va, format);
     int n = PyOS_vsnprintf(str, size, format, va);
     va_end(va);
-    if (version && main_thread) {
-        race_armed = 0;
-        sem_post(&race_start);
-        race_wait(&race_ack);
-    }
+    if (version && main_thread) race_let_other_start();
     return n;
 }
 
@@ -119,7 +123,9 @@ static int version_race(int (*run_block)(void)) {
     if (race_entered) {
         /* nuwa's first lookup runs in this block, on this thread. */
         rc = run_block();
-        race_armed = 0;
+        /* If nuwa did not read Py_GetVersion's text, the other thread is
+         * still waiting to begin. */
+        race_let_other_start();
         sem_post(&race_go);
     }
     pthread_join(other, NULL);
