@@ -92,11 +92,12 @@ impl Lookup for Handle {
         // SAFETY: the handle is open; the symbol is only read as an address.
         let p = unsafe { sys::dlsym(self.0, name.as_ptr()) };
         if p.is_null() {
-            // glibc drops a pending message as every later `dl*` call
-            // starts, and writes it only when `dlerror` asks (some 1,800
-            // instructions): there the lookup clears it once, at its end
-            // (see `resolve::look_again`), a no-op unless its last call
-            // failed.
+            // glibc drops a pending message as every later `dlopen`,
+            // `dlsym` or `dlclose` starts (not `dladdr`), and writes it
+            // only when `dlerror` asks (some 1,800 instructions): there the
+            // lookup clears it once, at its end (see
+            // `resolve::look_again`), a no-op unless its last such call
+            // failed (each handle's `dlclose` comes after its lookups).
             #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
             clear_dlerror();
             None
