@@ -110,7 +110,7 @@ fn in_force() -> Option<&'static Resolution> {
 #[inline(never)]
 fn look_again() -> &'static Resolution {
     #[cfg(test)]
-    tests::LOOKUPS.with(|n| n.set(n.get() + 1));
+    tests::LOOKUPS.fetch_add(1, Ordering::Relaxed);
     #[cfg(unix)]
     {
         let (made, scanned) = unix::look_up();
@@ -199,19 +199,16 @@ fn look_up() -> Resolution {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use core::cell::Cell;
+    use core::sync::atomic::AtomicUsize;
 
-    std::thread_local! {
-        /// Full lookups made by this thread (a test that looks up on
-        /// purpose, in parallel, does not count for another).
-        pub(super) static LOOKUPS: Cell<usize> = const { Cell::new(0) };
-    }
+    /// Full lookups made by this process.
+    pub(super) static LOOKUPS: AtomicUsize = AtomicUsize::new(0);
 
     #[test]
     fn without_python_blocks_do_not_look_again_until_a_library_is_loaded() {
         let found = resolution();
         assert!(!found.python_found(), "{found}");
-        let before = LOOKUPS.get();
+        let before = LOOKUPS.load(Ordering::Relaxed);
         for _ in 0..1000 {
             assert!(plan().is_none());
         }
@@ -221,7 +218,7 @@ mod tests {
             assert!(!python_may_have_arrived());
         }
         assert_eq!(
-            LOOKUPS.get(),
+            LOOKUPS.load(Ordering::Relaxed),
             before,
             "blocks looked for Python again although no library was loaded"
         );

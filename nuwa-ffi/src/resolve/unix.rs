@@ -620,9 +620,14 @@ mod tests {
     /// failed `dlsym`'s message is dropped by the next `dl*` call (which
     /// `Handle::lookup` relies on) and by the lookup's own `dlerror` at its
     /// end. The lookup is made here, on this thread (`resolution()` would
-    /// look only if no other test had yet). A static musl program has no
-    /// global scope (its `dlopen` always fails): only the lookup is checked
-    /// there.
+    /// look only if no other test had yet, and `look_again` would count a
+    /// lookup that `without_python_blocks_do_not_look_again` may be
+    /// counting on another thread), without that final `dlerror`, which
+    /// has nothing left to clear (each handle's `dlclose` follows its
+    /// lookups): a change that ends the lookup with a failed `dlsym` fails
+    /// here (checked), although that `dlerror` would still clear it. A
+    /// static musl program has no global scope (its `dlopen` always
+    /// fails): only the lookup is checked there.
     #[test]
     fn a_lookup_leaves_no_dlerror_message() {
         let message = || {
@@ -644,7 +649,7 @@ mod tests {
             let static_musl = cfg!(all(target_env = "musl", target_feature = "crt-static"));
             assert!(static_musl, "no global scope: {:?}", message());
         }
-        let found = crate::resolve::look_again();
+        let (found, _) = look_up();
         assert!(!found.python_found(), "{found}");
         assert_eq!(message(), None);
     }
