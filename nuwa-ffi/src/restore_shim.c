@@ -71,10 +71,13 @@ void *nuwa_ffi_0_1_swap_thread(void *tstate, nuwa_swap_fn swap) {
  * through every loaded object per name, about 600 instructions on every
  * import, most of them for names no object defines (the table holds both
  * names of a function that was renamed), only for nuwa to reject an address
- * outside its own object. So the table holds only what the lookup needs:
- * no Py_Version (3.11+), since Py_GetVersion, which every version has,
- * tells the same; and the names are compared here rather than with strcmp,
- * one imported symbol fewer. Protected or hidden references would leave no
+ * outside its own object. So the table holds only what the lookup needs,
+ * and the names are compared here rather than with strcmp, one imported
+ * symbol fewer. Py_Version (3.11+) stays although Py_GetVersion tells the
+ * same: 3.8-3.11 write Py_GetVersion's text into one static buffer again at
+ * every call, starting with a NUL, so while another thread is inside it
+ * (a Cython module's import calls it) the text may read empty and the
+ * version unknown (real_python's static_embedding_version_race). Protected or hidden references would leave no
  * dynamic symbol where nothing defines the function, but the visibility
  * merges with every other reference to the name in the link: a crate that
  * calls the function itself (PyO3's detach calls PyEval_SaveThread, pyo3-ffi
@@ -95,6 +98,7 @@ NUWA_WEAK(PyErr_CheckSignals)
 NUWA_WEAK(Py_IsFinalizing)
 NUWA_WEAK(_Py_IsFinalizing)
 NUWA_WEAK(Py_GetVersion)
+extern const unsigned long Py_Version __attribute__((weak));
 
 /* Whether two NUL-terminated strings are equal. */
 static int nuwa_same_name(const char *a, const char *b) {
@@ -124,6 +128,7 @@ const void *nuwa_ffi_0_1_linked(const char *name) {
         NUWA_ENTRY(Py_IsFinalizing),
         NUWA_ENTRY(_Py_IsFinalizing),
         NUWA_ENTRY(Py_GetVersion),
+        NUWA_ENTRY(Py_Version),
     };
 #undef NUWA_ENTRY
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {

@@ -13,13 +13,23 @@
  *                         out (the proof can fail)
  *   static_host late      a block first (it releases: linked in), then the
  *                         handover: a clear error
+ *   static_host version_race
+ *                         nuwa's first block while another thread is inside
+ *                         Py_GetVersion (see race_snprintf below): the
+ *                         version must still be found
  *
  * Prints "key: value" lines; exits 0 if the mode ran to the end.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <errno.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 int nuwa_testlib_block_wait(int entered, int done, int timeout_ms);
 int nuwa_testlib_wait_holding(int entered, int done, int timeout_ms);
@@ -36,6 +46,92 @@ int nuwa_testlib_provide(int major, int minor, const void *save, const void *res
 #define CURRENT_STATE ((const void *)&_PyThreadState_UncheckedGet)
 #define IS_FINALIZING ((const void *)&_Py_IsFinalizing)
 #endif
+
+/* ---- version_race ----
+ * CPython 3.8-3.11 write Py_GetVersion's text into one static buffer again
+ * at every call (PyOS_snprintf; glibc's vsnprintf first stores a NUL at its
+ * start), so a reader on one thread can find it empty while another thread
+ * is inside Py_GetVersion (3.12.1+ write it once). The host is linked with
+ * --wrap=PyOS_snprintf: while `race_armed`, the version's snprintf on the
+ * other thread begins (the NUL) right after the main thread's has ended and
+ * before the main thread reads the text, the interleaving made certain. */
+static atomic_int race_armed;
+static atomic_int race_entered;
+static pthread_t race_main;
+static sem_t race_in, race_start, race_ack, race_go;
+
+/* Waits for `s`, at most 10 s; 0 if it timed out. */
+static int race_wait(sem_t *s) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    int r;
+    while ((r = sem_timedwait(s, &until)) != 0 && errno == EINTR) {}
+    return r == 0;
+}
+
+/* The other thread's write begins (at most once); returns once it did. */
+static void race_let_other_start(void) {
+    if (atomic_exchange(&race_armed, 0)) {
+        sem_post(&race_start);
+        race_wait(&race_ack);
+    }
+}
+
+int __wrap_PyOS_snprintf(char *str, size_t size, const char *format, ...);
+int __wrap_PyOS_snprintf(char *str, size_t size, const char *format, ...) {
+    int version = race_armed && size > 0 && strcmp(format, "%.80s (%.80s) %.80s") == 0;
+    int main_thread = pthread_equal(pthread_self(), race_main);
+    if (version && !main_thread) {
+        /* The other thread: its write begins once the main thread's ended. */
+        race_entered = 1;
+        sem_post(&race_in);
+        if (race_wait(&race_start)) {
+            str[0] = '\0';
+            sem_post(&race_ack);
+            race_wait(&race_go);
+        }
+    }
+    va_list va;
+    va_start(va, format);
+    int n = PyOS_vsnprintf(str, size, format, va);
+    va_end(va);
+    if (version && main_thread) race_let_other_start();
+    return n;
+}
+
+static void *race_other(void *arg) {
+    (void)arg;
+    (void)Py_GetVersion();
+    /* Returned without writing (3.12.1+): the main thread goes on. */
+    if (!race_entered) sem_post(&race_in);
+    return NULL;
+}
+
+/* Prints "race: raced" (the interleaving happened), or "race: once" (this
+ * CPython's Py_GetVersion writes only once: nothing to race). */
+static int version_race(int (*run_block)(void)) {
+    pthread_t other;
+    if (sem_init(&race_in, 0, 0) || sem_init(&race_start, 0, 0) || sem_init(&race_ack, 0, 0) ||
+        sem_init(&race_go, 0, 0))
+        return 1;
+    race_main = pthread_self();
+    race_armed = 1;
+    if (pthread_create(&other, NULL, race_other, NULL) != 0) return 1;
+    if (!race_wait(&race_in)) return 1;
+    int rc = 0;
+    if (race_entered) {
+        /* nuwa's first lookup runs in this block, on this thread. */
+        rc = run_block();
+        /* If nuwa did not read Py_GetVersion's text, the other thread is
+         * still waiting to begin. */
+        race_let_other_start();
+        sem_post(&race_go);
+    }
+    pthread_join(other, NULL);
+    printf("race: %s\n", race_entered ? "raced" : "once");
+    return rc;
+}
 
 static PyObject *block_wait(PyObject *self, PyObject *args) {
     int entered, done, timeout_ms;
@@ -104,6 +200,8 @@ static int prove(const char *wait, int timeout_ms, const char *key) {
     return PyRun_SimpleString(code);
 }
 
+static int prove_block(void) { return prove("block_wait", 10000, "proof"); }
+
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "";
     setvbuf(stdout, NULL, _IONBF, 0);
@@ -118,11 +216,13 @@ int main(int argc, char **argv) {
         if (prove("block_wait", 10000, "proof") != 0) return 5;
     } else if (strcmp(mode, "control") == 0) {
         if (prove("wait_holding", 1500, "proof") != 0) return 5;
+    } else if (strcmp(mode, "version_race") == 0) {
+        if (version_race(prove_block) != 0) return 5;
     } else if (strcmp(mode, "late") == 0) {
         if (prove("block_wait", 10000, "proof") != 0) return 5;
         handover("late", PY_MINOR_VERSION);
     } else {
-        fprintf(stderr, "usage: static_host provide|linked|control|late\n");
+        fprintf(stderr, "usage: static_host provide|linked|control|late|version_race\n");
         return 2;
     }
     printf("end: %s\n", mode);

@@ -201,6 +201,8 @@ fn static_host(vars: &BuildVars, lib: &Path, out: &Path, root: &Path) -> Built {
         cmd.arg("-o")
             .arg(exe)
             .arg(&source)
+            // For `static_host version_race` (see there).
+            .arg("-Wl,--wrap=PyOS_snprintf")
             .arg(format!("-I{}", vars.include))
             .arg(lib)
             .arg(&archive)

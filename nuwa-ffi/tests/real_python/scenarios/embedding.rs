@@ -308,6 +308,44 @@ pub(crate) fn static_embedding(target: &Target) -> Outcome {
     Ok(Pass::Ok(line(&linked, "describe").to_string()))
 }
 
+/// 2c. The program of [`static_embedding`], its first block run while
+///     another thread is inside `Py_GetVersion` (`static_host
+///     version_race`): CPython 3.8-3.11 write that text again at every
+///     call, starting with a NUL, so it may be read empty; nuwa still finds
+///     the version (3.11: `Py_Version`, a constant). Skipped on 3.8-3.10
+///     (no `Py_Version`: `Py_GetVersion` is the only source) and where
+///     `Py_GetVersion` writes only once (3.12.1+).
+pub(crate) fn static_embedding_version_race(target: &Target) -> Outcome {
+    let Err(why) = &target.static_host else {
+        return version_race(target);
+    };
+    Ok(Pass::Skipped(format!("no static host: {why}")))
+}
+
+fn version_race(target: &Target) -> Outcome {
+    let (major, minor, _) = target.version;
+    if (major, minor) < (3, 11) {
+        return Ok(Pass::Skipped(
+            "CPython 3.8-3.10: no Py_Version, the version is Py_GetVersion's text".into(),
+        ));
+    }
+    let out = run_static_host(target, "version_race")?;
+    if line(&out, "race") == "once" {
+        return Ok(Pass::Skipped(
+            "this CPython writes Py_GetVersion's text only once: nothing to race".into(),
+        ));
+    }
+    let found = format!("CPython {major}.{minor} found: held check");
+    ensure!(
+        line(&out, "race") == "raced"
+            && line(&out, "proof") == "done=1 released=1"
+            && line(&out, "describe").starts_with(&found),
+        "the first block while another thread is inside Py_GetVersion: {}",
+        out.replace('\n', " | ")
+    );
+    Ok(Pass::Ok(line(&out, "describe").to_string()))
+}
+
 /// The functions stay valid after the host unloads libpython: init, a block
 /// (proved to release), finalize, `dlclose`, then blocks again.
 pub(crate) fn dlclose_then_block(target: &Target) -> Outcome {

@@ -174,6 +174,12 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         hosts: true,
     },
     Scenario {
+        name: "static_embedding_version_race",
+        runs: 1,
+        run: static_embedding_version_race,
+        hosts: true,
+    },
+    Scenario {
         name: "python_loaded_after_a_block",
         runs: 1,
         run: python_loaded_after_a_block,
