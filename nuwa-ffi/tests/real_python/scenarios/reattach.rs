@@ -16,7 +16,7 @@ const MESSAGE: &str =
     "nuwa: a Python thread state was attached on this thread inside a nogil! block";
 
 /// The message of a caught panic.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload
         .downcast_ref::<String>()
         .cloned()
@@ -212,35 +212,17 @@ pub(crate) fn foreign_state_attached_in_block(target: &Target) -> Outcome {
         ));
     }
     let py = start(target)?;
-    type InterpFn = unsafe extern "C" fn() -> *mut c_void;
-    type NewFn = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
-    type StateOpFn = unsafe extern "C" fn(*mut c_void);
-    type SwapFn = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
-    // SAFETY: the C signatures of these CPython 3.8+ functions.
-    let (get, interpreter, new_state, restore, clear, delete, swap) = unsafe {
-        (
-            api::<StateFn>("PyThreadState_Get")?,
-            api::<InterpFn>("PyInterpreterState_Get")?,
-            api::<NewFn>("PyThreadState_New")?,
-            api::<RestoreFn>("PyEval_RestoreThread")?,
-            api::<StateOpFn>("PyThreadState_Clear")?,
-            api::<StateOpFn>("PyThreadState_Delete")?,
-            api::<SwapFn>("PyThreadState_Swap")?,
-        )
-    };
+    let states = super::repair::StrayStates::load()?;
     // SAFETY: this thread holds the GIL.
-    let (own, interp) = unsafe { (get(), interpreter()) };
+    let (own, interp) = unsafe { states.own() };
     let previous = panic::take_hook();
     panic::set_hook(Box::new(|info| eprintln!("(expected) {info}")));
     let mut stray: *mut c_void = std::ptr::null_mut();
     let caught = panic::catch_unwind(AssertUnwindSafe(|| {
         nuwa_ffi::nogil! {
-            // SAFETY: `interp` is alive; a new state for this thread, then
-            // attached (this thread has none attached inside the block).
-            unsafe {
-                stray = new_state(interp);
-                restore(stray);
-            }
+            // SAFETY: `interp` is alive; this thread has no state attached
+            // inside the block.
+            stray = unsafe { states.attach_new(interp) };
         }
     }));
     panic::set_hook(previous);
@@ -255,7 +237,7 @@ pub(crate) fn foreign_state_attached_in_block(target: &Target) -> Outcome {
     ensure!(!stray.is_null(), "PyThreadState_New failed");
     // SAFETY: a state is attached to this thread either way (nuwa's message
     // says which), so this thread holds the GIL.
-    let now = unsafe { get() };
+    let now = unsafe { (states.get)() };
     let repaired = version >= (3, 13);
     let expected = if repaired { own } else { stray };
     ensure!(
@@ -287,10 +269,9 @@ pub(crate) fn foreign_state_attached_in_block(target: &Target) -> Outcome {
     // is current again.
     unsafe {
         if !repaired {
-            swap(own);
+            (states.swap)(own);
         }
-        clear(stray);
-        delete(stray);
+        states.dispose(stray);
     }
     ensure!(py.gil_check() == 1, "the GIL is not held after the cleanup");
     py.run("nuwa_x = [i for i in range(100)]")?;

@@ -7,6 +7,7 @@
 use std::ffi::{c_char, c_int, c_void};
 use std::panic::{self, AssertUnwindSafe};
 
+use super::reattach::panic_message;
 use crate::harness::*;
 
 type StateFn = unsafe extern "C" fn() -> *mut c_void;
@@ -43,12 +44,72 @@ const OWN_GIL: c_int = 2;
 
 type NewFromConfigFn = unsafe extern "C" fn(*mut *mut c_void, *const InterpreterConfig) -> PyStatus;
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_default()
+/// The CPython functions that make a thread state for this thread, attach
+/// it and dispose of it: the stray state these attacks leave in a block.
+pub(crate) struct StrayStates {
+    /// `PyThreadState_Get`.
+    pub(crate) get: StateFn,
+    /// `PyThreadState_Swap`.
+    pub(crate) swap: SwapFn,
+    interpreter: StateFn,
+    new_state: NewFn,
+    restore: StateOpFn,
+    clear: StateOpFn,
+    delete: StateOpFn,
+}
+
+impl StrayStates {
+    pub(crate) fn load() -> Result<StrayStates, String> {
+        // SAFETY: the C signatures of these CPython 3.8+ functions.
+        unsafe {
+            Ok(StrayStates {
+                get: api("PyThreadState_Get")?,
+                swap: api("PyThreadState_Swap")?,
+                interpreter: api("PyInterpreterState_Get")?,
+                new_state: api("PyThreadState_New")?,
+                restore: api("PyEval_RestoreThread")?,
+                clear: api("PyThreadState_Clear")?,
+                delete: api("PyThreadState_Delete")?,
+            })
+        }
+    }
+
+    /// This thread's current state and its interpreter.
+    ///
+    /// # Safety
+    ///
+    /// This thread holds the GIL.
+    pub(crate) unsafe fn own(&self) -> (*mut c_void, *mut c_void) {
+        // SAFETY: the caller's contract.
+        unsafe { ((self.get)(), (self.interpreter)()) }
+    }
+
+    /// A new state of `interp` for this thread, attached (taking the GIL).
+    ///
+    /// # Safety
+    ///
+    /// `interp` is alive, and no state is attached to this thread.
+    pub(crate) unsafe fn attach_new(&self, interp: *mut c_void) -> *mut c_void {
+        // SAFETY: the caller's contract.
+        unsafe {
+            let stray = (self.new_state)(interp);
+            (self.restore)(stray);
+            stray
+        }
+    }
+
+    /// Clears and deletes `stray`.
+    ///
+    /// # Safety
+    ///
+    /// `stray` is not the current state, and this thread holds the GIL.
+    pub(crate) unsafe fn dispose(&self, stray: *mut c_void) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            (self.clear)(stray);
+            (self.delete)(stray);
+        }
+    }
 }
 
 /// Runs `f` with the panic hook quiet, and returns the panic's message
@@ -193,19 +254,9 @@ pub(crate) fn foreign_state_left_before_a_part(target: &Target) -> Outcome {
         return Ok(Pass::Skipped("the repair is 3.13+".into()));
     }
     let py = start(target)?;
-    // SAFETY: the C signatures of these CPython 3.8+ functions.
-    let (get, interpreter, new_state, restore, clear, delete) = unsafe {
-        (
-            api::<StateFn>("PyThreadState_Get")?,
-            api::<StateFn>("PyInterpreterState_Get")?,
-            api::<NewFn>("PyThreadState_New")?,
-            api::<StateOpFn>("PyEval_RestoreThread")?,
-            api::<StateOpFn>("PyThreadState_Clear")?,
-            api::<StateOpFn>("PyThreadState_Delete")?,
-        )
-    };
+    let states = StrayStates::load()?;
     // SAFETY: this thread holds the GIL.
-    let (own, interp) = unsafe { (get(), interpreter()) };
+    let (own, interp) = unsafe { states.own() };
     for strict in [false, true] {
         // (An address: the strict form's closure is `Send`.)
         let mut stray_addr = 0usize;
@@ -214,24 +265,19 @@ pub(crate) fn foreign_state_left_before_a_part(target: &Target) -> Outcome {
         let mut after_part = false;
         let message = expect_panic(|| {
             if strict {
+                let states = &states;
                 nuwa_ffi::nogil(|released| {
                     // SAFETY: `interp` is alive; nothing is attached here.
-                    unsafe {
-                        let stray = new_state(interp_addr as *mut c_void);
-                        stray_addr = stray as usize;
-                        restore(stray);
-                    }
+                    let stray = unsafe { states.attach_new(interp_addr as *mut c_void) };
+                    stray_addr = stray as usize;
                     let _ = released.with_gil(|| part_ran = true);
                     after_part = true;
                 })
             } else {
                 nuwa_ffi::nogil! {
                     // SAFETY: as above.
-                    unsafe {
-                        let stray = new_state(interp);
-                        stray_addr = stray as usize;
-                        restore(stray);
-                    }
+                    let stray = unsafe { states.attach_new(interp) };
+                    stray_addr = stray as usize;
                     let _ = with_gil! { part_ran = true; };
                     after_part = true;
                 }
@@ -243,17 +289,14 @@ pub(crate) fn foreign_state_left_before_a_part(target: &Target) -> Outcome {
         );
         let stray = stray_addr as *mut c_void;
         // SAFETY: a state is attached (nuwa's message says so).
-        let now = unsafe { get() };
+        let now = unsafe { (states.get)() };
         ensure!(
             now == own,
             "strict={strict}: after the panic the current state is {} ({message})",
             which(now, own, stray)
         );
         // SAFETY: the stray state is not current; this thread holds the GIL.
-        unsafe {
-            clear(stray);
-            delete(stray);
-        }
+        unsafe { states.dispose(stray) };
         py.run("nuwa_x = [i for i in range(100)]")?;
     }
     prove_release(py, &nuwa_ffi::CPython, "after the part's panic")?;
@@ -272,45 +315,29 @@ pub(crate) fn foreign_state_left_in_block_nested_in_part(target: &Target) -> Out
         return Ok(Pass::Skipped("the repair is 3.13+".into()));
     }
     let py = start(target)?;
-    // SAFETY: the C signatures of these CPython 3.8+ functions.
-    let (get, interpreter, new_state, restore, clear, delete) = unsafe {
-        (
-            api::<StateFn>("PyThreadState_Get")?,
-            api::<StateFn>("PyInterpreterState_Get")?,
-            api::<NewFn>("PyThreadState_New")?,
-            api::<StateOpFn>("PyEval_RestoreThread")?,
-            api::<StateOpFn>("PyThreadState_Clear")?,
-            api::<StateOpFn>("PyThreadState_Delete")?,
-        )
-    };
+    let states = StrayStates::load()?;
     // SAFETY: this thread holds the GIL.
-    let (own, interp) = unsafe { (get(), interpreter()) };
+    let (own, interp) = unsafe { states.own() };
     let mut stray: *mut c_void = std::ptr::null_mut();
     let message = expect_panic(|| {
         nuwa_ffi::nogil! {
             let _ = with_gil! {
                 nuwa_ffi::nogil! {
                     // SAFETY: `interp` is alive; nothing is attached here.
-                    unsafe {
-                        stray = new_state(interp);
-                        restore(stray);
-                    }
+                    stray = unsafe { states.attach_new(interp) };
                 }
             };
         }
     })?;
     // SAFETY: a state is attached.
-    let now = unsafe { get() };
+    let now = unsafe { (states.get)() };
     ensure!(
         now == own,
         "after the panic the current state is {} ({message})",
         which(now, own, stray)
     );
     // SAFETY: the stray state is not current; this thread holds the GIL.
-    unsafe {
-        clear(stray);
-        delete(stray);
-    }
+    unsafe { states.dispose(stray) };
     ensure!(py.gil_check() == 1, "PyGILState_Check() after the cleanup");
     py.run("nuwa_x = [i for i in range(100)]")?;
     prove_release(py, &nuwa_ffi::CPython, "after the nested block's panic")?;
