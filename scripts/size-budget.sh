@@ -6,7 +6,7 @@
 # deterministic for one toolchain and target: this is not a timing test.
 #
 # The budget is what nuwa added on 2026-12-07 (12,216 B with rustc 1.95;
-# 12,664 B on 2026-12-08) with about 1 KB of room, for another rustc's layout (the fresh root's is Debian's),
+# 12,752 B on 2026-12-08) with about 1 KB of room, for another rustc's layout (the fresh root's is Debian's),
 # so that growth fails here and is looked at; the goal of issue 24 is 4,096 B (see
 # BENCHMARKS.md, section 5, for where the rest goes). NUWA_SIZE_BUDGET
 # overrides it.
