@@ -83,10 +83,6 @@
 //!   block, and the reverse on a thread of its own), before a `with_gil!`
 //!   part (in place and strict), and in a block nested in a part: a panic,
 //!   then the block's own state is current, and blocks release again.
-//! - `own_gil_state_left_at_shutdown` (3.13+): `Py_FinalizeEx` (after its
-//!   atexit handlers) while a block on another thread holds an own-GIL
-//!   subinterpreter's state: the repair frees that GIL, finalization returns,
-//!   and the block panics or never returns (which one is CPython's timing).
 //! - `state_attached_before_a_part`: the same, left attached before a
 //!   `with_gil!` part (in place and strict): the part's reacquire panics,
 //!   the part does not run, and the thread holds the GIL afterwards.

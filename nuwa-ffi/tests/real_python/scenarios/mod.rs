@@ -294,12 +294,6 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         hosts: false,
     },
     Scenario {
-        name: "own_gil_state_left_at_shutdown",
-        runs: 1,
-        run: own_gil_state_left_at_shutdown,
-        hosts: false,
-    },
-    Scenario {
         name: "signal_check_stops_a_block",
         runs: 1,
         run: signal_check_stops_a_block,
