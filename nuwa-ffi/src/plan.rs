@@ -277,17 +277,17 @@ pub(crate) enum Way {
     /// is attached to the thread (none, unless one was attached inside the
     /// block and left attached), takes the GIL and attaches the block's own
     /// (CPython's `_PyThreadState_Attach`, as `PyEval_RestoreThread` does),
-    /// and returns the state it detached: on 3.13 the end check costs
-    /// nothing more than [`Local`](Way::Local)'s getter (by the counts of
-    /// BENCHMARKS.md: 531 instructions per block against 544).
+    /// and returns the state it detached: on 3.13 cheaper than
+    /// [`Local`](Way::Local)'s getter and `PyEval_RestoreThread` (530
+    /// instructions per block against 544: BENCHMARKS.md, "Per block").
     #[cfg(any(test, not(windows)))]
     SwapBoth {
         /// `PyThreadState_Swap`.
         swap: SwapFn,
     },
     /// 3.14 and later (not on Windows): released and taken back as
-    /// [`Local`](Way::Local), the cheapest there (the swap's take-back costs
-    /// 16 instructions more per block on 3.15). `PyThreadState_Swap(saved)`
+    /// [`Local`](Way::Local), the cheapest there (with the swap's take-back
+    /// a block cost 383 instructions on 3.15, now 370: BENCHMARKS.md). `PyThreadState_Swap(saved)`
     /// only repairs, off the fast path, a block that finds a state left
     /// attached at its end: it detaches that state and attaches the block's
     /// own, as [`SwapBoth`](Way::SwapBoth)'s take-back does on every block.

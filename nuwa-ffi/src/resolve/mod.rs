@@ -114,13 +114,6 @@ fn look_again() -> &'static Resolution {
     #[cfg(unix)]
     {
         let (made, scanned) = unix::look_up();
-        // On glibc a failed `dlsym`'s message is left to the next `dlopen`,
-        // `dlsym` or `dlclose`, which drops it: this one, a no-op unless
-        // the lookup's last such call failed (none does today: each handle
-        // is closed after its lookups), leaves none for the host's
-        // `dlerror`.
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        unix::clear_dlerror();
         let kept = offer(made).0;
         // After the offer: a block that reads what the walk saw finds the
         // answer in force.

@@ -94,10 +94,9 @@ impl Lookup for Handle {
         if p.is_null() {
             // glibc drops a pending message as every later `dlopen`,
             // `dlsym` or `dlclose` starts (not `dladdr`), and writes it
-            // only when `dlerror` asks (some 1,800 instructions): there the
-            // lookup clears it once, at its end (see
-            // `resolve::look_again`), a no-op unless its last such call
-            // failed (each handle's `dlclose` comes after its lookups).
+            // only when `dlerror` asks (some 1,800 instructions): there
+            // each handle's `dlclose`, after its lookups, drops it
+            // (`a_lookup_leaves_no_dlerror_message`).
             #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
             clear_dlerror();
             None
@@ -109,7 +108,7 @@ impl Lookup for Handle {
 
 /// Forgets a failed call's message, so that the host's own `dlerror` after
 /// a later failure of its own is not confused by ours.
-pub(super) fn clear_dlerror() {
+fn clear_dlerror() {
     // SAFETY: `dlerror` only reads and clears this thread's error state.
     unsafe { sys::dlerror() };
 }
@@ -373,8 +372,7 @@ pub(super) type Scanned = super::loaded::Scan;
 pub(super) type Scanned = ();
 
 /// Looks in every place, in order; returns the answer and what the walk of
-/// the loaded objects saw (when the answer is not final). On glibc, the
-/// caller then calls [`clear_dlerror`] (see `Handle::lookup`).
+/// the loaded objects saw (when the answer is not final).
 pub(super) fn look_up() -> (Resolution, Scanned) {
     let mut search = Search::default();
 
@@ -618,14 +616,12 @@ mod tests {
     /// A lookup whose `dlsym`s fail (this test program has no Python)
     /// leaves no message for the host's `dlerror`; on glibc, because a
     /// failed `dlsym`'s message is dropped by the next `dl*` call (which
-    /// `Handle::lookup` relies on) and by the lookup's own `dlerror` at its
-    /// end. The lookup is made here, on this thread (`resolution()` would
-    /// look only if no other test had yet, and `look_again` would count a
-    /// lookup that `without_python_blocks_do_not_look_again` may be
-    /// counting on another thread), without that final `dlerror`, which
-    /// has nothing left to clear (each handle's `dlclose` follows its
-    /// lookups): a change that ends the lookup with a failed `dlsym` fails
-    /// here (checked), although that `dlerror` would still clear it. A
+    /// `Handle::lookup` relies on: each handle's `dlclose` follows its
+    /// lookups). The lookup is made here, on this thread (`resolution()`
+    /// would look only if no other test had yet, and `look_again` would
+    /// count a lookup that `without_python_blocks_do_not_look_again` may be
+    /// counting on another thread): a change that ends the lookup with a
+    /// failed `dlsym` fails here (checked by the breaker who wrote it). A
     /// static musl program has no global scope (its `dlopen` always
     /// fails): only the lookup is checked there.
     #[test]

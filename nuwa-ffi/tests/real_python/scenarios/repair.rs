@@ -98,6 +98,31 @@ impl StrayStates {
         }
     }
 
+    /// After a repair: the block's `own` state is the current one again;
+    /// then `stray` is disposed of.
+    ///
+    /// # Safety
+    ///
+    /// A state is attached to this thread (so it holds the GIL), and
+    /// `stray` is a state made by [`attach_new`](Self::attach_new).
+    pub(crate) unsafe fn check_repaired(
+        &self,
+        own: *mut c_void,
+        stray: *mut c_void,
+        what: &str,
+    ) -> Result<(), String> {
+        // SAFETY: the caller's contract.
+        let now = unsafe { (self.get)() };
+        ensure!(
+            now == own,
+            "{what}: after the panic the current state is {}",
+            which(now, own, stray)
+        );
+        // SAFETY: the stray state is not current; this thread holds the GIL.
+        unsafe { self.dispose(stray) };
+        Ok(())
+    }
+
     /// Clears and deletes `stray`.
     ///
     /// # Safety
@@ -287,16 +312,10 @@ pub(crate) fn foreign_state_left_before_a_part(target: &Target) -> Outcome {
             !part_ran && !after_part,
             "the part or the rest of the block ran"
         );
-        let stray = stray_addr as *mut c_void;
-        // SAFETY: a state is attached (nuwa's message says so).
-        let now = unsafe { (states.get)() };
-        ensure!(
-            now == own,
-            "strict={strict}: after the panic the current state is {} ({message})",
-            which(now, own, stray)
-        );
-        // SAFETY: the stray state is not current; this thread holds the GIL.
-        unsafe { states.dispose(stray) };
+        let what = format!("strict={strict} ({message})");
+        // SAFETY: a state is attached (nuwa's message says so); the stray
+        // one was made by `attach_new`.
+        unsafe { states.check_repaired(own, stray_addr as *mut c_void, &what)? };
         py.run("nuwa_x = [i for i in range(100)]")?;
     }
     prove_release(py, &nuwa_ffi::CPython, "after the part's panic")?;
@@ -329,15 +348,9 @@ pub(crate) fn foreign_state_left_in_block_nested_in_part(target: &Target) -> Out
             };
         }
     })?;
-    // SAFETY: a state is attached.
-    let now = unsafe { (states.get)() };
-    ensure!(
-        now == own,
-        "after the panic the current state is {} ({message})",
-        which(now, own, stray)
-    );
-    // SAFETY: the stray state is not current; this thread holds the GIL.
-    unsafe { states.dispose(stray) };
+    // SAFETY: a state is attached (nuwa's message says so); the stray one
+    // was made by `attach_new`.
+    unsafe { states.check_repaired(own, stray, &message)? };
     ensure!(py.gil_check() == 1, "PyGILState_Check() after the cleanup");
     py.run("nuwa_x = [i for i in range(100)]")?;
     prove_release(py, &nuwa_ffi::CPython, "after the nested block's panic")?;
